@@ -1,0 +1,27 @@
+"""User-facing errors: each renders as one clear line at the CLI, never a traceback."""
+from __future__ import annotations
+
+
+class BenchError(Exception):
+    """An error caused by the user's input (suite, data, paths), shown as one line."""
+
+
+class SuiteError(BenchError):
+    """A malformed suite file: names the file and the field."""
+
+    def __init__(self, file: str, field: str | None, message: str):
+        self.file, self.field, self.message = str(file), field, message
+        where = f"{self.file}: {field}: " if field else f"{self.file}: "
+        super().__init__(where + message)
+
+
+class DataError(BenchError):
+    """A bad data row or unreadable data source: names the row or the source."""
+
+
+class ModelNotFoundError(BenchError):
+    """A model path or hub id that cannot be resolved."""
+
+
+class NetworkRequiredError(BenchError):
+    """A hub resource was asked for while the machine has no network."""

@@ -1,0 +1,145 @@
+"""Load models from a hub id or a local path; build tiny models and a tokenizer in code.
+
+The embedded default must run offline, so its tokenizer (character level, built with the
+`tokenizers` library) and its Llama-architecture models are made from a config here and
+saved as ordinary Hugging Face directories (safetensors) that transformers, lm-eval and
+vLLM load like any other model.
+"""
+from __future__ import annotations
+
+import os
+import string
+from pathlib import Path
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaForSequenceClassification,
+    PreTrainedTokenizerFast,
+)
+
+from bench.errors import ModelNotFoundError, NetworkRequiredError
+
+SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+# Every printable ASCII character is one token: enough for arithmetic and for English text.
+CHARACTERS = [c for c in string.printable if c not in "\r\x0b\x0c"]
+
+
+def build_char_tokenizer() -> PreTrainedTokenizerFast:
+    """A character-level tokenizer built in code (no download), decoding without spaces."""
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS.values())}
+    for ch in CHARACTERS:
+        vocab.setdefault(ch, len(vocab))
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL_TOKENS["unk_token"]))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, **SPECIAL_TOKENS)
+    tok.padding_side = "right"
+    tok.model_max_length = 4096
+    return tok
+
+
+def tiny_llama_config(tokenizer, *, hidden_size=64, layers=2, heads=4, max_positions=512, num_labels=None):
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 4,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    if num_labels is not None:
+        cfg.num_labels = num_labels
+    return cfg
+
+
+def build_tiny_causal_lm(out_dir, tokenizer, *, hidden_size=64, layers=2, heads=4, seed=0) -> Path:
+    """A randomly initialised tiny Llama decoder saved with its tokenizer; returns the dir."""
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(tiny_llama_config(tokenizer, hidden_size=hidden_size, layers=layers, heads=heads))
+    return _save(model, tokenizer, out_dir)
+
+
+def build_tiny_reward_model(out_dir, tokenizer, *, hidden_size=64, layers=2, heads=4, seed=0) -> Path:
+    """A randomly initialised tiny sequence-classification model (one score) with its tokenizer."""
+    torch.manual_seed(seed)
+    cfg = tiny_llama_config(tokenizer, hidden_size=hidden_size, layers=layers, heads=heads, num_labels=1)
+    return _save(LlamaForSequenceClassification(cfg), tokenizer, out_dir)
+
+
+def _save(model, tokenizer, out_dir) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def resolve_model(name_or_path: str) -> str:
+    """Return a loadable local path or hub id; fail in one line when neither can work.
+
+    A string that looks like a path (starts with '.', '/', '~' or exists) must exist.
+    A hub id is accepted when it is in the local HF cache or the network is allowed.
+    """
+    text = str(name_or_path)
+    path = Path(os.path.expanduser(text))
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelNotFoundError(f"model path {text} has no config.json (not a Hugging Face model directory)")
+        return str(path)
+    if text.startswith((".", "/", "~")) or text.count("/") > 1:
+        raise ModelNotFoundError(f"model path {text} does not exist")
+    if _hub_offline() and not _in_hub_cache(text):
+        raise NetworkRequiredError(
+            f"model {text} is a hub id, not in the local cache, and this machine has no network: "
+            "download it where there is network, or point the suite at a local directory"
+        )
+    return text
+
+
+def _hub_offline() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return True
+    from bench.net import network_available
+
+    return not network_available()
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # an unusual cache layout is the same as not cached
+        return False
+
+
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
+    tok = AutoTokenizer.from_pretrained(resolve_model(name_or_path), trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(name_or_path: str, *, dtype=None, trust_remote_code: bool = False, device=None):
+    model = AutoModelForCausalLM.from_pretrained(
+        resolve_model(name_or_path), dtype=dtype, trust_remote_code=trust_remote_code
+    )
+    return model.to(device) if device is not None else model
+
+
+def load_reward_model(name_or_path: str, *, dtype=None, trust_remote_code: bool = False, device=None):
+    model = AutoModelForSequenceClassification.from_pretrained(
+        resolve_model(name_or_path), dtype=dtype, trust_remote_code=trust_remote_code
+    )
+    return model.to(device) if device is not None else model

@@ -1,0 +1,47 @@
+"""Shared fixtures: a tiny tokenizer and tiny models built in code (offline, seconds)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests run offline and on few cores: never reach for the hub, keep torch from oversubscribing.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+HH_SAMPLE = SHARED / "data" / "hh-rlhf" / "harmless-base-test-1800.jsonl.gz"
+
+
+@pytest.fixture(scope="session")
+def char_tokenizer():
+    from bench.models import build_char_tokenizer
+
+    return build_char_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, char_tokenizer) -> Path:
+    """A randomly initialised 2-layer Llama (hidden 64) with the char tokenizer, on disk."""
+    from bench.models import build_tiny_causal_lm
+
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_lm"), char_tokenizer, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model_dir(tmp_path_factory, char_tokenizer) -> Path:
+    from bench.models import build_tiny_reward_model
+
+    return build_tiny_reward_model(tmp_path_factory.mktemp("tiny_rm"), char_tokenizer, seed=0)
+
+
+@pytest.fixture(scope="session")
+def hh_sample_path() -> Path:
+    if not HH_SAMPLE.exists():
+        pytest.skip(f"the shared HH-RLHF sample is not at {HH_SAMPLE}")
+    return HH_SAMPLE
