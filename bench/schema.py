@@ -1,0 +1,126 @@
+"""The suite schema: pydantic sections of a suite file, strict (unknown keys are errors).
+
+Pure data: loading YAML, `--set` overrides, grid expansion and friendly error messages
+live in `bench.config`; each stage consumes its own section from here.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoraSpec(Strict):
+    r: PositiveInt = 8
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class TrainConfig(Strict):
+    """Everything the one training loop needs; identical for every objective of a suite."""
+
+    learning_rate: float = Field(5e-4, gt=0)
+    max_steps: PositiveInt | None = None          # takes precedence over epochs
+    epochs: float = Field(1.0, gt=0)
+    batch_size: PositiveInt = 8                   # per process, per micro-step
+    grad_accum: PositiveInt = 1
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"   # auto: bf16 autocast on GPU, fp32 on CPU
+    gradient_checkpointing: bool = False
+    lora: LoraSpec | None = None
+    max_length: PositiveInt = 256
+    max_prompt_length: PositiveInt = 128
+    log_every: PositiveInt = 1
+    save_every: PositiveInt | None = None         # resume-state interval in optimiser steps; None: only at the end
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _prompt_fits(self):
+        if self.max_prompt_length >= self.max_length:
+            raise ValueError("max_prompt_length must be smaller than max_length")
+        return self
+
+
+class BuiltinModel(Strict):
+    hidden_size: PositiveInt = 64
+    layers: PositiveInt = 2
+    heads: PositiveInt = 4
+
+
+class ModelConfig(Strict):
+    # "builtin:tiny-llama" builds the tiny model in code; anything else is a hub id or a path.
+    policy: str = "builtin:tiny-llama"
+    builtin: BuiltinModel = BuiltinModel()
+    trust_remote_code: bool = False
+
+
+class DataConfig(Strict):
+    # builtin task name (arith) | hh_rlhf | preference (prompt/chosen/rejected columns)
+    source: str = "arith"
+    path: str | None = None                      # local .jsonl / .jsonl.gz / .json / .parquet
+    hub_id: str | None = None                    # e.g. Anthropic/hh-rlhf
+    data_dir: str | None = None                  # hub sub-directory, e.g. harmless-base
+    split: str = "train"
+    limit: PositiveInt | None = None
+    shuffle_seed: int = 0
+    eval_prompts: int = Field(64, ge=0)          # held out for generation
+    drift_pairs: int = Field(64, ge=0)           # held-out pairs for likelihood drift
+    on_bad_row: Literal["skip", "error"] = "skip"
+    task_options: dict[str, Any] = Field(default_factory=dict)   # options of a builtin task
+
+
+class SFTConfig(Strict):
+    """Optional base stage: fine-tune the base model with `nll` to make the reference."""
+
+    enabled: bool = False
+    data: Literal["demos", "chosen"] = "demos"   # builtin task demonstrations, or the train pairs' chosen
+    num_examples: PositiveInt | None = None
+    error_rate: float = Field(0.3, ge=0, le=1)   # builtin tasks: share of flawed demonstrations
+    training: TrainConfig = TrainConfig()
+
+
+class RewardModelConfig(Strict):
+    kind: Literal["none", "train", "load"] = "train"
+    path: str | None = None                       # hub id or path when kind == load
+    training: TrainConfig = TrainConfig(learning_rate=1e-3, epochs=1.0)
+    batch_size: PositiveInt = 32
+
+    @model_validator(mode="after")
+    def _path_when_loading(self):
+        if self.kind == "load" and not self.path:
+            raise ValueError("path is required when kind is 'load'")
+        return self
+
+
+class GenerationConfigSection(Strict):
+    backend: Literal["hf", "vllm"] = "hf"
+    max_new_tokens: PositiveInt = 64
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    n: PositiveInt = 1
+    batch_size: PositiveInt = 64
+    tensor_parallel_size: PositiveInt = 1
+    seed: int = 0
+
+
+class LmEvalConfig(Strict):
+    tasks: list[str] = Field(default_factory=list)
+    limit: PositiveInt | None = None
+    num_fewshot: int | None = Field(None, ge=0)
+    batch_size: PositiveInt = 16
+
+
+class ScoringConfig(Strict):
+    reward_model: bool = True
+    gold: str | None = None                       # verifier name, e.g. arith
+    lm_eval: LmEvalConfig = LmEvalConfig()
+    drift: bool = True
+    bootstrap_samples: PositiveInt = 1000
