@@ -1,0 +1,149 @@
+"""The command line: thin wrappers over the library; user errors become one line, exit 2.
+
+Heavy imports (torch, transformers, lm-eval) happen inside the commands so that
+`--help` and `objectives` answer at once.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import click
+
+from bench.errors import BenchError
+
+EXIT_USAGE = 2
+
+
+def one_line_errors(fn):
+    """Show a BenchError as one line on stderr (exit 2) instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BenchError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(EXIT_USAGE)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """prefbench: train preference objectives with one trainer, generate, score, compare."""
+
+
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a suite field, e.g. --set training.max_steps=10 (repeatable).",
+)
+
+
+@main.command()
+@click.argument("suite", type=click.Path(dir_okay=False))
+@set_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Output folder (default results/<suite name>/).")
+@click.option("--only", multiple=True, metavar="NAME",
+              help="Run only objectives whose label or name matches (repeatable).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@one_line_errors
+def run(suite, overrides, out_dir, only, quiet):
+    """Train every objective of SUITE, generate, score, and write the results and leaderboard."""
+    from bench.runner import run_suite
+
+    summary = run_suite(suite, overrides=list(overrides), out_dir=out_dir, only=list(only), progress=not quiet)
+    click.echo(summary.text())
+    sys.exit(1 if summary.failed else 0)
+
+
+@main.command()
+@click.argument("suite", type=click.Path(dir_okay=False))
+@set_option
+@one_line_errors
+def validate(suite, overrides):
+    """Check SUITE completely (schema, objectives, data, models, lm-eval tasks) without training."""
+    from bench.validate import validate_suite
+
+    click.echo(str(validate_suite(suite, list(overrides))))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def objectives(as_json):
+    """List every objective with its hyperparameters, defaults, reference need and paper."""
+    from trainers.objectives import describe_objectives
+
+    described = describe_objectives()
+    if as_json:
+        click.echo(json.dumps(described, indent=2))
+        return
+    for obj in described:
+        ref = "needs reference" if obj["needs_reference"] else "reference-free"
+        click.echo(f"{obj['name']}  ({ref})  {obj['paper']}")
+        for name, hp in obj["hyperparameters"].items():
+            allowed = hp.get("allowed", "")
+            click.echo(f"    {name:<18} default={hp['default']!r:<12} {allowed}  {hp.get('description', '')}".rstrip())
+
+
+@main.command()
+@click.argument("results_dir", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["md", "latex", "html", "csv"]), default="md")
+@one_line_errors
+def report(results_dir, fmt):
+    """Print the leaderboard of a results folder (and refresh its report files and plots)."""
+    from bench.report import report_text
+
+    click.echo(report_text(results_dir, fmt))
+
+
+@main.command()
+@click.argument("results_dir", type=click.Path(file_okay=False))
+@click.option("--baseline", required=True, type=click.Path(dir_okay=False))
+@one_line_errors
+def check(results_dir, baseline):
+    """Compare a results folder with a baseline; exit 1 naming each regressed metric."""
+    from bench.check import check as run_check
+
+    result = run_check(results_dir, baseline)
+    for line in result.regressions:
+        click.echo(f"REGRESSION {line}")
+    click.echo(f"checked {result.checked} metrics: {len(result.regressions)} regressed")
+    sys.exit(0 if result.ok else 1)
+
+
+@main.group()
+def perf():
+    """Throughput benchmarks against a peer run side by side (last line: JSON)."""
+
+
+@perf.command("train")
+@click.option("--steps", default=20, show_default=True)
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--max-length", default=128, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def perf_train(steps, batch_size, max_length, seed):
+    """Harness trainer vs TRL's DPOTrainer (default and precomputed reference): tokens/s, memory."""
+    from bench.perf_train import run as run_perf
+
+    result = run_perf(steps=steps, batch_size=batch_size, max_length=max_length, seed=seed)
+    click.echo(json.dumps(result))
+
+
+@perf.command("generate")
+@click.option("--num-prompts", default=64, show_default=True)
+@click.option("--max-new-tokens", default=64, show_default=True)
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def perf_generate(num_prompts, max_new_tokens, batch_size, seed):
+    """Batched hf backend vs a one-prompt-at-a-time generate loop (and vLLM where present)."""
+    from bench.perf_generate import run as run_perf
+
+    result = run_perf(num_prompts=num_prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+    click.echo(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
