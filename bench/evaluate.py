@@ -1,0 +1,133 @@
+"""Evaluate one policy: generate on the eval prompts, then judge every sample.
+
+Writes into the stage directory it is given:
+- `generations.jsonl`: the raw generations (expensive; never recomputed for a new metric);
+- `judgments.parquet`: one row per sample: length, reward-model score, gold score, and the
+  sample's log-prob under the policy and under the reference (for the KL estimate);
+- `drift.json`: likelihood drift on the held-out pairs (policies only);
+- `lm_eval.json`: lm-evaluation-harness rows, one per task metric.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from bench.aggregate import JUDGMENTS
+from bench.generation.base import GenerationConfig, get_generator, write_generations
+from bench.schema import GenerationConfigSection, LmEvalConfig
+from trainers.tokenize import TokenizedPair, render_prompt
+
+
+@dataclass
+class EvalContext:
+    """What every policy's evaluation shares (built once per suite by the runner)."""
+
+    eval_pairs: list            # PreferencePair, the held-out prompts
+    tokenizer: object
+    reference_dir: Path
+    generation: GenerationConfigSection
+    reward_model_dir: Path | None
+    reward_batch_size: int
+    gold: str | None
+    lm_eval: LmEvalConfig
+    lm_eval_include: Path | None
+    drift_data: list | None     # TokenizedPair, held-out pairs
+    drift_reference: dict | None
+    progress: bool = True
+
+
+def prompts_of(ctx: EvalContext) -> list[tuple[str, str]]:
+    return [(pair.id, render_prompt(pair, ctx.tokenizer)) for pair in ctx.eval_pairs]
+
+
+def generate(policy_dir: Path, ctx: EvalContext, out_dir: Path):
+    section = ctx.generation
+    options = {"tensor_parallel_size": section.tensor_parallel_size} if section.backend == "vllm" else {}
+    generator = get_generator(section.backend, str(policy_dir), **options)
+    generations = generator.generate(prompts_of(ctx), GenerationConfig.from_section(section))
+    write_generations(out_dir / "generations.jsonl", generations)
+    del generator
+    return generations
+
+
+def sample_logps(model_dir: Path, prompt_ids: dict, samples: list[tuple[str, list[int]]], *,
+                 batch_size: int = 32) -> list[float]:
+    """Sum of log-probs of each (prompt_id, response ids) under the model at `model_dir`."""
+    from bench.models import load_causal_lm
+    from trainers.logps import sequence_logps
+
+    model = load_causal_lm(str(model_dir)).eval()
+    data = [TokenizedPair(id=f"{pid}#{i}", prompt_ids=prompt_ids[pid], chosen_ids=ids, rejected_ids=None)
+            for i, (pid, ids) in enumerate(samples)]
+    return sequence_logps(model, data, batch_size=batch_size)
+
+
+def response_ids(tokenizer, generation) -> list[int]:
+    """The sample's token ids as the policy produced them: its text re-tokenised, plus EOS
+    when generation stopped there (exact for tokenizers that round-trip, such as the char one)."""
+    ids = tokenizer(generation.text, add_special_tokens=False).input_ids
+    return ids + [tokenizer.eos_token_id] if generation.finish_reason == "stop" else ids
+
+
+def judge(policy_dir: Path, generations, ctx: EvalContext, *, with_kl: bool) -> pd.DataFrame:
+    pairs = {pair.id: pair for pair in ctx.eval_pairs}
+    frame = pd.DataFrame({
+        "prompt_id": [g.prompt_id for g in generations],
+        "sample_index": [g.sample_index for g in generations],
+        "num_tokens": [g.num_tokens for g in generations],
+        "num_chars": [len(g.text) for g in generations],
+        "finish_reason": [g.finish_reason for g in generations],
+    })
+    if ctx.reward_model_dir is not None:
+        frame["reward"] = score_rewards(ctx, [pairs[g.prompt_id] for g in generations], [g.text for g in generations])
+    if ctx.gold is not None:
+        from bench.scoring.gold import get_verifier
+
+        verify = get_verifier(ctx.gold)
+        frame["gold"] = [float(verify(g.text, pairs[g.prompt_id].metadata)) for g in generations]
+    if with_kl:
+        prompt_ids = {pid: ctx.tokenizer(text, add_special_tokens=False).input_ids for pid, text in prompts_of(ctx)}
+        samples = [(g.prompt_id, response_ids(ctx.tokenizer, g)) for g in generations]
+        frame["logp_policy"] = sample_logps(policy_dir, prompt_ids, samples)
+        frame["logp_ref"] = sample_logps(ctx.reference_dir, prompt_ids, samples)
+    return frame
+
+
+def score_rewards(ctx: EvalContext, pairs: list, responses: list[str]) -> list[float]:
+    from bench.scoring.reward_model import RewardModelScorer
+
+    scorer = RewardModelScorer(str(ctx.reward_model_dir), batch_size=ctx.reward_batch_size)
+    return scorer.score([p.prompt for p in pairs], responses, [p.messages for p in pairs])
+
+
+def chosen_judgments(ctx: EvalContext) -> pd.DataFrame:
+    """The dataset's chosen responses judged like a policy's samples (for win rate vs chosen)."""
+    pairs = ctx.eval_pairs
+    frame = pd.DataFrame({"prompt_id": [p.id for p in pairs], "sample_index": 0})
+    frame["reward"] = score_rewards(ctx, pairs, [p.chosen for p in pairs])
+    return frame
+
+
+def evaluate_policy(policy_dir: Path, ctx: EvalContext, out_dir: Path, *, is_reference: bool) -> dict:
+    """The whole evaluation of one policy into `out_dir`; returns a small summary."""
+    generations = generate(policy_dir, ctx, out_dir)
+    judgments = judge(policy_dir, generations, ctx, with_kl=not is_reference)
+    judgments.to_parquet(out_dir / JUDGMENTS, index=False)
+    if ctx.drift_data and ctx.drift_reference is not None and not is_reference:
+        from bench.scoring.drift import compute_drift
+
+        drift = compute_drift(str(policy_dir), ctx.drift_reference, ctx.drift_data)
+        (out_dir / "drift.json").write_text(json.dumps(drift, sort_keys=True))
+    if ctx.lm_eval.tasks:
+        from bench.scoring.lm_eval_scorer import evaluate as lm_evaluate
+
+        rows = lm_evaluate(str(policy_dir), ctx.lm_eval.tasks, include_path=ctx.lm_eval_include,
+                           limit=ctx.lm_eval.limit, num_fewshot=ctx.lm_eval.num_fewshot,
+                           batch_size=ctx.lm_eval.batch_size,
+                           backend=ctx.generation.backend, device="cuda" if torch.cuda.is_available() else "cpu")
+        (out_dir / "lm_eval.json").write_text(json.dumps(rows, sort_keys=True, default=str))
+    return {"samples": len(generations)}

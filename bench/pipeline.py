@@ -1,0 +1,277 @@
+"""The stage functions the runner strings together (one function per stage of DESIGN.md §3).
+
+Every stage's cache key is the hash of everything its output depends on, so a change to
+one section of a suite redoes exactly the stages downstream of it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.aggregate import PolicyRecord, policy_rows
+from bench.evaluate import EvalContext, chosen_judgments, evaluate_policy
+from bench.stages import StageStore, content_hash
+
+BUILTIN_PREFIX = "builtin:"
+PAIR_FILES = ("train", "eval", "drift")
+
+
+@dataclass
+class SuiteContext:
+    suite: object
+    suite_dir: Path
+    data_key: str
+    base_key: str
+    reference_dir: Path
+    tokenizer: object
+    train_data: list
+    ref_logps: dict | None
+    eval_ctx: EvalContext
+    eval_key: str
+    data_info: dict
+    progress: bool
+
+
+# ---------------------------------------------------------------- data
+def _write_pairs(path: Path, pairs) -> None:
+    with path.open("w") as f:
+        for pair in pairs:
+            f.write(json.dumps(dataclasses.asdict(pair), sort_keys=True) + "\n")
+
+
+def read_pairs(path: Path) -> list:
+    from bench.data.records import PreferencePair
+
+    pairs = []
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        row["messages"] = tuple(row["messages"]) if row.get("messages") else None
+        pairs.append(PreferencePair(**row))
+    return pairs
+
+
+def data_stage(suite, store: StageStore) -> tuple[str, dict[str, list], dict]:
+    from bench.data.sources import load_pairs
+    from bench.data.splits import split_pairs
+
+    key = content_hash("data", suite.data)
+
+    def build(tmp: Path):
+        loaded = load_pairs(suite.data)
+        splits = split_pairs(loaded.pairs, eval_prompts=suite.data.eval_prompts,
+                             drift_pairs=suite.data.drift_pairs, seed=suite.data.shuffle_seed)
+        for name in PAIR_FILES:
+            _write_pairs(tmp / f"{name}.jsonl", getattr(splits, name))
+        return {"source": loaded.source, "skipped": dict(loaded.skipped),
+                **{f"n_{name}": len(getattr(splits, name)) for name in PAIR_FILES}}
+
+    folder = store.run("data", key, build)
+    return key, {name: read_pairs(folder / f"{name}.jsonl") for name in PAIR_FILES}, store.info("data", key)
+
+
+# ---------------------------------------------------------------- base model / SFT reference
+def base_stage(suite, store: StageStore, data_key: str, train_pairs, *, progress: bool) -> tuple[str, Path]:
+    """The reference policy: the base model, SFT-trained with `nll` when the suite asks."""
+    sft = suite.sft
+    key = content_hash("base", suite.model, sft, data_key if sft.enabled and sft.data == "chosen" else None)
+    base = _initial_model(suite, store, key)
+    if not sft.enabled:
+        return key, base
+    from trainers.objectives import build_objective
+    from trainers.tokenize import tokenize_pairs
+    from trainers.trainer import train
+
+    tokenizer = _load_tokenizer(base, suite)
+    demos = _sft_examples(suite, train_pairs)
+    tokenized, _ = tokenize_pairs(demos, tokenizer, max_length=sft.training.max_length,
+                                  max_prompt_length=sft.training.max_prompt_length)
+    result = train(model_path=str(base), objective=build_objective([{"name": "nll", "weight": 1.0}]),
+                   train_data=tokenized, config=sft.training, out_dir=store.work_dir("sft", key), progress=progress)
+    if result.status != "ok":
+        from bench.errors import BenchError
+
+        raise BenchError(f"SFT of the reference failed: {result.reason}")
+    return key, Path(result.checkpoint)
+
+
+def _initial_model(suite, store: StageStore, key: str) -> Path:
+    policy = suite.model.policy
+    if not policy.startswith(BUILTIN_PREFIX):
+        from bench.models import resolve_model
+
+        return Path(resolve_model(policy)) if Path(policy).exists() else policy
+    from bench.models import build_char_tokenizer, build_tiny_causal_lm
+
+    size = suite.model.builtin
+    return store.run("init", key, lambda tmp: build_tiny_causal_lm(
+        tmp, build_char_tokenizer(), hidden_size=size.hidden_size, layers=size.layers, heads=size.heads, seed=0
+    ) and None)
+
+
+def _sft_examples(suite, train_pairs):
+    sft = suite.sft
+    if sft.data == "chosen":
+        examples = [dataclasses.replace(p, rejected="") for p in train_pairs]
+        return examples[: sft.num_examples] if sft.num_examples else examples
+    from bench.data.tasks import get_task
+
+    n = sft.num_examples or len(train_pairs)
+    return get_task(suite.data.source).make_sft_demos(n, seed=sft.training.seed, error_rate=sft.error_rate)
+
+
+def _load_tokenizer(model_dir, suite):
+    from bench.models import load_tokenizer
+
+    return load_tokenizer(str(model_dir), trust_remote_code=suite.model.trust_remote_code)
+
+
+# ---------------------------------------------------------------- reward model
+def reward_stage(suite, store: StageStore, data_key: str, base_key: str, train_pairs, *, progress) -> Path | None:
+    cfg = suite.reward_model
+    if cfg.kind == "none" or not suite.scoring.reward_model:
+        return None
+    if cfg.kind == "load":
+        from bench.models import resolve_model
+
+        return Path(resolve_model(cfg.path))
+    from bench.scoring.reward_model import train_reward_model
+
+    builtin = suite.model.policy.startswith(BUILTIN_PREFIX)
+    key = content_hash("reward", cfg, data_key, None if builtin else base_key)
+
+    def build(tmp: Path):
+        train_reward_model(train_pairs, None if builtin else suite.model.policy, tmp / "model",
+                           config=cfg.training, progress=progress)
+
+    return store.run("reward", key, build) / "model"
+
+
+# ---------------------------------------------------------------- everything before training
+def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: bool) -> SuiteContext:
+    from trainers.reference import reference_logps
+    from trainers.tokenize import tokenize_pairs
+
+    bar.stage("data")
+    data_key, pairs, data_info = data_stage(suite, store)
+    bar.stage("base")
+    base_key, reference_dir = base_stage(suite, store, data_key, pairs["train"], progress=progress)
+    tokenizer = _load_tokenizer(reference_dir, suite)
+    bar.stage("reward")
+    reward_dir = reward_stage(suite, store, data_key, base_key, pairs["train"], progress=progress)
+    training = suite.training
+    train_data, skipped = tokenize_pairs(pairs["train"], tokenizer, max_length=training.max_length,
+                                         max_prompt_length=training.max_prompt_length)
+    data_info = {**data_info, "skipped_at_tokenization": dict(skipped)}
+    ref_cache = store.root / "ref_logps"
+    ref_logps = None
+    if any(run.needs_reference for run in runs):
+        bar.stage("ref_logps")
+        ref_logps = reference_logps(str(reference_dir), train_data, batch_size=training.batch_size * 2,
+                                    cache_dir=ref_cache, progress=progress)
+    drift_data, drift_reference = None, None
+    if suite.scoring.drift and pairs["drift"]:
+        drift_data, _ = tokenize_pairs(pairs["drift"], tokenizer, max_length=training.max_length,
+                                       max_prompt_length=training.max_prompt_length)
+        drift_reference = reference_logps(str(reference_dir), drift_data, batch_size=training.batch_size * 2,
+                                          cache_dir=ref_cache, progress=progress)
+    eval_ctx = EvalContext(
+        eval_pairs=pairs["eval"], tokenizer=tokenizer, reference_dir=reference_dir, generation=suite.generation,
+        reward_model_dir=reward_dir, reward_batch_size=suite.reward_model.batch_size, gold=suite.scoring.gold,
+        lm_eval=suite.scoring.lm_eval, lm_eval_include=_tasks_dir(suite_path), drift_data=drift_data,
+        drift_reference=drift_reference, progress=progress,
+    )
+    eval_key = content_hash("eval", data_key, base_key, str(reward_dir), suite.generation, suite.scoring,
+                            suite.reward_model, training.max_length, training.max_prompt_length)
+    return SuiteContext(suite=suite, suite_dir=suite_path.parent, data_key=data_key, base_key=base_key,
+                        reference_dir=reference_dir, tokenizer=tokenizer, train_data=train_data, ref_logps=ref_logps,
+                        eval_ctx=eval_ctx, eval_key=eval_key, data_info=data_info, progress=progress)
+
+
+def _tasks_dir(suite_path: Path) -> Path | None:
+    tasks = suite_path.resolve().parent / "tasks"
+    return tasks if tasks.is_dir() else None
+
+
+# ---------------------------------------------------------------- train and evaluate
+def train_key(run, ctx: SuiteContext) -> str:
+    return content_hash("train", run.run_id, ctx.data_key, ctx.base_key)
+
+
+def train_run(run, ctx: SuiteContext, store: StageStore):
+    from trainers.objectives import build_objective
+    from trainers.trainer import train
+
+    out_dir = store.work_dir("train", train_key(run, ctx))
+    if ctx.suite.launcher == "accelerate":
+        from bench.launch import train_with_accelerate
+
+        return train_with_accelerate(run, ctx, out_dir)
+    return train(model_path=str(ctx.reference_dir), objective=build_objective(run.objective_spec),
+                 train_data=ctx.train_data, config=run.training, out_dir=out_dir,
+                 reference=ctx.ref_logps if run.needs_reference else None, progress=ctx.progress)
+
+
+def train_summary(result) -> dict:
+    summary = {"steps": result.steps}
+    lines = Path(result.log_path).read_text().splitlines() if result.log_path and Path(result.log_path).exists() else []
+    if lines:
+        summary["final_loss"] = json.loads(lines[-1]).get("loss")
+    summary["train_log"] = str(result.log_path)
+    return summary
+
+
+def evaluate_run(run, checkpoint, ctx: SuiteContext, store: StageStore) -> Path:
+    key = content_hash("evaluate", train_key(run, ctx), ctx.eval_key)
+    return store.run("evaluate", key, lambda tmp: evaluate_policy(Path(checkpoint), ctx.eval_ctx, tmp,
+                                                                  is_reference=False))
+
+
+def evaluate_reference(ctx: SuiteContext, store: StageStore, bar) -> Path:
+    bar.stage("evaluate reference")
+    key = content_hash("evaluate", "reference", ctx.eval_key)
+    folder = store.run("evaluate", key, lambda tmp: evaluate_policy(ctx.reference_dir, ctx.eval_ctx, tmp,
+                                                                    is_reference=True))
+    if ctx.eval_ctx.reward_model_dir is not None:
+        store.run("chosen", content_hash("chosen", ctx.eval_key),
+                  lambda tmp: chosen_judgments(ctx.eval_ctx).to_parquet(tmp / "judgments.parquet", index=False))
+    return folder
+
+
+def objective_name(run) -> str:
+    names = [term["name"] for term in run.objective_spec]
+    return names[0] if len(names) == 1 else "+".join(names)
+
+
+# ---------------------------------------------------------------- aggregate
+def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records: list[PolicyRecord],
+              runs, store: StageStore) -> str:
+    """Judgments -> results.parquet/csv, runs.parquet, leaderboard and plots; returns the leaderboard."""
+    import pandas as pd
+
+    from bench.report import write_report
+    from bench.results import provenance, write_results
+
+    reference_judgments = pd.read_parquet(reference_eval / "judgments.parquet")
+    chosen_dir = store.path("chosen", content_hash("chosen", ctx.eval_key))
+    chosen = pd.read_parquet(chosen_dir / "judgments.parquet") if (chosen_dir / "judgments.parquet").exists() else None
+    n_boot, seed = suite.scoring.bootstrap_samples, suite.generation.seed
+    reference = PolicyRecord(run_id=REFERENCE_ID, label=REFERENCE_ID, objective=REFERENCE_ID, params="{}",
+                             seed=seed, eval_dir=reference_eval)
+    rows = []
+    for record in [reference, *records]:
+        rows += policy_rows(record, suite=suite.name, reference_judgments=reference_judgments,
+                            chosen_judgments=chosen, n_boot=n_boot, seed=seed)
+    prov = provenance()
+    by_id = {run.run_id: run for run in runs}
+    run_rows = [dict(suite=suite.name, run_id=r.run_id, label=r.label, objective=r.objective, params=r.params,
+                     seed=r.seed, status=r.status, reason=r.reason or "", train_log=r.train_summary.get("train_log", ""),
+                     config=json.dumps(by_id[r.run_id].training.model_dump(mode="json"), sort_keys=True)
+                     if r.run_id in by_id else "{}",
+                     data=json.dumps(ctx.data_info, sort_keys=True), **prov) for r in [reference, *records]]
+    write_results(out, rows, run_rows)
+    return write_report(out)
+
+
+REFERENCE_ID = "reference"

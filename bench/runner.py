@@ -1,0 +1,105 @@
+"""Run a suite: the stages of DESIGN.md section 3, each cached by the hash of its inputs.
+
+    data -> base (model + optional SFT reference) -> reward -> ref_logps -> train (per run)
+         -> evaluate (reference once, then every trained policy) -> aggregate
+
+A finished stage is never redone; a killed run resumes (training resumes from its last
+saved state); one failed run is recorded with its reason and the others continue.
+"""
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import stages as stage_lib
+from bench.aggregate import PolicyRecord
+from bench.config import expand_runs, load_suite
+from bench.errors import BenchError
+from bench.progress import StageProgress
+
+@dataclass
+class RunSummary:
+    suite: str
+    out_dir: Path
+    total: int
+    failed: list[tuple[str, str, Path]] = field(default_factory=list)   # (label, reason, log)
+    leaderboard: str = ""
+    seconds: float = 0.0
+    computed: int = 0
+    reused: int = 0
+
+    def text(self) -> str:
+        lines = [self.leaderboard.rstrip(), ""] if self.leaderboard else []
+        lines.append(f"suite {self.suite}: {self.total - len(self.failed)}/{self.total} runs ok in "
+                     f"{self.seconds:.0f}s ({self.computed} stages computed, {self.reused} reused); "
+                     f"results in {self.out_dir}")
+        for label, reason, log in self.failed:
+            lines.append(f"FAILED {label}: {reason} (log: {log})")
+        return "\n".join(lines)
+
+
+def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True) -> RunSummary:
+    started = time.time()
+    suite = load_suite(suite_path, list(overrides))
+    runs = select_runs(expand_runs(suite), only)
+    out = Path(out_dir) if out_dir else Path("results") / suite.name
+    out.mkdir(parents=True, exist_ok=True)
+    store = stage_lib.StageStore(out)
+    bar = StageProgress(total_runs=len(runs), enabled=progress)
+
+    from bench import pipeline
+
+    ctx = pipeline.prepare(suite, Path(suite_path), store, runs, bar, progress=progress)
+    reference_eval = pipeline.evaluate_reference(ctx, store, bar)
+    records = [_train_and_evaluate(run, ctx, store, out, bar) for run in runs]
+    failures = [(f"{r.label} seed={r.seed}", r.reason, out / "logs" / f"{r.run_id}.log")
+                for r in records if r.status != "ok"]
+    bar.stage("aggregate")
+    leaderboard = pipeline.aggregate(suite, ctx, out, reference_eval, records, runs, store)
+    bar.close()
+    return RunSummary(suite=suite.name, out_dir=out, total=len(runs), failed=failures, leaderboard=leaderboard,
+                      seconds=time.time() - started, computed=len(store.computed), reused=len(store.reused))
+
+
+def select_runs(runs, only):
+    if not only:
+        return runs
+    chosen = [r for r in runs if any(name in (r.label, r.objective_spec[0]["name"], r.run_id) for name in only)]
+    if not chosen:
+        labels = sorted({r.label for r in runs})
+        raise BenchError(f"--only {', '.join(only)} matches no run; labels are: {', '.join(labels)}")
+    return chosen
+
+
+def _train_and_evaluate(run, ctx, store, out: Path, bar) -> PolicyRecord:
+    """Train one run and evaluate it; a failure is recorded on the record, never raised."""
+    from bench import pipeline
+
+    record = PolicyRecord(run_id=run.run_id, label=run.label, objective=pipeline.objective_name(run),
+                          params=json.dumps(run.params, sort_keys=True), seed=run.seed)
+    try:
+        bar.stage("train", run)
+        result = pipeline.train_run(run, ctx, store)
+        record.train_summary = pipeline.train_summary(result)
+        if result.status != "ok":
+            _fail(record, result.reason or "training failed", out)
+            return record
+        bar.stage("evaluate", run)
+        record.eval_dir = pipeline.evaluate_run(run, result.checkpoint, ctx, store)
+    except BenchError as err:
+        _fail(record, str(err), out)
+    except Exception as err:  # isolate: one broken run must not lose the others' results
+        _fail(record, f"{type(err).__name__}: {err}".splitlines()[0], out, traceback.format_exc())
+    finally:
+        bar.run_done()
+    return record
+
+
+def _fail(record: PolicyRecord, reason: str, out: Path, detail: str | None = None) -> None:
+    record.status, record.reason = "failed", reason
+    log_path = out / "logs" / f"{record.run_id}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text((detail or reason) + "\n")
