@@ -1,0 +1,32 @@
+"""Registry of builtin synthetic tasks (data + gold verifier), looked up by name."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Callable
+
+from bench.data import arith
+from bench.errors import BenchError
+
+
+@dataclass(frozen=True)
+class BuiltinTask:
+    name: str
+    make_pairs: Callable        # (n, seed, **options) -> list[PreferencePair]
+    make_sft_demos: Callable    # (n, seed, error_rate, **options) -> list[PreferencePair]
+    verify: Callable            # (text, metadata) -> float in {0.0, 1.0}
+    default_size: int           # pairs made when the suite sets no data.limit
+
+
+_REGISTRY = {
+    "arith": BuiltinTask("arith", arith.make_pairs, arith.make_sft_demos, arith.verify, default_size=2000),
+}
+TASKS = sorted(_REGISTRY)
+
+
+def get_task(name: str) -> BuiltinTask:
+    """The builtin task called `name`; an unknown name is a BenchError naming the nearest."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    near = difflib.get_close_matches(name, TASKS, n=1, cutoff=0.0)
+    raise BenchError(f"unknown builtin task {name!r}; did you mean {near[0]!r}? (tasks: {', '.join(TASKS)})")
