@@ -1,0 +1,49 @@
+"""Gold verifiers: programmatic rewards for tasks with a checkable answer.
+
+A verifier maps (generated text, pair metadata) to a score in [0, 1]; `arith` is exact
+final-answer match, the analogue of GSM8K accuracy used in the ADPO paper's math setting.
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+
+from bench.errors import BenchError
+
+Verifier = Callable[[str, dict], float]
+
+
+def _arith(text: str, metadata: dict) -> float:
+    # Imported on call: bench.data.arith owns the answer format, and importing it lazily
+    # keeps this registry free of a dependency cycle with the data package.
+    from bench.data.arith import verify
+
+    return float(verify(text, metadata))
+
+
+VERIFIERS: dict[str, Verifier] = {"arith": _arith}
+
+
+def register_verifier(name: str, fn: Verifier) -> None:
+    """Add (or replace) a verifier under ``name``."""
+    if not callable(fn):
+        raise TypeError(f"verifier {name!r} must be callable")
+    VERIFIERS[name] = fn
+
+
+def get_verifier(name: str) -> Verifier:
+    """The verifier registered under ``name``; an unknown name names the closest one."""
+    try:
+        return VERIFIERS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, VERIFIERS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise BenchError(f"unknown gold verifier {name!r}{hint}; known: {', '.join(sorted(VERIFIERS))}") from None
+
+
+def gold_accuracy(texts: Sequence[str], metadatas: Sequence[dict], verifier: Verifier | str) -> list[float]:
+    """Score each text against its metadata; returns one score per text, in order."""
+    if len(texts) != len(metadatas):
+        raise ValueError(f"gold_accuracy got {len(texts)} texts but {len(metadatas)} metadata rows")
+    fn = get_verifier(verifier) if isinstance(verifier, str) else verifier
+    return [float(fn(t, m)) for t, m in zip(texts, metadatas)]
