@@ -1,0 +1,178 @@
+"""Plots of a results folder (matplotlib, Agg backend, PNG).
+
+Each function returns the Path it wrote, or None when there is nothing to plot (a suite
+without a reward model has no win rate; a suite that does not sweep ADPO's k or m has no
+granularity plot), so callers never have to guess which plots exist.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")   # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bench.report import aggregate, failed_run_ids, metric_key  # noqa: E402
+from bench.results import REFERENCE  # noqa: E402
+
+DRIFT_KEY = "logratio/chosen"   # the trainer's train_log.jsonl field for mean r_w
+WIN_RATE_JUDGES = (("reward_model", "win_rate_vs_reference"), ("gold", "win_rate_vs_reference"))
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _read_log(path: Path) -> pd.DataFrame:
+    """(step, r_w) points of one train log; empty when the log lacks the drift field."""
+    points = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue   # a run killed mid-write leaves a partial last line
+        if isinstance(entry, dict) and "step" in entry and DRIFT_KEY in entry:
+            points.append((int(entry["step"]), float(entry[DRIFT_KEY])))
+    return pd.DataFrame(points, columns=["step", "value"])
+
+
+def plot_drift_curves(runs_df: pd.DataFrame | None, out_path: Path, base_dir: Path | None = None) -> Path | None:
+    """Mean chosen log-ratio r_w over training steps, one line per objective (mean over seeds)."""
+    if runs_df is None or "train_log" not in runs_df:
+        return None
+    failed = failed_run_ids(runs_df)
+    curves: dict[str, list[pd.DataFrame]] = {}
+    for _, run in runs_df.iterrows():
+        log = run["train_log"]
+        if str(run["run_id"]) in failed or not isinstance(log, str) or not log:
+            continue
+        path = Path(log) if Path(log).is_absolute() or base_dir is None else base_dir / log
+        if not path.is_file():
+            continue   # missing logs are skipped, not an error: the table is still valid
+        points = _read_log(path)
+        if len(points):
+            curves.setdefault(str(run["label"]), []).append(points)
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label in sorted(curves):
+        mean = pd.concat(curves[label]).groupby("step")["value"].mean()
+        ax.plot(mean.index, mean.to_numpy(), label=label, linewidth=1.5)
+    ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("chosen log-ratio r_w (mean over seeds)")
+    ax.set_title("Likelihood drift of chosen responses")
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, out_path)
+
+
+def _pair_points(long: pd.DataFrame, x: tuple[str, str], y: tuple[str, str]) -> pd.DataFrame:
+    """Per label: x and y means with their intervals, labels having both only."""
+    def pick(key):
+        sub = long[(long["scorer"] == key[0]) & (long["metric"] == key[1])]
+        return sub.set_index("label")[["value", "ci_low", "ci_high"]]
+
+    return pick(x).join(pick(y), lsuffix="_x", rsuffix="_y", how="inner").sort_index()
+
+
+def _errors(points: pd.DataFrame, axis: str) -> np.ndarray:
+    """Asymmetric error bars (NaN intervals drawn as none)."""
+    v, lo, hi = (points[f"{c}_{axis}"].to_numpy(float) for c in ("value", "ci_low", "ci_high"))
+    return np.nan_to_num(np.vstack([v - lo, hi - v]), nan=0.0)
+
+
+def _scatter(long: pd.DataFrame, x: tuple[str, str], xlabel: str, title: str, out_path: Path) -> Path | None:
+    judge = next((j for j in WIN_RATE_JUDGES if not _pair_points(long, x, j).empty), None)
+    if judge is None:
+        return None
+    points = _pair_points(long, x, judge)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, row in points.iterrows():
+        one = points.loc[[label]]
+        ax.errorbar(row["value_x"], row["value_y"], xerr=_errors(one, "x"), yerr=_errors(one, "y"),
+                    fmt="o", capsize=3, label=label)
+    ax.axhline(0.5, color="grey", linewidth=0.8, linestyle="--")   # parity with the reference
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"win rate vs reference ({judge[0]})")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, out_path)
+
+
+def plot_winrate_vs_kl(long: pd.DataFrame, out_path: Path) -> Path | None:
+    """Win rate vs KL to the reference, one point per objective, error bars across seeds."""
+    return _scatter(long, ("kl", "kl_to_reference"), "KL to reference", "Win rate vs KL", out_path)
+
+
+def plot_winrate_vs_length(long: pd.DataFrame, out_path: Path) -> Path | None:
+    """Win rate vs mean response tokens: length exploitation shows as a rising diagonal."""
+    return _scatter(long, ("length", "mean_tokens"), "mean response tokens", "Win rate vs length", out_path)
+
+
+def granularity_points(results_df: pd.DataFrame) -> pd.DataFrame:
+    """ADPO runs as (family, x = k or m, label): family is the granularity, x its size."""
+    rows = []
+    adpo = results_df[results_df["objective"] == "adpo"].drop_duplicates("label")
+    for label, params in zip(adpo["label"], adpo["params"]):
+        p = json.loads(params or "{}")
+        family = p.get("granularity")
+        size = p.get("k") if family == "static" else p.get("m") if family == "adaptive" else None
+        if size is not None:
+            rows.append({"label": label, "family": f"{family} ({'k' if family == 'static' else 'm'})", "x": float(size)})
+    return pd.DataFrame(rows, columns=["label", "family", "x"])
+
+
+def plot_granularity_sweep(long: pd.DataFrame, results_df: pd.DataFrame, out_path: Path) -> Path | None:
+    """ADPO's k / m sweep (x log2) against win rate and gold accuracy, one line per family."""
+    grid = granularity_points(results_df)
+    if grid["x"].nunique() < 2:
+        return None   # no sweep: one point is not a curve
+    targets = [key for key in (("reward_model", "win_rate_vs_reference"), ("gold", "accuracy"))
+               if ((long["scorer"] == key[0]) & (long["metric"] == key[1])).any()]
+    if not targets:
+        return None
+    fig, axes = plt.subplots(1, len(targets), figsize=(6 * len(targets), 4.5), squeeze=False)
+    for ax, (scorer, metric) in zip(axes[0], targets):
+        sub = long[(long["scorer"] == scorer) & (long["metric"] == metric)].set_index("label")
+        for family, members in grid.groupby("family", sort=True):
+            pts = members[members["label"].isin(sub.index)].sort_values("x")
+            if pts.empty:
+                continue
+            vals = sub.loc[pts["label"]]
+            err = np.nan_to_num(np.vstack([vals["value"] - vals["ci_low"], vals["ci_high"] - vals["value"]]), nan=0.0)
+            ax.errorbar(pts["x"], vals["value"], yerr=err, marker="o", capsize=3, label=family)
+        ref = long[(long["objective"] == REFERENCE) & (long["scorer"] == scorer) & (long["metric"] == metric)]
+        if len(ref):
+            ax.axhline(float(ref["value"].iloc[0]), color="grey", linestyle="--", linewidth=0.8, label="reference")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("granularity size (k or m, log2)")
+        ax.set_ylabel(metric_key(scorer, metric))
+        ax.legend(fontsize=8)
+    fig.suptitle("ADPO granularity sweep")
+    return _save(fig, out_path)
+
+
+def make_plots(results_dir: str | Path, results_df: pd.DataFrame,
+               runs_df: pd.DataFrame | None) -> dict[str, Path]:
+    """Every plot that has data, under ``DIR/plots/``; returns {name: path}."""
+    folder = Path(results_dir) / "plots"
+    long = aggregate(results_df, runs_df)
+    made = {
+        "drift_curves": plot_drift_curves(runs_df, folder / "drift_curves.png", base_dir=Path(results_dir)),
+        "winrate_vs_kl": plot_winrate_vs_kl(long, folder / "winrate_vs_kl.png"),
+        "winrate_vs_length": plot_winrate_vs_length(long, folder / "winrate_vs_length.png"),
+        "granularity_sweep": plot_granularity_sweep(long, results_df, folder / "granularity_sweep.png"),
+    }
+    return {name: path for name, path in made.items() if path is not None}
+
+
+__all__ = ["plot_drift_curves", "plot_winrate_vs_kl", "plot_winrate_vs_length",
+           "plot_granularity_sweep", "make_plots", "granularity_points"]
