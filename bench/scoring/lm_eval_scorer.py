@@ -1,0 +1,137 @@
+"""Score a checkpoint on lm-eval tasks through lm-eval itself (`lm_eval.simple_evaluate`).
+
+The numbers are lm-eval's own (metric, stderr, version), reshaped into tidy rows; nothing
+is re-implemented here. Local task YAMLs (e.g. `suites/tasks/arith_qa.yaml`) are found
+through `include_path`. lm-eval's hub access is switched off for the call: the embedded
+default must run offline and a local task reads a local file.
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+from collections.abc import Iterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from bench.errors import BenchError
+
+_OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def lm_eval_version() -> str:
+    try:
+        return version("lm_eval")
+    except PackageNotFoundError:  # installed from a checkout without metadata
+        import lm_eval
+
+        return getattr(lm_eval, "__version__", "unknown")
+
+
+@contextlib.contextmanager
+def offline_hub() -> Iterator[None]:
+    """Set the offline switches for the duration of the call, then restore them.
+
+    huggingface_hub and datasets read these variables at import time, so their already
+    imported constants are switched too (and restored afterwards).
+    """
+    import sys
+
+    saved_env = {k: os.environ.get(k) for k in _OFFLINE_ENV}
+    os.environ.update(_OFFLINE_ENV)
+    patched = []
+    for module, attr in (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("datasets.config", "HF_HUB_OFFLINE"),
+                         ("datasets.config", "HF_DATASETS_OFFLINE")):
+        mod = sys.modules.get(module)
+        if mod is not None and hasattr(mod, attr):
+            patched.append((mod, attr, getattr(mod, attr)))
+            setattr(mod, attr, True)
+    try:
+        yield
+    finally:
+        for mod, attr, old in patched:
+            setattr(mod, attr, old)
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _task_manager(include_path):
+    from lm_eval.tasks import TaskManager
+
+    paths = [str(Path(p).resolve()) for p in ([include_path] if isinstance(include_path, (str, Path)) else include_path or [])]
+    for p in paths:
+        if not Path(p).is_dir():
+            raise BenchError(f"lm-eval include_path {p} is not a directory")
+    return TaskManager(include_path=paths or None)
+
+
+def _check_tasks(manager, tasks: Sequence[str]) -> None:
+    known = set(manager.all_tasks)
+    for task in tasks:
+        if task not in known:
+            close = difflib.get_close_matches(task, sorted(known), n=1)
+            hint = f" (closest known: {close[0]!r})" if close else ""
+            raise BenchError(f"unknown lm-eval task {task!r}{hint}")
+
+
+def tidy_results(results: dict, lm_version: str) -> list[dict]:
+    """lm-eval's results dict -> rows: task, metric, filter, value, stderr, n_shot, versions, n.
+
+    lm-eval keys metrics as ``"<metric>,<filter>"`` with ``"<metric>_stderr,<filter>"``
+    beside them; the filter is kept as its own column.
+    """
+    rows = []
+    for task, metrics in results["results"].items():
+        n = results.get("n-samples", {}).get(task, {})
+        for key, value in metrics.items():
+            if "," not in key or "_stderr," in key:
+                continue  # "alias" and the stderr entries (joined below)
+            metric, filt = key.split(",", 1)
+            stderr = metrics.get(f"{metric}_stderr,{filt}")
+            rows.append({
+                "task": task, "metric": metric, "filter": filt, "value": _num(value),
+                "stderr": _num(stderr), "n_shot": results.get("n-shot", {}).get(task),
+                "task_version": results.get("versions", {}).get(task),
+                "lm_eval_version": lm_version, "n": n.get("effective") if isinstance(n, dict) else n,
+            })
+    return rows
+
+
+def _num(x):
+    # lm-eval writes "N/A" for a stderr it could not compute (e.g. one sample).
+    return float(x) if isinstance(x, (int, float)) else None
+
+
+def evaluate(checkpoint, tasks: Sequence[str], *, include_path=None, limit: int | float | None = None,
+             num_fewshot: int | None = None, batch_size: int = 16, backend: str = "hf",
+             device: str | None = "cpu", dtype: str | None = None) -> list[dict]:
+    """Run lm-eval on ``checkpoint`` (HF dir or hub id) and return tidy result rows.
+
+    ``backend`` is lm-eval's model type: "hf" (transformers) or "vllm". ``dtype`` defaults
+    to float32 for hf (exact on CPU) and auto for vLLM.
+    """
+    if backend not in ("hf", "vllm"):
+        raise BenchError(f"lm-eval backend must be 'hf' or 'vllm', got {backend!r}")
+    tasks = list(tasks)
+    if not tasks:
+        return []
+    from bench.models import resolve_model
+
+    model_path = resolve_model(str(checkpoint))
+    with offline_hub():
+        import lm_eval
+
+        manager = _task_manager(include_path)
+        _check_tasks(manager, tasks)
+        dtype = dtype or ("float32" if backend == "hf" else "auto")
+        out = lm_eval.simple_evaluate(
+            model=backend, model_args=f"pretrained={model_path},dtype={dtype}", tasks=tasks,
+            task_manager=manager, limit=limit, num_fewshot=num_fewshot, batch_size=batch_size,
+            device=device if backend == "hf" else None, log_samples=False,
+        )
+    if out is None:  # simple_evaluate returns None on non-zero ranks of a distributed run
+        return []
+    return tidy_results(out, lm_eval_version())
