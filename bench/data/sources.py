@@ -1,0 +1,238 @@
+"""Load preference pairs from a builtin task, the HF hub, or local files (`load_pairs`).
+
+Sources (`data.source`): a builtin task name (`arith`); `hh_rlhf` (Anthropic HH-RLHF
+conversations, see `bench.data.hh_rlhf`); `preference` (columns prompt/chosen/rejected
+whose values are strings or chat-message lists, UltraFeedback-binarized style). Rows come
+from `data.path` (.jsonl, .jsonl.gz, .json, .parquet) or from `data.hub_id` via
+`datasets.load_dataset`. A faulty row never crashes a run: it is skipped and counted by
+reason, unless `on_bad_row: error`, which turns the first one into a DataError naming it.
+"""
+from __future__ import annotations
+
+import difflib
+import gzip
+import json
+import os
+import random
+from pathlib import Path
+from typing import Iterator
+
+from tqdm.auto import tqdm
+
+from bench.data import hh_rlhf
+from bench.data.records import LoadResult, PreferencePair
+from bench.data.tasks import TASKS, get_task
+from bench.errors import DataError, NetworkRequiredError
+
+HH_HUB_ID = "Anthropic/hh-rlhf"
+# datasets' packaged builders read local files (data_dir / data_files): no network needed
+_LOCAL_BUILDERS = {"json", "csv", "parquet", "arrow", "text", "pandas"}
+_EXTENSIONS = (".jsonl", ".jsonl.gz", ".json", ".parquet")
+
+
+def load_pairs(cfg, *, task_seed: int | None = None, progress: bool = True) -> LoadResult:
+    """Pairs for a `bench.schema.DataConfig`: builtin task, `hh_rlhf` or `preference`.
+
+    Builtin tasks make `cfg.limit` pairs (or the task's default size) from `task_seed`
+    (default `cfg.shuffle_seed`). File and hub sources keep valid rows in order, then
+    shuffle them with `cfg.shuffle_seed` and keep the first `cfg.limit`. Ids are
+    `<source name>:<row index>` of the original row, stable under shuffling and limits.
+    """
+    if cfg.source in TASKS:
+        return _builtin(cfg, cfg.shuffle_seed if task_seed is None else task_seed)
+    if cfg.source == "hh_rlhf":
+        convert = _hh_row
+    elif cfg.source == "preference":
+        convert = _preference_row
+    else:
+        choices = [*TASKS, "hh_rlhf", "preference"]
+        near = difflib.get_close_matches(cfg.source, choices, n=1, cutoff=0.0)
+        raise DataError(f"data.source: unknown source {cfg.source!r}; did you mean {near[0]!r}? (sources: {', '.join(choices)})")
+    name, where, rows = _rows(cfg)
+    pairs, skipped, notes = _convert(rows, convert, name, where, cfg.on_bad_row == "error", progress)
+    random.Random(cfg.shuffle_seed).shuffle(pairs)
+    return LoadResult(pairs[: cfg.limit] if cfg.limit else pairs, skipped, name, notes)
+
+
+def _builtin(cfg, seed: int) -> LoadResult:
+    task = get_task(cfg.source)
+    pairs = task.make_pairs(cfg.limit or task.default_size, seed, **cfg.task_options)
+    return LoadResult(pairs, {}, f"{cfg.source}:{seed}")
+
+
+# ---------------------------------------------------------------- reading rows
+def _rows(cfg) -> tuple[str, str, Iterator[tuple[int, object]]]:
+    """(name for ids, where for messages, iterator of (row index, row dict or None if unreadable))."""
+    if cfg.path:
+        return _local_rows(Path(os.path.expanduser(cfg.path)))
+    hub_id = cfg.hub_id or (HH_HUB_ID if cfg.source == "hh_rlhf" else None)
+    if not hub_id:
+        raise DataError(f"data: source {cfg.source!r} needs data.path (a local file) or data.hub_id")
+    return _hub_rows(hub_id, cfg.data_dir, cfg.split)
+
+
+def _local_rows(path: Path):
+    if not path.exists():
+        raise DataError(f"data.path: {path} does not exist")
+    name = path.name
+    suffix = next((s for s in _EXTENSIONS if name.endswith(s)), None)
+    if suffix is None:
+        raise DataError(f"data.path: {path} is not one of {', '.join(_EXTENSIONS)}")
+    stem = name[: -len(suffix)]
+    if suffix in (".jsonl", ".jsonl.gz"):
+        return stem, str(path), _jsonl_rows(path)
+    if suffix == ".json":
+        return stem, str(path), enumerate(_json_records(path))
+    import pyarrow.parquet as pq  # pyarrow keeps nested lists as Python lists (pandas gives arrays)
+
+    return stem, str(path), enumerate(pq.read_table(path).to_pylist())
+
+
+def _jsonl_rows(path: Path):
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            if not line.strip():
+                continue
+            try:
+                yield i, json.loads(line)
+            except json.JSONDecodeError:
+                yield i, None  # counted as `unparseable`, never a crash
+
+
+def _json_records(path: Path) -> list:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"data.path: {path} is not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(data, list):
+        raise DataError(f"data.path: {path} must hold a JSON list of records")
+    return data
+
+
+def _hub_rows(hub_id: str, data_dir: str | None, split: str):
+    from bench.net import network_available
+
+    # asked BEFORE load_dataset, which would otherwise hang retrying an unreachable hub
+    if hub_id not in _LOCAL_BUILDERS and not network_available():
+        raise NetworkRequiredError(
+            f"data.hub_id: {hub_id} is on the Hugging Face hub and this machine has no network; "
+            "download the data elsewhere and set data.path to a local .jsonl/.jsonl.gz/.json/.parquet file"
+        )
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(hub_id, data_dir=data_dir, split=split)
+    except (FileNotFoundError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"data.hub_id: cannot load {hub_id} (data_dir={data_dir}, split={split}): {first}") from None
+    name = "/".join(x for x in (hub_id, data_dir) if x) + f":{split}"
+    return name, f"{hub_id} (data_dir={data_dir}, split={split})", enumerate(ds)
+
+
+# ---------------------------------------------------------------- rows into pairs
+_REASONS = {
+    "empty_response": "a response is empty",
+    "identical_responses": "chosen and rejected are identical",
+    "missing_field": "a prompt/chosen/rejected field is missing",
+    "prompts_differ": "chosen and rejected do not share a prompt",
+    "unparseable": "the row cannot be parsed",
+}
+
+
+def _convert(rows, convert, name: str, where: str, strict: bool, progress: bool):
+    """Pairs, skip counts by reason and note counts; rows are numbered from 0 (line = row + 1 in .jsonl)."""
+    pairs, skipped, notes = [], {}, {}
+    for i, row in tqdm(rows, desc=f"reading {name}", unit="row", disable=not progress):
+        parsed = convert(row) if isinstance(row, dict) else "unparseable"
+        if isinstance(parsed, str):
+            if strict:
+                raise DataError(f"{where}: row {i}: {parsed} ({_REASONS[parsed]}); set data.on_bad_row: skip to skip such rows")
+            skipped[parsed] = skipped.get(parsed, 0) + 1
+            continue
+        prompt, chosen, rejected, messages, note = parsed
+        if note:
+            notes[note] = notes.get(note, 0) + 1
+        pairs.append(PreferencePair(f"{name}:{i}", prompt, chosen, rejected, messages, {"row": i}))
+    return pairs, skipped, notes
+
+
+def _hh_row(row: dict):
+    if not isinstance(row.get("chosen"), str) or not isinstance(row.get("rejected"), str):
+        return "missing_field"
+    parsed = hh_rlhf.parse_hh(row["chosen"], row["rejected"])
+    if isinstance(parsed, str):
+        return parsed
+    note = "prompt_from_common_prefix" if parsed.from_common_prefix else None
+    return parsed.prompt, parsed.chosen, parsed.rejected, parsed.messages, note
+
+
+def _preference_row(row: dict):
+    """prompt/chosen/rejected as strings, or chat-message lists (last assistant message = response)."""
+    chosen, rejected, prompt = row.get("chosen"), row.get("rejected"), row.get("prompt")
+    if chosen is None or rejected is None:
+        return "missing_field"
+    if isinstance(chosen, str) and isinstance(rejected, str) and isinstance(prompt, str):
+        return _string_pair(prompt, chosen, rejected)
+    return _chat_pair(prompt, chosen, rejected)
+
+
+def _string_pair(prompt: str, chosen: str, rejected: str):
+    # some exports repeat the prompt at the start of each response: keep only the continuation
+    if prompt and chosen.startswith(prompt) and rejected.startswith(prompt):
+        chosen, rejected = chosen[len(prompt) :], rejected[len(prompt) :]
+    return _checked(prompt, chosen, rejected, None)
+
+
+def _chat_pair(prompt, chosen, rejected):
+    if isinstance(chosen, str) and isinstance(rejected, str):
+        if not _is_messages(prompt):
+            return "missing_field" if prompt is None else "unparseable"
+        return _checked(render_plain(prompt), _space(chosen), _space(rejected), _freeze(prompt))
+    if not (_is_messages(chosen) and _is_messages(rejected)) or not chosen or not rejected:
+        return "unparseable"
+    if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
+        return "unparseable"
+    head_c, head_r = chosen[:-1], rejected[:-1]
+    if head_c and head_r and head_c != head_r:
+        return "prompts_differ"
+    context = head_c or head_r
+    if not context:  # responses only: the prompt column holds the context
+        if isinstance(prompt, str):
+            context = [{"role": "user", "content": prompt}]
+        elif _is_messages(prompt):
+            context = prompt
+        else:
+            return "missing_field"
+    return _checked(render_plain(context), _space(chosen[-1]["content"]), _space(rejected[-1]["content"]), _freeze(context))
+
+
+def _checked(prompt, chosen, rejected, messages):
+    if not chosen.strip() or not rejected.strip():
+        return "empty_response"
+    if chosen == rejected:
+        return "identical_responses"
+    return prompt, chosen, rejected, messages, None
+
+
+def _is_messages(value) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
+    )
+
+
+def _freeze(messages) -> tuple[dict, ...]:
+    return tuple({"role": m["role"], "content": m["content"]} for m in messages)
+
+
+def _space(text: str) -> str:
+    return text if text.startswith((" ", "\n")) else " " + text
+
+
+_LABEL = {"user": "Human", "assistant": "Assistant", "system": "System"}
+
+
+def render_plain(messages) -> str:
+    """Chat messages as HH-style plain text ending in the Assistant marker, for models without a chat template."""
+    turns = "".join(f"\n\n{_LABEL.get(m['role'], m['role'].title())}: {m['content']}" for m in messages)
+    return turns + hh_rlhf.ASSISTANT
