@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.report import aggregate, failed_run_ids, metric_key  # noqa: E402
-from bench.results import REFERENCE  # noqa: E402
+from bench.report import aggregate, failed_run_ids  # noqa: E402
+from bench.results import REFERENCE, metric_info  # noqa: E402
 
 DRIFT_KEY = "logratio/chosen"   # the trainer's train_log.jsonl field for mean r_w
 WIN_RATE_JUDGES = (("reward_model", "win_rate_vs_reference"), ("gold", "win_rate_vs_reference"))
@@ -154,7 +154,7 @@ def plot_granularity_sweep(long: pd.DataFrame, results_df: pd.DataFrame, out_pat
             ax.axhline(float(ref["value"].iloc[0]), color="grey", linestyle="--", linewidth=0.8, label="reference")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("granularity size (k or m, log2)")
-        ax.set_ylabel(metric_key(scorer, metric))
+        ax.set_ylabel(metric_info(scorer, metric).display)
         ax.legend(fontsize=8)
     fig.suptitle("ADPO granularity sweep")
     return _save(fig, out_path)

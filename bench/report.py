@@ -51,8 +51,9 @@ def seed_aggregate(values):
         from bench.metrics import seed_aggregate as shared
     except ImportError:
         shared = None
-    if shared is not None:
-        est = shared(list(values))
+    values = list(values)
+    if shared is not None and len(values) >= 2:   # n < 2 handled here: no interval to compute
+        est = shared(values)
         return float(est.value), float(est.ci_low), float(est.ci_high), int(est.n)
     return t_interval(values)
 
@@ -169,7 +170,8 @@ def best_labels(board: pd.DataFrame, key: str) -> set[str]:
 def _fmt(value: float) -> str:
     if value is None or not np.isfinite(value):
         return "–"
-    return f"{value:.1f}" if abs(value) >= 100 else f"{value:.3f}"
+    digits = 1 if abs(value) >= 100 else 2 if abs(value) >= 10 else 3   # about 3-4 significant figures
+    return f"{value:.{digits}f}"
 
 
 def _cell(row: pd.Series, key: str) -> str:

@@ -1,0 +1,197 @@
+"""Leaderboard aggregation (hand-computed t-intervals), rendering with bold best, files and plots."""
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from bench import plots
+from bench.errors import BenchError
+from bench.report import aggregate, leaderboard, render, report_text, t_interval, write_report
+from bench.results import make_row, write_results
+
+T_975_DF2 = 4.302652729749464   # Student t quantile 0.975 with 2 degrees of freedom
+DPO = "dpo[beta=0.1]"
+STATIC = "adpo[granularity=static,k=1]"
+ADAPTIVE = "adpo[granularity=adaptive,m=4]"
+
+# label -> (objective, params, per-seed {(scorer, metric): value})
+VALUES = {
+    DPO: ("dpo", {"beta": 0.1}, {
+        ("reward_model", "win_rate_vs_reference"): [0.60, 0.62, 0.64],
+        ("kl", "kl_to_reference"): [0.5, 0.7, 0.9],
+        ("drift", "chosen_logp_down"): [0.8, 0.7, 0.9],
+        ("length", "mean_tokens"): [30.0, 32.0, 34.0],
+        ("gold", "accuracy"): [0.40, 0.50, 0.60],
+    }),
+    STATIC: ("adpo", {"granularity": "static", "k": 1}, {
+        ("reward_model", "win_rate_vs_reference"): [0.70, 0.72, 0.77],
+        ("kl", "kl_to_reference"): [0.2, 0.3, 0.4],
+        ("drift", "chosen_logp_down"): [0.3, 0.2, 0.4],
+        ("length", "mean_tokens"): [20.0, 21.0, 22.0],
+        ("gold", "accuracy"): [0.50, 0.55, 0.60],
+    }),
+    # seed 2 of this one fails: its (absurd) values must not reach the aggregates
+    ADAPTIVE: ("adpo", {"granularity": "adaptive", "m": 4}, {
+        ("reward_model", "win_rate_vs_reference"): [0.66, 0.68, 0.0],
+        ("kl", "kl_to_reference"): [0.4, 0.6, 99.0],
+        ("drift", "chosen_logp_down"): [0.5, 0.5, 1.0],
+        ("length", "mean_tokens"): [25.0, 27.0, 500.0],
+        ("gold", "accuracy"): [0.45, 0.55, 0.0],
+    }),
+}
+
+
+def synthetic(tmp_path=None, train_logs=False):
+    rows, runs = [], []
+    for label, (objective, params, metrics) in VALUES.items():
+        for seed in range(3):
+            run_id = f"{label}-s{seed}"
+            failed = label == ADAPTIVE and seed == 2
+            for (scorer, metric), values in metrics.items():
+                v = values[seed]
+                rows.append(make_row(suite="t", run_id=run_id, objective=objective, params=params, seed=seed,
+                                     scorer=scorer, metric=metric, value=v, ci_low=v - 0.05, ci_high=v + 0.05, n=20))
+            log = None
+            if train_logs and tmp_path is not None:
+                log = tmp_path / f"{run_id}.jsonl"
+                slope = -1.0 if objective == "dpo" else -0.2
+                log.write_text("\n".join(json.dumps({"step": s, "logratio/chosen": slope * s + seed * 0.01, "loss": 0.6})
+                                         for s in range(0, 50, 10)) + "\n")
+            runs.append({"suite": "t", "run_id": run_id, "objective": objective, "label": label,
+                         "params": params, "seed": seed, "status": "failed" if failed else "ok",
+                         "reason": "nan loss" if failed else None, "train_log": str(log) if log else None})
+    rows.append(make_row(suite="t", run_id="reference", objective="reference", params={}, seed=0,
+                         scorer="gold", metric="accuracy", value=0.35, ci_low=0.25, ci_high=0.45, n=20))
+    rows.append(make_row(suite="t", run_id="reference", objective="reference", params={}, seed=0,
+                         scorer="length", metric="mean_tokens", value=24.0, n=20))
+    rows.append(make_row(suite="t", run_id="reference", objective="reference", params={}, seed=0,
+                         scorer="lm_eval:arith_local", metric="exact_match", value=0.3, ci_low=0.2, ci_high=0.4, n=20,
+                         extra={"stderr": 0.05}))
+    rows.append(make_row(suite="t", run_id="reference", objective="reference", params={}, seed=0,
+                         scorer="lm_eval:arith_local", metric="exact_match_stderr", value=0.05))
+    runs.append({"suite": "t", "run_id": "reference", "objective": "reference", "label": "reference",
+                 "params": {}, "seed": 0, "status": "ok"})
+    return pd.DataFrame(rows), pd.DataFrame(runs)
+
+
+def test_t_interval_by_hand():
+    mean, low, high, n = t_interval([0.60, 0.62, 0.64])
+    half = T_975_DF2 * 0.02 / math.sqrt(3)
+    assert (mean, n) == (pytest.approx(0.62), 3)
+    assert low == pytest.approx(0.62 - half) and high == pytest.approx(0.62 + half)
+    assert math.isnan(t_interval([1.0])[1])
+
+
+def test_leaderboard_means_intervals_and_failed_runs():
+    results, runs = synthetic()
+    board = leaderboard(results, runs).set_index("label")
+    assert list(board.index) == ["reference", ADAPTIVE, STATIC, DPO]   # reference first, then sorted
+    key = "reward_model/win_rate_vs_reference"
+    # dpo: mean 0.62, sd 0.02 over 3 seeds
+    half = T_975_DF2 * 0.02 / math.sqrt(3)
+    assert board.loc[DPO, key] == pytest.approx(0.62)
+    assert board.loc[DPO, key + ":ci_low"] == pytest.approx(0.62 - half)
+    assert board.loc[DPO, key + ":ci_high"] == pytest.approx(0.62 + half)
+    # static: 0.70, 0.72, 0.77 -> mean 0.73, sd sqrt((0.0009 + 0.0001 + 0.0016) / 2)
+    sd = math.sqrt((0.03**2 + 0.01**2 + 0.04**2) / 2)
+    assert board.loc[STATIC, key] == pytest.approx(0.73)
+    assert board.loc[STATIC, key + ":ci_high"] - 0.73 == pytest.approx(T_975_DF2 * sd / math.sqrt(3))
+    # adaptive: failed seed 2 excluded (two seeds 0.66, 0.68 -> t with 1 df = 12.706...)
+    assert board.loc[ADAPTIVE, key] == pytest.approx(0.67)
+    assert board.loc[ADAPTIVE, key + ":ci_high"] - 0.67 == pytest.approx(12.706204736174698 * math.sqrt(0.0002) / math.sqrt(2))
+    assert board.loc[ADAPTIVE, "kl/kl_to_reference"] == pytest.approx(0.5)
+    assert (board.loc[ADAPTIVE, "failed"], board.loc[ADAPTIVE, "seeds"]) == (1, 2)
+    assert (board.loc[DPO, "failed"], board.loc[DPO, "seeds"]) == (0, 3)
+    # the reference row: one seed -> the scorer's own interval; lm-eval main metric, not its stderr
+    assert board.loc["reference", "gold/accuracy"] == pytest.approx(0.35)
+    assert board.loc["reference", "gold/accuracy:ci_low"] == pytest.approx(0.25)
+    assert board.loc["reference", "lm_eval:arith_local/exact_match"] == pytest.approx(0.3)
+    assert "lm_eval:arith_local/exact_match_stderr" not in board.columns
+    assert math.isnan(board.loc["reference", key])
+    # column order follows the documented leaderboard order
+    metric_cols = [c for c in board.columns if "/" in c and not c.endswith(("ci_low", "ci_high"))]
+    assert metric_cols == ["reward_model/win_rate_vs_reference", "gold/accuracy", "length/mean_tokens",
+                           "drift/chosen_logp_down", "kl/kl_to_reference", "lm_eval:arith_local/exact_match"]
+
+
+def test_markdown_bolds_best_only_where_direction_is_defined():
+    results, runs = synthetic()
+    md = render(leaderboard(results, runs), "md")
+    lines = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    cells = {label: [c.strip() for c in line.strip("|").split("|")] for label, line in lines.items()}
+    header = cells["objective"]
+    win = header.index("RM win rate vs ref")
+    down = header.index("chosen log-prob down")
+    kl = header.index("KL to ref")
+    gold = header.index("gold accuracy")
+    assert cells[STATIC][win].startswith("**0.730 [")            # highest win rate
+    assert not cells[DPO][win].startswith("**")
+    assert cells[STATIC][down].startswith("**0.300 [")           # lower is better
+    assert not any(row[kl].startswith("**") for row in cells.values())   # KL: no direction, no bold
+    assert cells[STATIC][gold].startswith("**0.550")             # best gold among all rows
+    assert cells["reference"][win] == "–"
+    assert cells[ADAPTIVE][header.index("failed")] == "1"
+
+
+def test_latex_html_csv():
+    results, runs = synthetic()
+    board = leaderboard(results, runs)
+    tex = render(board, "latex")
+    assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
+    assert r"\textbf{0.730 [" in tex and r"adpo[granularity=static,k=1]" in tex
+    assert r"lm\_eval" not in tex or r"\_" in tex   # underscores escaped in headers
+    assert "RM win rate vs ref" in tex and "log-prob" in tex
+    page = render(board, "html")
+    assert page.startswith("<!DOCTYPE html>") and "<b>0.730 [" in page and page.count("<tr>") == 5
+    csv = pd.read_csv(pd.io.common.StringIO(render(board, "csv")))
+    row = csv.set_index("label").loc[DPO]
+    assert row["reward_model/win_rate_vs_reference"] == pytest.approx(0.62)
+    assert row["kl/kl_to_reference:ci_low"] < 0.7 < row["kl/kl_to_reference:ci_high"]
+    with pytest.raises(BenchError, match="not one of"):
+        render(board, "pdf")
+
+
+def test_write_report_files_and_plots(tmp_path):
+    results, runs = synthetic(tmp_path, train_logs=True)
+    write_results(tmp_path, results, runs)
+    written = write_report(tmp_path)
+    for suffix in ("md", "tex", "html", "csv"):
+        assert (tmp_path / f"leaderboard.{suffix}").stat().st_size > 100
+    for name in ("drift_curves", "winrate_vs_kl", "winrate_vs_length", "granularity_sweep"):
+        png = written[f"plot:{name}"]
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert report_text(tmp_path, "md") == (tmp_path / "leaderboard.md").read_text()
+
+
+def test_plots_return_none_without_data(tmp_path):
+    results, runs = synthetic()
+    only_gold = results[results["scorer"] == "gold"]
+    long = aggregate(only_gold, runs)
+    assert plots.plot_winrate_vs_kl(long, tmp_path / "a.png") is None
+    assert plots.plot_drift_curves(runs, tmp_path / "b.png") is None          # no train logs recorded
+    assert plots.plot_drift_curves(None, tmp_path / "b.png") is None
+    one_point = results[results["label"] != ADAPTIVE]                          # only static k=1: no sweep
+    assert plots.plot_granularity_sweep(aggregate(one_point, runs), one_point, tmp_path / "c.png") is None
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_drift_curves_skip_missing_and_partial_logs(tmp_path):
+    results, runs = synthetic(tmp_path, train_logs=True)
+    runs.loc[runs["label"] == DPO, "train_log"] = str(tmp_path / "gone.jsonl")   # missing: skipped
+    log = tmp_path / f"{STATIC}-s0.jsonl"
+    log.write_text(log.read_text() + '{"step": 60, "logratio/ch')              # killed mid-write
+    points = plots._read_log(log)
+    assert list(points["step"]) == [0, 10, 20, 30, 40]
+    assert points["value"].iloc[-1] == pytest.approx(-0.2 * 40)
+    assert plots.plot_drift_curves(runs, tmp_path / "drift.png").stat().st_size > 0
+
+
+def test_granularity_points():
+    results, _ = synthetic()
+    grid = plots.granularity_points(results).set_index("label")
+    assert grid.loc[STATIC, "family"] == "static (k)" and grid.loc[STATIC, "x"] == 1
+    assert grid.loc[ADAPTIVE, "family"] == "adaptive (m)" and grid.loc[ADAPTIVE, "x"] == 4
+    assert DPO not in grid.index
