@@ -1,0 +1,74 @@
+"""lm-eval scoring: the harness's rows equal lm-eval's own command line on the same task."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.errors import BenchError
+from bench.scoring.lm_eval_scorer import evaluate
+
+TASKS_DIR = Path(__file__).resolve().parents[1] / "suites" / "tasks"
+LIMIT = 20
+
+
+@pytest.fixture(scope="module")
+def harness_rows(tiny_model_dir):
+    return evaluate(tiny_model_dir, ["arith_qa"], include_path=TASKS_DIR, limit=LIMIT, batch_size=16)
+
+
+def test_rows_have_the_fields(harness_rows):
+    by_metric = {r["metric"]: r for r in harness_rows}
+    assert set(by_metric) == {"acc", "acc_norm"}
+    for row in harness_rows:
+        assert row["task"] == "arith_qa" and row["filter"] == "none"
+        assert 0.0 <= row["value"] <= 1.0 and row["stderr"] > 0
+        assert row["n"] == LIMIT and row["n_shot"] == 0
+        assert row["task_version"] == 1.0
+        assert row["lm_eval_version"].startswith("0.4")
+        # acc over 20 items is a multiple of 1/20 and its stderr is the sample one
+        k = round(row["value"] * LIMIT)
+        assert row["value"] == pytest.approx(k / LIMIT)
+        p = row["value"]
+        assert row["stderr"] == pytest.approx((p * (1 - p) / (LIMIT - 1)) ** 0.5)
+
+
+def test_harness_equals_lm_eval_command_line(harness_rows, tiny_model_dir, tmp_path):
+    # Run from another cwd: the task must find its local data file from anywhere.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "lm_eval", "--model", "hf",
+           "--model_args", f"pretrained={tiny_model_dir},dtype=float32", "--tasks", "arith_qa",
+           "--include_path", str(TASKS_DIR), "--limit", str(LIMIT), "--device", "cpu",
+           "--batch_size", "16", "--output_path", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [results_file] = list((tmp_path / "out").rglob("results_*.json"))
+    cli = json.loads(results_file.read_text())["results"]["arith_qa"]
+    for row in harness_rows:
+        assert row["value"] == pytest.approx(cli[f"{row['metric']},none"], abs=1e-12)
+        assert row["stderr"] == pytest.approx(cli[f"{row['metric']}_stderr,none"], abs=1e-12)
+
+
+def test_unknown_task_is_one_line_naming_it(tiny_model_dir):
+    with pytest.raises(BenchError, match="arith_qaa.*closest known: 'arith_qa'") as err:
+        evaluate(tiny_model_dir, ["arith_qaa"], include_path=TASKS_DIR, limit=2)
+    assert "\n" not in str(err.value)
+
+
+def test_task_data_matches_the_arith_format():
+    rows = [json.loads(line) for line in (TASKS_DIR / "arith_qa.jsonl").read_text().splitlines()]
+    assert 100 <= len(rows) <= 200
+    from bench.scoring.gold import get_verifier
+
+    verify = get_verifier("arith")
+    for r in rows:
+        assert r["question"].startswith("Compute ") and r["question"].endswith(".\n")
+        assert len(set(r["choices"])) == 4 and r["choices"][r["gold"]] == str(r["answer"])
+        # the gold choice, written the way a response states it, passes the gold verifier
+        assert verify(f"Answer: {r['choices'][r['gold']]}", {"answer": r["answer"]}) == 1.0
+        expr = r["question"][len("Compute "):-2]
+        assert eval(expr, {"__builtins__": {}}) == r["answer"]  # noqa: S307 - digits and + - * only
