@@ -264,6 +264,8 @@ def _suite_error(err: ValidationError, root: type[BaseModel], file: str, prefix:
         if head in _fields_at(root, loc):
             loc = loc + (head,)
         return SuiteError(file, _dotted(prefix + loc) or None, message)
+    if first["type"] == "missing":
+        return SuiteError(file, _dotted(prefix + loc), "required field is missing")
     got = first.get("input")
     shown = repr(got) if not isinstance(got, (dict, list)) or len(repr(got)) < 60 else type(got).__name__
     return SuiteError(file, _dotted(prefix + loc) or None, f"{message} (got {shown})")
