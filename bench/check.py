@@ -77,6 +77,8 @@ def load_baseline(path: str | Path) -> list[BaselineEntry]:
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), list):
         raise BenchError(f"{path}: a baseline must be a mapping with a 'metrics' list")
     default = _number(data.get("default_tolerance", DEFAULT_TOLERANCE), path, "default_tolerance")
+    if default < 0:
+        raise BenchError(f"{path}: default_tolerance: must be >= 0, got {default}")
     return [_entry(item, i, default, path) for i, item in enumerate(data["metrics"])]
 
 
