@@ -68,19 +68,25 @@ def compute_drift(policy_model_path, ref_logps: dict, tokenized_pairs, *, batch_
     from bench.models import load_causal_lm
     from trainers.logps import collate_pairs, pair_logps
 
+    pairs = [p for p in tokenized_pairs if p.rejected_ids is not None]  # SFT demos carry no pair
+    if not pairs:
+        raise ValueError("compute_drift needs at least one preference pair")
+    missing = [p.id for p in pairs if p.id not in ref_logps]
+    if missing:
+        raise KeyError(f"reference log-probs lack pair {missing[0]!r} ({len(missing)} missing)")
     model = load_causal_lm(str(policy_model_path), dtype=torch.float32, device=device).eval()
+    pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("pc", "pr", "rc", "rr", "cm", "rm")}
-    batches = range(0, len(tokenized_pairs), batch_size)
     with torch.inference_mode():
-        for start in tqdm(batches, desc="drift", unit="batch", disable=not progress):
-            chunk = tokenized_pairs[start:start + batch_size]
-            batch = collate_pairs(chunk, pad_token_id=model.config.pad_token_id or 0)
-            if device is not None:
-                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        for start in tqdm(range(0, len(pairs), batch_size), desc="drift", unit="batch", disable=not progress):
+            chunk = pairs[start:start + batch_size]
+            batch = collate_pairs(chunk, pad_id).to(next(model.parameters()).device)
             pc, pr, cm, rm = (t.float().cpu() for t in pair_logps(model, batch))
-            parts["pc"].append(pc), parts["pr"].append(pr), parts["cm"].append(cm), parts["rm"].append(rm)
+            for key, value in zip(("pc", "pr", "cm", "rm"), (pc, pr, cm, rm)):
+                parts[key].append(value)
             parts["rc"].append(_pad_rows([ref_logps[p.id][0] for p in chunk], pc.shape[1]))
             parts["rr"].append(_pad_rows([ref_logps[p.id][1] for p in chunk], pr.shape[1]))
+    # Batches differ in width: pad every part to the widest (masks are 0 there).
     width = max(t.shape[1] for t in parts["pc"] + parts["pr"])
     cat = {k: torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1])) for t in v]) for k, v in parts.items()}
     return drift_metrics(cat["pc"], cat["pr"], cat["rc"], cat["rr"], cat["cm"], cat["rm"])
