@@ -57,7 +57,8 @@ def compute_reference(model, tokenized, *, batch_size: int, progress: bool = Tru
     model.eval()
     device = next(model.parameters()).device
     pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-    order = sorted(tokenized, key=lambda p: len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids or ())))
+    # (length, position) is also the trainer's micro-batch order: equal batches give equal bits.
+    order = [p for _, _, p in sorted((sequence_length(p), i, p) for i, p in enumerate(tokenized))]
     out = {}
     with tqdm(total=len(order), desc="reference log-probs", unit="pair", disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
@@ -68,6 +69,11 @@ def compute_reference(model, tokenized, *, batch_size: int, progress: bool = Tru
             bar.update(len(chunk))
     model.train(was_training)
     return out
+
+
+def sequence_length(p) -> int:
+    """Length of the longer of the pair's two sequences (prompt + response)."""
+    return len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids or ()))
 
 
 def _per_pair(flat: torch.Tensor, rows: torch.Tensor, chunk) -> dict:

@@ -1,0 +1,148 @@
+"""The training loop's invariants on the tiny model (fp32, CPU, a few steps each)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from bench.errors import BenchError
+from tests.helpers_trainer import ensure_objectives, load_params, small_config, tokenized_pairs
+from trainers.trainer import train
+
+objectives = ensure_objectives()
+DPO = [{"name": "dpo", "weight": 1.0, "beta": 0.1}]
+
+
+@pytest.fixture(scope="module")
+def data(char_tokenizer):
+    return tokenized_pairs(char_tokenizer, n=16, seed=1)
+
+
+def _run(tmp_path, name, model_dir, data, spec=DPO, **cfg):
+    return train(model_path=model_dir, objective=objectives.build_objective(spec), train_data=data,
+                 config=small_config(**cfg), out_dir=tmp_path / name, progress=False)
+
+
+def _log(result):
+    return [json.loads(ln) for ln in result.log_path.read_text().splitlines()]
+
+
+def test_dpo_step_zero_loss_is_ln2_and_accuracy_zero(tmp_path, tiny_model_dir, data):
+    # One step holds every pair, so step 0's micro-batch is the reference pass's batch
+    # (same rows, same padding): policy and reference log-probs agree bit for bit.
+    res = _run(tmp_path, "dpo", tiny_model_dir, data, max_steps=2, batch_size=len(data))
+    assert res.status == "ok" and res.steps == 2
+    first = _log(res)[0]
+    assert first["step"] == 1
+    assert first["loss"] == pytest.approx(math.log(2), abs=1e-6)   # policy = reference: Δ = 0
+    assert first["margin"] == pytest.approx(0.0, abs=1e-6)
+    assert first["accuracy"] == 0.0                                  # r_w > r_l is strict
+    for key in ("grad_norm", "lr", "logps/chosen", "logratio/rejected", "len/chosen"):
+        assert key in first
+    assert (tmp_path / "dpo" / "checkpoint" / "config.json").exists()
+    assert (tmp_path / "dpo" / "checkpoint" / "tokenizer_config.json").exists()
+
+
+def test_grad_accumulation_1x8_equals_8x1(tmp_path, tiny_model_dir, data):
+    a = _run(tmp_path, "a", tiny_model_dir, data, batch_size=8, grad_accum=1, max_steps=2)
+    b = _run(tmp_path, "b", tiny_model_dir, data, batch_size=1, grad_accum=8, max_steps=2)
+    for ra, rb in zip(_log(a), _log(b)):
+        assert ra["loss"] == pytest.approx(rb["loss"], abs=1e-5)
+        assert ra["grad_norm"] == pytest.approx(rb["grad_norm"], abs=1e-5)
+    pa, pb = load_params(a.checkpoint), load_params(b.checkpoint)
+    for k in pa:
+        torch.testing.assert_close(pa[k], pb[k], atol=1e-5, rtol=0)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, tiny_model_dir, data):
+    full = _run(tmp_path, "full", tiny_model_dir, data, max_steps=6, batch_size=2)
+
+    def kill_at_4(step):     # state saved at 3; step 4 is lost and must be redone
+        if step == 4:
+            raise _Interrupt
+
+    cfg = small_config(max_steps=6, batch_size=2, save_every=3)
+    with pytest.raises(_Interrupt):
+        train(model_path=tiny_model_dir, objective=objectives.build_objective(DPO), train_data=data, config=cfg,
+              out_dir=tmp_path / "resumed", progress=False, on_step=kill_at_4)
+    assert (tmp_path / "resumed" / "state" / "trainer_state.json").exists()
+    assert not (tmp_path / "resumed" / "checkpoint").exists()
+    calls = []
+    res = train(model_path=tiny_model_dir, objective=objectives.build_objective(DPO), train_data=data, config=cfg,
+                out_dir=tmp_path / "resumed", progress=False, on_step=calls.append)
+    assert calls == [4, 5, 6]
+    pf, pr = load_params(full.checkpoint), load_params(res.checkpoint)
+    for k in pf:
+        torch.testing.assert_close(pf[k], pr[k], atol=1e-6, rtol=0)
+    assert [r["step"] for r in _log(res)] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in _log(res)] == pytest.approx([r["loss"] for r in _log(full)], abs=1e-6)
+    # a complete checkpoint: a third call returns at once
+    again = train(model_path=tiny_model_dir, objective=objectives.build_objective(DPO), train_data=data,
+                  config=cfg, out_dir=tmp_path / "resumed", progress=False, on_step=calls.append)
+    assert again.status == "ok" and again.steps == 6 and calls == [4, 5, 6]
+
+
+def test_corrupt_state_is_one_line_bench_error(tmp_path, tiny_model_dir, data):
+    state = tmp_path / "run" / "state"
+    state.mkdir(parents=True)
+    (state / "trainer_state.json").write_text("{not json")
+    with pytest.raises(BenchError) as err:
+        _run(tmp_path, "run", tiny_model_dir, data)
+    assert "state" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_corrupt_checkpoint_is_one_line_bench_error(tmp_path, tiny_model_dir, data):
+    (tmp_path / "run" / "checkpoint").mkdir(parents=True)
+    with pytest.raises(BenchError, match="checkpoint"):
+        _run(tmp_path, "run", tiny_model_dir, data)
+
+
+class _NaNAfter:
+    """Wraps an objective; its losses become NaN from the given call on."""
+
+    def __init__(self, inner, after):
+        self.inner, self.after, self.calls = inner, after, 0
+        self.needs_reference = inner.needs_reference
+
+    def __call__(self, pair):
+        out = self.inner(pair)
+        self.calls += 1
+        if self.calls > self.after:
+            out.losses = out.losses * float("nan")
+        return out
+
+
+def test_nan_loss_fails_without_checkpoint(tmp_path, tiny_model_dir, data):
+    obj = _NaNAfter(objectives.build_objective(DPO), after=1)
+    res = train(model_path=tiny_model_dir, objective=obj, train_data=data, config=small_config(max_steps=4),
+                out_dir=tmp_path / "nan", progress=False)
+    assert res.status == "failed" and res.checkpoint is None and res.steps == 2
+    assert "non-finite loss at step 2" in res.reason
+    assert json.loads((tmp_path / "nan" / "failed.json").read_text())["reason"] == res.reason
+    assert not (tmp_path / "nan" / "checkpoint").exists()
+
+
+def test_data_order_depends_on_seed_only(tmp_path):
+    from trainers.data_order import DataOrder
+
+    a, b = DataOrder(10, 4, seed=3), DataOrder(10, 4, seed=3)
+    seen = [a.step_indices(s) for s in range(5)]
+    assert seen == [b.step_indices(s) for s in range(5)]
+    flat = sum(seen, [])
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))   # epochs
+    assert DataOrder(10, 4, seed=4).step_indices(0) != seen[0]
+
+
+def test_reference_free_objective_never_computes_reference(tmp_path, tiny_model_dir, data, monkeypatch):
+    import trainers.trainer as tr
+
+    monkeypatch.setattr(tr, "compute_reference", lambda *a, **k: pytest.fail("reference computed"))
+    res = _run(tmp_path, "nll", tiny_model_dir, data, spec=[{"name": "nll", "weight": 1.0}], max_steps=2)
+    assert res.status == "ok"
+    assert not (tmp_path / "nll" / "reference").exists()

@@ -1,0 +1,264 @@
+"""THE training loop, identical for every objective (SFT is this loop with `nll`).
+
+One `accelerate.Accelerator` loop: the same code runs on one CPU, one GPU, or several
+processes under `accelerate launch` (DDP). Per optimiser step it takes `global_batch =
+batch_size × grad_accum × processes` pairs (see `trainers.data_order`), computes response
+log-probs with one concatenated forward per micro-batch, asks the objective for per-pair
+losses and normalises their *sum* by the global batch, so 1×8, 8×1 and 2 processes × 4 all
+optimise the same loss. Resume state is written atomically every `save_every` steps; the
+final checkpoint is a plain Hugging Face directory (LoRA merged).
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections import defaultdict
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from bench.errors import BenchError
+from trainers.checkpoint import completed_steps, load_state, rng_state, save_checkpoint, save_state
+from trainers.data_order import DataOrder
+from trainers.logps import ResponseLogps, collate_pairs, split_logps
+from trainers.reference import cache_key, compute_reference, load_cache, reference_logps, save_cache, sequence_length
+
+
+@dataclass
+class TrainResult:
+    status: str                 # 'ok' | 'failed'
+    reason: str | None
+    checkpoint: Path | None
+    log_path: Path
+    steps: int
+
+
+def train(*, model_path, objective, train_data, config, out_dir, reference: dict | None = None,
+          progress: bool = True, on_step=None) -> TrainResult:
+    """Train `objective` on `train_data` (TokenizedPairs) from `model_path` into `out_dir`.
+
+    Returns at once when `out_dir/checkpoint` is complete; resumes from `out_dir/state`
+    when present. A NaN/inf loss or gradient norm ends the run with status 'failed' (reason
+    also in `out_dir/failed.json`) and no checkpoint. `on_step(step)` is called after each
+    optimiser step (tests use it to interrupt a run).
+    """
+    out_dir = Path(out_dir)
+    log_path = out_dir / "train_log.jsonl"
+    ckpt_dir = out_dir / "checkpoint"
+    done = completed_steps(ckpt_dir)
+    if done is not None:
+        return TrainResult("ok", None, ckpt_dir, log_path, done)
+    if not train_data:
+        raise BenchError(f"{out_dir}: no training pairs left after tokenisation")
+    return _Run(model_path, objective, train_data, config, out_dir, reference, progress, on_step).run()
+
+
+def _mixed_precision(precision: str) -> str:
+    if precision == "bf16":
+        return "bf16"
+    if precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+def _is_finite(x) -> bool:
+    return math.isfinite(float(x))
+
+
+class _Run:
+    """One training run's state; methods are the loop's steps."""
+
+    def __init__(self, model_path, objective, data, config, out_dir, reference, progress, on_step):
+        from accelerate import Accelerator
+
+        self.model_path, self.objective, self.data, self.cfg = str(model_path), objective, data, config
+        self.out_dir, self.reference, self.progress, self.on_step = out_dir, reference, progress, on_step
+        self.acc = Accelerator(mixed_precision=_mixed_precision(config.precision))
+        self.procs, self.rank = self.acc.num_processes, self.acc.process_index
+        self.global_batch = config.batch_size * config.grad_accum * self.procs
+        self.order = DataOrder(len(data), self.global_batch, config.seed)
+        self.total = config.max_steps or self.order.total_steps(config.epochs)
+        self.lengths = [sequence_length(p) for p in data]
+        self.log_path = out_dir / "train_log.jsonl"
+
+    # --- setup ---------------------------------------------------------------------------
+    def _build(self):
+        from bench.models import load_causal_lm, load_tokenizer
+        from transformers import get_scheduler
+
+        torch.manual_seed(self.cfg.seed)        # LoRA initialisation and dropout follow the seed
+        self.tokenizer = load_tokenizer(self.model_path)
+        self.model = load_causal_lm(self.model_path, dtype=torch.float32)
+        if self.cfg.gradient_checkpointing:
+            self.model.config.use_cache = False
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.cfg.lora is not None:
+            self.model = _apply_lora(self.model, self.cfg.lora)
+        self.pad_id = self.tokenizer.pad_token_id
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay)
+        name = {"constant": "constant_with_warmup"}.get(self.cfg.scheduler, self.cfg.scheduler)
+        self.scheduler = get_scheduler(name, self.optimizer, num_warmup_steps=round(self.cfg.warmup_ratio * self.total),
+                                       num_training_steps=self.total)
+        self.wrapped = self.acc.prepare(ResponseLogps(self.model))
+        self.model.train()
+
+    def _resume(self) -> int:
+        state_dir = self.out_dir / "state"
+        if not state_dir.exists():
+            return 0
+        return load_state(state_dir, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                          rank=self.rank)
+
+    def _reference(self, start_step: int):
+        """Reference log-probs once per run: given, cached in out_dir, or one no-grad pass."""
+        if not getattr(self.objective, "needs_reference", False):
+            return None
+        if self.reference is not None:
+            return self.reference
+        cache_file = self.out_dir / "reference" / f"ref_logps-{cache_key(self.model_path, self.data)}.safetensors"
+        cached = load_cache(cache_file)
+        if cached is not None:
+            return cached
+        bs = self.cfg.batch_size * 2    # no activations kept: a larger batch fits
+        if self.cfg.lora is not None:   # the base is the model with the adapter switched off
+            with self.model.disable_adapter(), self.acc.autocast():
+                values = compute_reference(self.model, self.data, batch_size=bs, progress=self.progress)
+        elif start_step == 0:           # before the first step the policy *is* the reference
+            with self.acc.autocast():
+                values = compute_reference(self.model, self.data, batch_size=bs, progress=self.progress)
+        else:                           # resumed without its cache: load the base weights again
+            return reference_logps(self.model_path, self.data, batch_size=bs, cache_dir=cache_file.parent,
+                                   progress=self.progress, device=self.acc.device)
+        if self.acc.is_main_process:
+            save_cache(cache_file, values)
+        return values
+
+    # --- the loop ------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "failed.json").unlink(missing_ok=True)
+        self._build()
+        start = self._resume()
+        self.ref = self._reference(start)
+        self._trim_log(start)
+        bar = tqdm(total=self.total, initial=start, desc="train", unit="step",
+                   disable=not self.progress or not self.acc.is_main_process)
+        for step in range(start, self.total):
+            loss, metrics = self._accumulate(step)
+            norm = self._clip()
+            if not (_is_finite(loss) and _is_finite(norm)):
+                bar.close()
+                return self._fail(step + 1, f"non-finite {'loss' if not _is_finite(loss) else 'gradient norm'} "
+                                            f"at step {step + 1} (loss={float(loss)}, grad_norm={float(norm)})")
+            lr = self.scheduler.get_last_lr()[0]
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if (step + 1) % self.cfg.log_every == 0 or step + 1 == self.total:
+                self._log(step + 1, loss, norm, lr, metrics)
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.4f}")
+            if self.cfg.save_every and (step + 1) % self.cfg.save_every == 0 and step + 1 < self.total:
+                self._save_state(step + 1)
+            if self.on_step is not None:
+                self.on_step(step + 1)
+        bar.close()
+        return self._finish()
+
+    def _micro_batches(self, step: int) -> list[list[int]]:
+        """This process's share of the step, sorted by length so micro-batches pad little."""
+        share = self.global_batch // self.procs
+        mine = self.order.step_indices(step)[self.rank * share : (self.rank + 1) * share]
+        mine.sort(key=lambda i: (self.lengths[i], i))
+        bs = self.cfg.batch_size
+        return [mine[i : i + bs] for i in range(0, len(mine), bs)]
+
+    def _accumulate(self, step: int):
+        """Forward/backward every micro-batch of the step; returns (global loss, metric sums)."""
+        from trainers.objectives import PairLogps, pair_metrics
+
+        micro = self._micro_batches(step)
+        scale = self.procs / self.global_batch      # sum over pairs / global batch, after DDP's mean
+        sums = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
+        for j, idx in enumerate(micro):
+            batch = collate_pairs([self.data[i] for i in idx], self.pad_id, self.ref).to(self.acc.device)
+            sync = nullcontext() if j == len(micro) - 1 else self.acc.no_sync(self.wrapped)
+            with sync:
+                chosen, rejected, cmask, rmask = split_logps(self.wrapped(batch), batch)
+                pair = PairLogps(policy_chosen=chosen, policy_rejected=rejected, ref_chosen=batch.ref_chosen,
+                                 ref_rejected=batch.ref_rejected, chosen_mask=cmask, rejected_mask=rmask)
+                out = self.objective(pair)
+                self.acc.backward(out.losses.sum() * scale)
+            with torch.no_grad():
+                sums["loss"] += out.losses.detach().double().sum().cpu()
+                shared = pair_metrics(pair) if rejected is not None else _sft_metrics(pair)
+                for k, v in {**shared, **out.metrics}.items():
+                    sums[k] += _batch_sum(v, len(idx))
+        keys = sorted(sums)
+        totals = self.acc.reduce(torch.stack([sums[k] for k in keys]).to(self.acc.device), "sum").cpu()
+        metrics = {k: float(v) / self.global_batch for k, v in zip(keys, totals)}
+        return metrics.pop("loss"), metrics
+
+    def _clip(self):
+        max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm is not None else float("inf")
+        return self.acc.clip_grad_norm_(self.params, max_norm)
+
+    # --- outputs ---------------------------------------------------------------------------
+    def _log(self, step, loss, norm, lr, metrics):
+        if self.acc.is_main_process:
+            row = {"step": step, "loss": loss, "grad_norm": float(norm), "lr": lr, **metrics}
+            with open(self.log_path, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    def _trim_log(self, start: int):
+        """A resumed run rewrites the steps after its state, so drop their old lines."""
+        if not self.acc.is_main_process or not self.log_path.exists():
+            return
+        lines = self.log_path.read_text().splitlines()
+        kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= start]
+        self.log_path.write_text("".join(ln + "\n" for ln in kept))
+
+    def _save_state(self, step: int):
+        states = self.acc.gather_for_metrics([rng_state()], use_gather_object=True) if self.procs > 1 else [rng_state()]
+        if self.acc.is_main_process:
+            save_state(self.out_dir / "state", model=self.model, optimizer=self.optimizer,
+                       scheduler=self.scheduler, step=step, rng_states=states)
+        self.acc.wait_for_everyone()
+
+    def _fail(self, step: int, reason: str) -> TrainResult:
+        if self.acc.is_main_process:
+            (self.out_dir / "failed.json").write_text(json.dumps({"step": step, "reason": reason}))
+        return TrainResult("failed", reason, None, self.log_path, step)
+
+    def _finish(self) -> TrainResult:
+        ckpt = self.out_dir / "checkpoint"
+        if self.acc.is_main_process:
+            save_checkpoint(ckpt, model=self.model, tokenizer=self.tokenizer, steps=self.total)
+            shutil.rmtree(self.out_dir / "state", ignore_errors=True)   # the checkpoint supersedes it
+        self.acc.wait_for_everyone()
+        return TrainResult("ok", None, ckpt, self.log_path, self.total)
+
+
+def _batch_sum(value, n: int) -> torch.Tensor:
+    """Per-pair metric [B] -> its sum; a scalar is taken as the batch mean."""
+    v = torch.as_tensor(value).detach().double().cpu()
+    return v.sum() if v.dim() > 0 else v * n
+
+
+def _sft_metrics(pair) -> dict:
+    lens = pair.chosen_mask.sum(-1)
+    return {"logps/chosen": (pair.policy_chosen * pair.chosen_mask).sum(-1), "len/chosen": lens}
+
+
+def _apply_lora(model, spec):
+    from peft import LoraConfig, get_peft_model
+
+    targets = spec.target_modules if spec.target_modules == "all-linear" else list(spec.target_modules)
+    cfg = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets,
+                     task_type="CAUSAL_LM")
+    return get_peft_model(model, cfg)
