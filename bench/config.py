@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -151,6 +152,16 @@ def _construct_mapping(loader, node, deep=False):
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# YAML 1.1 (PyYAML) reads `1e-4` as a string; suites mean the number, as YAML 1.2 does.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _parse_yaml(text: str):
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def _read_yaml(path: Path) -> dict:
@@ -163,7 +174,7 @@ def _read_yaml(path: Path) -> dict:
     if not text.strip():
         raise SuiteError(file, None, "suite file is empty")
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+        data = _parse_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -184,7 +195,7 @@ def apply_override(data: dict, override: str, file: str) -> None:
     if not sep or not key.strip() or any(not p for p in parts):
         raise SuiteError(file, None, f"--set {override!r}: expected KEY=VALUE with a dotted key, e.g. training.max_steps=10")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _parse_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw  # an unparsable value is taken as a plain string; the schema judges it
     node: Any = data
