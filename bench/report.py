@@ -265,8 +265,15 @@ def _render_html(board: pd.DataFrame) -> str:
 _SUFFIX = {"md": "md", "latex": "tex", "html": "html", "csv": "csv"}
 
 
-def write_report(results_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
-    """Write ``leaderboard.{md,tex,html,csv}`` (and the plots) into a results folder."""
+def write_report(results_dir: str | Path, *, plots: bool = True) -> str:
+    """Write ``leaderboard.{md,tex,html,csv}`` (and the plots under ``plots/``) into a results
+    folder; return the markdown leaderboard."""
+    board, _ = write_report_files(results_dir, plots=plots)
+    return render(board, "md")
+
+
+def write_report_files(results_dir: str | Path, *, plots: bool = True) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """As :func:`write_report`; returns the leaderboard frame and ``{format or plot:name: path}``."""
     from bench.plots import make_plots
     from bench.results import _atomic
 
@@ -282,13 +289,12 @@ def write_report(results_dir: str | Path, *, plots: bool = True) -> dict[str, Pa
     if plots:
         for name, path in make_plots(folder, results_df, runs_df).items():
             written[f"plot:{name}"] = path
-    return written
+    return board, written
 
 
 def report_text(results_dir: str | Path, fmt: str = "md") -> str:
     """Refresh a folder's report files and plots; return the leaderboard in ``fmt``."""
     if fmt not in FORMATS:
         raise BenchError(f"report format {fmt!r} is not one of {', '.join(FORMATS)}")
-    write_report(results_dir)
-    board = leaderboard(read_results(results_dir), read_runs(results_dir))
+    board, _ = write_report_files(results_dir)
     return render(board, fmt)

@@ -188,10 +188,11 @@ def results_frame(rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFr
     if missing:
         raise BenchError(f"results rows lack the columns {missing}")
     df = df.reindex(columns=RESULT_COLUMNS)
-    if df["label"].isna().any():
-        df["label"] = [lab if isinstance(lab, str) else make_label(obj, json.loads(par or "{}"))
-                       for lab, obj, par in zip(df["label"], df["objective"], df["params"])]
-    df["extra"] = df["extra"].fillna("{}")
+    # Callers may pass JSON with spaces or unsorted keys: re-dump so equal content gives equal bytes.
+    for col in ("params", "extra"):
+        df[col] = df[col].map(lambda v: _canonical_text("{}" if _is_missing(v) else v))
+    df["label"] = [lab if isinstance(lab, str) else make_label(str(obj), json.loads(par))
+                   for lab, obj, par in zip(df["label"], df["objective"], df["params"])]
     return _sorted(_typed(df, _STRING_COLUMNS, _FLOAT_COLUMNS))
 
 
@@ -219,6 +220,17 @@ def _typed(df: pd.DataFrame, strings: Iterable[str], floats: Iterable[str]) -> p
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="raise").astype("Int64")
     return df
+
+
+def _canonical_text(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return canonical_json(value)
+    if isinstance(value, str):
+        try:
+            return canonical_json(json.loads(value))
+        except json.JSONDecodeError:
+            return value
+    return value
 
 
 def _is_missing(value: Any) -> bool:

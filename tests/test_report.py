@@ -9,7 +9,8 @@ import pytest
 
 from bench import plots
 from bench.errors import BenchError
-from bench.report import aggregate, leaderboard, render, report_text, t_interval, write_report
+from bench.report import (aggregate, leaderboard, render, report_text, t_interval, write_report,
+                          write_report_files)
 from bench.results import make_row, write_results
 
 T_975_DF2 = 4.302652729749464   # Student t quantile 0.975 with 2 degrees of freedom
@@ -157,7 +158,9 @@ def test_latex_html_csv():
 def test_write_report_files_and_plots(tmp_path):
     results, runs = synthetic(tmp_path, train_logs=True)
     write_results(tmp_path, results, runs)
-    written = write_report(tmp_path)
+    md = write_report(tmp_path)
+    assert md == (tmp_path / "leaderboard.md").read_text() and "| objective |" in md
+    _, written = write_report_files(tmp_path)
     for suffix in ("md", "tex", "html", "csv"):
         assert (tmp_path / f"leaderboard.{suffix}").stat().st_size > 100
     for name in ("drift_curves", "winrate_vs_kl", "winrate_vs_length", "granularity_sweep"):

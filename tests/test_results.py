@@ -91,6 +91,16 @@ def test_provenance_names_revision_versions_and_device():
         assert info["version_vllm"] == "not installed"
 
 
+def test_params_and_extra_are_recanonicalised(tmp_path):
+    row = {"suite": "s", "run_id": "r", "objective": "adpo", "params": '{"m": 4, "granularity": "adaptive"}',
+           "seed": 0, "scorer": "gold", "metric": "accuracy", "value": 0.5, "extra": '{"b": 1, "a": 2}'}
+    df = write_results(tmp_path, [row, {**row, "metric": "win_rate_vs_reference", "extra": None}])
+    assert set(df["params"]) == {'{"granularity":"adaptive","m":4}'}
+    assert list(df["extra"]) == ['{"a":2,"b":1}', "{}"]
+    assert set(df["label"]) == {"adpo[granularity=adaptive,m=4]"}   # derived when not given
+    assert df["ci_low"].isna().all() and df["n"].isna().all()
+
+
 def test_metric_directions():
     assert metric_info("gold", "accuracy").higher_is_better is True
     assert metric_info("drift", "chosen_logp_down").higher_is_better is False
