@@ -184,6 +184,8 @@ def provenance() -> dict[str, str]:
 def results_frame(rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
     """Rows as a DataFrame with :data:`RESULT_COLUMNS`, fixed dtypes and a stable sorted order."""
     df = pd.DataFrame(list(rows) if not isinstance(rows, pd.DataFrame) else rows)
+    if df.empty and len(df.columns) == 0:   # every run failed: an empty table, still well-formed
+        df = pd.DataFrame(columns=RESULT_COLUMNS)
     missing = [c for c in RESULT_COLUMNS if c not in df.columns and c not in ("label", "extra", "ci_low", "ci_high", "n")]
     if missing:
         raise BenchError(f"results rows lack the columns {missing}")

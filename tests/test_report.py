@@ -198,3 +198,12 @@ def test_granularity_points():
     assert grid.loc[STATIC, "family"] == "static (k)" and grid.loc[STATIC, "x"] == 1
     assert grid.loc[ADAPTIVE, "family"] == "adaptive (m)" and grid.loc[ADAPTIVE, "x"] == 4
     assert DPO not in grid.index
+
+
+def test_all_runs_failed_gives_failed_counts_and_no_metrics(tmp_path):
+    _, runs = synthetic()
+    runs["status"] = "failed"
+    write_results(tmp_path, [], runs)
+    board = leaderboard(pd.read_parquet(tmp_path / "results.parquet"), runs).set_index("label")
+    assert board.loc[DPO, "failed"] == 3 and board.loc[DPO, "seeds"] == 0
+    assert "| dpo[beta=0.1] | 0 | 3 |" in write_report(tmp_path)
