@@ -124,6 +124,8 @@ def test_hub_without_network_is_one_line_error(monkeypatch):
         load_pairs(DataConfig(source="preference", hub_id="HuggingFaceH4/ultrafeedback_binarized"), progress=False)
     with pytest.raises(DataError, match="needs data.path"):
         load_pairs(DataConfig(source="preference"), progress=False)
+    with pytest.raises(DataError, match="only builtin tasks"):
+        load_pairs(DataConfig(source="preference", path="x.jsonl", task_options={"n": 1}), progress=False)
 
 
 def test_unknown_source_names_nearest():

@@ -48,6 +48,8 @@ def load_pairs(cfg, *, task_seed: int | None = None, progress: bool = True) -> L
         choices = [*TASKS, "hh_rlhf", "preference"]
         near = difflib.get_close_matches(cfg.source, choices, n=1, cutoff=0.0)
         raise DataError(f"data.source: unknown source {cfg.source!r}; did you mean {near[0]!r}? (sources: {', '.join(choices)})")
+    if cfg.task_options:
+        raise DataError(f"data.task_options: only builtin tasks ({', '.join(TASKS)}) take options, not {cfg.source!r}")
     name, where, rows = _rows(cfg)
     pairs, skipped, notes = _convert(rows, convert, name, where, cfg.on_bad_row == "error", progress)
     random.Random(cfg.shuffle_seed).shuffle(pairs)
