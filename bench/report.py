@@ -275,7 +275,7 @@ def write_report(results_dir: str | Path, *, plots: bool = True) -> str:
 def write_report_files(results_dir: str | Path, *, plots: bool = True) -> tuple[pd.DataFrame, dict[str, Path]]:
     """As :func:`write_report`; returns the leaderboard frame and ``{format or plot:name: path}``."""
     from bench.plots import make_plots
-    from bench.results import _atomic
+    from bench.results import atomic_write
 
     folder = Path(results_dir)
     results_df, runs_df = read_results(folder), read_runs(folder)
@@ -284,7 +284,7 @@ def write_report_files(results_dir: str | Path, *, plots: bool = True) -> tuple[
     for fmt, suffix in _SUFFIX.items():
         path = folder / f"leaderboard.{suffix}"
         text = render(board, fmt)
-        _atomic(path, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
+        atomic_write(path, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
         written[fmt] = path
     if plots:
         for name, path in make_plots(folder, results_df, runs_df).items():

@@ -249,16 +249,16 @@ def write_results(out_dir: str | Path, rows: Iterable[Mapping[str, Any]] | pd.Da
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     df = results_frame(rows)
-    _atomic(out / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))
+    atomic_write(out / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))
     # repr-precision floats and "\n" line ends: the same numbers always give the same bytes.
-    _atomic(out / "results.csv", lambda tmp: df.to_csv(tmp, index=False, lineterminator="\n"))
+    atomic_write(out / "results.csv", lambda tmp: df.to_csv(tmp, index=False, lineterminator="\n"))
     if runs is not None:
         runs_df = runs_frame(runs)
-        _atomic(out / "runs.parquet", lambda tmp: runs_df.to_parquet(tmp, index=False))
+        atomic_write(out / "runs.parquet", lambda tmp: runs_df.to_parquet(tmp, index=False))
     return df
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Write through a temporary sibling, then rename: a killed run never leaves half a file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
