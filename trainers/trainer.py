@@ -77,7 +77,8 @@ class _Run:
 
         self.model_path, self.objective, self.data, self.cfg = str(model_path), objective, data, config
         self.out_dir, self.reference, self.progress, self.on_step = out_dir, reference, progress, on_step
-        self.acc = Accelerator(mixed_precision=_mixed_precision(config.precision))
+        # cpu=True without a GPU: accelerate only sets up multi-process CPU (gloo) DDP when told.
+        self.acc = Accelerator(mixed_precision=_mixed_precision(config.precision), cpu=not torch.cuda.is_available())
         self.procs, self.rank = self.acc.num_processes, self.acc.process_index
         self.global_batch = config.batch_size * config.grad_accum * self.procs
         self.order = DataOrder(len(data), self.global_batch, config.seed)
