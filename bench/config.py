@@ -61,7 +61,7 @@ class ObjectiveEntry(_Strict):
     @model_validator(mode="after")
     def _name_or_terms(self):
         if (self.name is None) == (self.terms is None):
-            raise ValueError("name or terms: give exactly one of 'name' (one objective) or 'terms' (a weighted list)")
+            raise ValueError("give exactly one of 'name' (one objective) or 'terms' (a weighted list)")
         if self.terms is not None and not self.terms:
             raise ValueError("terms must not be empty")
         if self.terms is not None and self.params:
@@ -324,6 +324,8 @@ def _check_suite(suite: Suite) -> None:
         if seed in seen:
             raise SuiteError(file, f"seeds[{i}]", f"seed {seed} is listed twice")
         seen.add(seed)
+    if "seed" in suite.training.model_fields_set:
+        raise SuiteError(file, "training.seed", "set the top-level `seeds:` list instead (one run per seed)")
     data_path = suite.data.path
     if data_path and not Path(data_path).exists():
         raise SuiteError(file, "data.path", f"data file {data_path} does not exist")
@@ -417,6 +419,8 @@ def _fmt(value: Any) -> str:
 
 
 def _run_training(suite: Suite, overrides: dict, seed: int, field: str) -> TrainConfig:
+    if "seed" in overrides:
+        raise SuiteError(suite.source, f"{field}.seed", "set the top-level `seeds:` list instead (one run per seed)")
     merged = {**suite.training.model_dump(), **overrides, "seed": seed}
     try:
         return TrainConfig(**merged)
