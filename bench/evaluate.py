@@ -55,15 +55,17 @@ def generate(policy_dir: Path, ctx: EvalContext, out_dir: Path):
 
 
 def sample_logps(model_dir: Path, prompt_ids: dict, samples: list[tuple[str, list[int]]], *,
-                 batch_size: int = 32) -> list[float]:
+                 batch_size: int = 32, progress: bool = False) -> list[float]:
     """Sum of log-probs of each (prompt_id, response ids) under the model at `model_dir`."""
     from bench.models import load_causal_lm
-    from trainers.logps import sequence_logps
+    from trainers.reference import compute_reference
 
-    model = load_causal_lm(str(model_dir)).eval()
-    data = [TokenizedPair(id=f"{pid}#{i}", prompt_ids=prompt_ids[pid], chosen_ids=ids, rejected_ids=None)
-            for i, (pid, ids) in enumerate(samples)]
-    return sequence_logps(model, data, batch_size=batch_size)
+    model = load_causal_lm(str(model_dir), dtype=torch.float32)
+    data = [TokenizedPair(id=str(i), prompt_ids=prompt_ids[pid], chosen_ids=ids, rejected_ids=None)
+            for i, (pid, ids) in enumerate(samples) if ids]
+    per_sample = compute_reference(model, data, batch_size=batch_size, progress=progress)
+    # An empty response (immediate stop without EOS) has log-prob 0: the empty product.
+    return [float(per_sample[str(i)][0].sum()) if str(i) in per_sample else 0.0 for i in range(len(samples))]
 
 
 def response_ids(tokenizer, generation) -> list[int]:

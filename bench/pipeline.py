@@ -16,6 +16,7 @@ from bench.stages import StageStore, content_hash
 
 BUILTIN_PREFIX = "builtin:"
 PAIR_FILES = ("train", "eval", "drift")
+REFERENCE_ID = "reference"
 
 
 @dataclass
@@ -273,5 +274,3 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
     write_results(out, rows, run_rows)
     return write_report(out)
 
-
-REFERENCE_ID = "reference"

@@ -50,18 +50,32 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True)
     store = stage_lib.StageStore(out)
     bar = StageProgress(total_runs=len(runs), enabled=progress)
 
-    from bench import pipeline
-
-    ctx = pipeline.prepare(suite, Path(suite_path), store, runs, bar, progress=progress)
-    reference_eval = pipeline.evaluate_reference(ctx, store, bar)
-    records = [_train_and_evaluate(run, ctx, store, out, bar) for run in runs]
+    try:
+        records, leaderboard = _run_stages(suite, Path(suite_path), runs, store, out, bar, progress)
+    except BenchError:
+        raise
+    except Exception as err:  # a suite-level stage broke: one line here, the traceback in a log
+        log = out / "logs" / "suite.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(traceback.format_exc())
+        raise BenchError(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+                         f"(traceback in {log}; finished stages are kept)") from err
     failures = [(f"{r.label} seed={r.seed}", r.reason, out / "logs" / f"{r.run_id}.log")
                 for r in records if r.status != "ok"]
+    return RunSummary(suite=suite.name, out_dir=out, total=len(runs), failed=failures, leaderboard=leaderboard,
+                      seconds=time.time() - started, computed=len(store.computed), reused=len(store.reused))
+
+
+def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: bool):
+    from bench import pipeline
+
+    ctx = pipeline.prepare(suite, suite_path, store, runs, bar, progress=progress)
+    reference_eval = pipeline.evaluate_reference(ctx, store, bar)
+    records = [_train_and_evaluate(run, ctx, store, out, bar) for run in runs]
     bar.stage("aggregate")
     leaderboard = pipeline.aggregate(suite, ctx, out, reference_eval, records, runs, store)
     bar.close()
-    return RunSummary(suite=suite.name, out_dir=out, total=len(runs), failed=failures, leaderboard=leaderboard,
-                      seconds=time.time() - started, computed=len(store.computed), reused=len(store.reused))
+    return records, leaderboard
 
 
 def select_runs(runs, only):
