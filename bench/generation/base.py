@@ -1,0 +1,114 @@
+"""The generation interface: settings, records, a lazy backend registry, jsonl helpers.
+
+A backend turns `(prompt_id, prompt_text)` pairs into `Generation` records, identical in
+shape whichever backend produced them (lm-eval's narrow `LM` interface is the model).
+The registry maps names to import paths, so `vllm` (CUDA-only) is imported only when the
+`vllm` backend is asked for.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal, Protocol
+
+from bench.errors import BenchError, DataError
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Decoding settings shared by every backend (temperature 0 = greedy)."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    n: int = 1
+    seed: int = 0
+    batch_size: int = 64
+
+    @classmethod
+    def from_section(cls, section) -> GenerationConfig:
+        """From a suite's `bench.schema.GenerationConfigSection` (backend options stay there)."""
+        return cls(**{f.name: getattr(section, f.name) for f in fields(cls)})
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One sampled response: `text` excludes EOS and special tokens; `num_tokens` counts the
+    generated tokens up to and including EOS; `finish_reason` is 'stop' when EOS was produced."""
+
+    prompt_id: str
+    sample_index: int
+    text: str
+    num_tokens: int
+    finish_reason: Literal["stop", "length"]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, row: dict) -> Generation:
+        return cls(prompt_id=str(row["prompt_id"]), sample_index=int(row["sample_index"]), text=row["text"],
+                   num_tokens=int(row["num_tokens"]), finish_reason=row["finish_reason"])
+
+
+class Generator(Protocol):
+    def generate(self, prompts: list[tuple[str, str]], config: GenerationConfig) -> list[Generation]:
+        """Records for every prompt, prompts in input order, samples 0..n-1 within a prompt."""
+
+
+# name -> "module:class"; imported on demand so an absent optional backend costs nothing.
+BACKENDS = {
+    "hf": "bench.generation.hf:HFGenerator",
+    "vllm": "bench.generation.vllm_backend:VLLMGenerator",
+}
+
+
+def get_generator(backend: str, model_path, **options) -> Generator:
+    """The generator of `backend` for the model at `model_path` (options go to its constructor)."""
+    if backend not in BACKENDS:
+        raise BenchError(f"unknown generation backend {backend!r}; choices: {', '.join(sorted(BACKENDS))}")
+    module_name, class_name = BACKENDS[backend].split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(str(model_path), **options)
+
+
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """Token ids of a rendered prompt, with BOS exactly once.
+
+    A chat-template rendering already starts with its BOS string, so it is tokenised
+    without special tokens; any other prompt gets the tokenizer's own special tokens (as
+    in training, see `trainers.tokenize`). Every backend tokenises through here.
+    """
+    bos = tokenizer.bos_token
+    return tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
+
+
+def write_generations(path, generations) -> Path:
+    """One JSON object per line; written to a temporary name, then renamed (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for gen in generations:
+            fh.write(json.dumps(gen.to_dict(), ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_generations(path) -> list[Generation]:
+    out = []
+    with Path(path).open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(Generation.from_dict(json.loads(line)))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise DataError(f"{path}: line {line_no}: not a generation record ({exc})") from None
+    return out
