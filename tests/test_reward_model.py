@@ -114,3 +114,12 @@ def test_training_from_a_causal_lm_checkpoint(tiny_model_dir, tmp_path):
     scorer = RewardModelScorer(out, progress=False)
     assert scorer.model.config.num_labels == 1
     assert json.loads((out / REWARD_TRAIN_FILE).read_text())["base_model"] == str(tiny_model_dir)
+
+
+def test_a_left_padding_tokenizer_scores_the_same(tiny_reward_model_dir):
+    # The scorer pads on the right itself, so the score position and the position ids of real
+    # tokens never depend on the checkpoint's saved padding side.
+    right = RewardModelScorer(tiny_reward_model_dir, batch_size=8, progress=False)
+    left = RewardModelScorer(tiny_reward_model_dir, batch_size=8, progress=False)
+    left.tokenizer.padding_side = "left"
+    assert left.score(PROMPTS, RESPONSES) == pytest.approx(right.score(PROMPTS, RESPONSES), abs=1e-5)
