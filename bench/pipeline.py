@@ -119,7 +119,8 @@ def _sft_examples(suite, train_pairs):
     from bench.data.tasks import get_task
 
     n = sft.num_examples or len(train_pairs)
-    return get_task(suite.data.source).make_sft_demos(n, seed=sft.training.seed, error_rate=sft.error_rate)
+    return get_task(suite.data.source).make_sft_demos(n, seed=sft.training.seed, error_rate=sft.error_rate,
+                                                      **suite.data.task_options)
 
 
 def _load_tokenizer(model_dir, suite):

@@ -1,0 +1,91 @@
+"""End to end: the reduced smoke suite through the real CLI, every stage, every objective.
+
+Three runs of the same suite share this module: one uninterrupted; one killed during
+training and resumed; and a rerun of the finished one, which must recompute nothing.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SUITE = REPO / "suites" / "ci_smoke.yaml"
+RESULT_COLUMNS = {"suite", "run_id", "objective", "params", "seed", "scorer", "metric", "value", "ci_low",
+                  "ci_high", "n"}
+
+
+def bench(*args, timeout=900, **kwargs):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(REPO / "bench.py"), *args], cwd=REPO, env=env, timeout=timeout,
+                          capture_output=True, text=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "out"
+    done = bench("run", str(SUITE), "--out", str(out), "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    return out, done
+
+
+def test_full_tiny_suite_writes_results_runs_and_leaderboard(finished):
+    out, done = finished
+    results = pd.read_parquet(out / "results.parquet")
+    assert RESULT_COLUMNS <= set(results.columns)
+    runs = pd.read_parquet(out / "runs.parquet")
+    trained = runs[runs.run_id != "reference"]
+    assert (trained.status == "ok").all(), trained[["label", "reason"]]
+    objectives = set(trained.objective)
+    assert {"dpo", "ipo", "simpo", "adpo", "adadpo"} <= objectives
+    for scorer in ("reward_model", "gold", "length", "kl", "drift"):
+        assert scorer in set(results.scorer), scorer
+    assert any(s.startswith("lm_eval:") for s in results.scorer)
+    # Every trained policy has a win rate against the reference, inside its own interval.
+    wins = results[(results.metric == "win_rate_vs_reference") & (results.scorer == "reward_model")]
+    assert set(wins.run_id) == set(trained.run_id) | {"reference"}
+    assert ((wins.ci_low <= wins.value) & (wins.value <= wins.ci_high)).all()
+    # The reference against itself is exactly a coin flip.
+    ref = results[(results.run_id == "reference") & (results.metric == "win_rate_vs_reference")]
+    assert (ref.value == 0.5).all()
+    assert (out / "leaderboard.md").read_text().count("|") > 10
+    assert "leaderboard" in done.stdout.lower() or "|" in done.stdout
+
+
+def test_rerun_of_finished_suite_recomputes_nothing(finished):
+    out, _ = finished
+    before = (out / "results.csv").read_bytes()
+    again = bench("run", str(SUITE), "--out", str(out), "--quiet")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert " 0 stages computed" in again.stdout
+    assert (out / "results.csv").read_bytes() == before
+
+
+def test_killed_run_resumes_to_the_same_results(finished, tmp_path):
+    out, _ = finished
+    resumed = tmp_path / "resumed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, str(REPO / "bench.py"), "run", str(SUITE), "--out", str(resumed),
+                             "--quiet"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    # Kill it once the second training run has saved resumable state, mid-suite.
+    deadline = time.time() + 600
+    train_dir = resumed / "stages" / "train"
+    while time.time() < deadline and proc.poll() is None:
+        if train_dir.exists() and len([d for d in train_dir.iterdir() if (d / "checkpoint").exists()]) >= 1 \
+                and len(list(train_dir.iterdir())) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the suite finished before it could be killed; slow it down or kill earlier"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (resumed / "results.csv").exists()
+    done = bench("run", str(SUITE), "--out", str(resumed), "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (resumed / "results.csv").read_bytes() == (out / "results.csv").read_bytes()
