@@ -47,7 +47,7 @@ def cache_key(model_path, tokenized, revision: str | None = None) -> str:
     return hashlib.sha256((model_fingerprint(model_path, revision) + data_fingerprint(tokenized)).encode()).hexdigest()[:32]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def compute_reference(model, tokenized, *, batch_size: int, progress: bool = True) -> dict:
     """Run `model` (frozen) over the pairs: {id: (chosen 1-D float32, rejected 1-D float32 | None)}.
 
