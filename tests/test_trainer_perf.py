@@ -1,0 +1,33 @@
+"""perf train: its token count matches what the trainer tokenises; an end-to-end smoke run (slow)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.data.records import PreferencePair
+from bench.perf_train import _real_tokens, make_pairs
+from trainers.tokenize import tokenize_pairs
+
+
+def test_token_count_is_the_trainers_unpadded_tokens(char_tokenizer):
+    rows = make_pairs(20, seed=1)
+    data, skipped = tokenize_pairs([PreferencePair(**r) for r in rows], char_tokenizer, max_length=128,
+                                   max_prompt_length=64)
+    assert skipped == {} and len(data) == 20                      # nothing truncated: both trainers see it all
+    expected = sum(2 * len(t.prompt_ids) + len(t.chosen_ids) + len(t.rejected_ids) for t in data)
+    assert _real_tokens(rows, char_tokenizer) == expected
+    assert make_pairs(20, seed=1) == rows and make_pairs(20, seed=2) != rows
+
+
+@pytest.mark.slow
+def test_run_prints_json_summary_last(capsys):
+    from bench.perf_train import run
+
+    summary = run(steps=2, batch_size=2, max_length=128, progress=False)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last) == json.loads(json.dumps(summary))
+    for key in ("harness_tokens_per_s", "trl_tokens_per_s", "trl_precompute_tokens_per_s", "ratio",
+                "ratio_vs_precompute", "harness_peak_rss_mb", "trl_peak_rss_mb"):
+        assert summary[key] > 0
+    assert summary["ratio"] == pytest.approx(summary["harness_tokens_per_s"] / summary["trl_tokens_per_s"])
