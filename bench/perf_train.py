@@ -79,7 +79,8 @@ def _worker_harness(work: Path, cfg: dict) -> dict:
                          precision="fp32", max_length=cfg["max_length"], max_prompt_length=cfg["max_length"] // 2,
                          seed=cfg["seed"], log_every=cfg["steps"])
     res = train(model_path=work / "model", objective=build_objective([{"name": "dpo", "weight": 1.0, "beta": 0.1}]),
-                train_data=data, config=config, out_dir=work / "harness_out", progress=cfg["progress"])
+                train_data=data, config=config, out_dir=tempfile.mkdtemp(dir=work, prefix="harness_out_"),
+                progress=cfg["progress"])   # a fresh dir: a finished one would return at once
     seconds = time.perf_counter() - start
     assert res.status == "ok", res.reason
     return {"seconds": seconds, "rss_before_mb": base}
