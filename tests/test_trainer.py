@@ -146,3 +146,11 @@ def test_reference_free_objective_never_computes_reference(tmp_path, tiny_model_
     res = _run(tmp_path, "nll", tiny_model_dir, data, spec=[{"name": "nll", "weight": 1.0}], max_steps=2)
     assert res.status == "ok"
     assert not (tmp_path / "nll" / "reference").exists()
+
+
+def test_gradient_checkpointing_changes_nothing_but_memory(tmp_path, tiny_model_dir, data):
+    plain = _run(tmp_path, "plain", tiny_model_dir, data, max_steps=2)
+    ckpt = _run(tmp_path, "gc", tiny_model_dir, data, max_steps=2, gradient_checkpointing=True)
+    pa, pb = load_params(plain.checkpoint), load_params(ckpt.checkpoint)
+    for k in pa:
+        torch.testing.assert_close(pa[k], pb[k], atol=1e-6, rtol=0)
