@@ -27,16 +27,18 @@ class VLLMGenerator:
                             seed=seed, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
                             trust_remote_code=trust_remote_code)
 
-    def sampling_params(self, config: GenerationConfig):
+    def sampling_params(self, config: GenerationConfig, min_new_tokens: int = 0):
         return self._vllm.SamplingParams(n=config.n, temperature=config.temperature, top_p=config.top_p,
-                                         max_tokens=config.max_new_tokens, seed=config.seed)
+                                         max_tokens=config.max_new_tokens, seed=config.seed,
+                                         min_tokens=min_new_tokens)
 
-    def generate(self, prompts: list[tuple[str, str]], config: GenerationConfig) -> list[Generation]:
+    def generate(self, prompts: list[tuple[str, str]], config: GenerationConfig, *,
+                 min_new_tokens: int = 0) -> list[Generation]:
         """vLLM schedules its own batches (continuous batching); `batch_size` is not used.
         Prompts go in as token ids from `encode_prompt`, so both backends see the same tokens."""
         tokenizer = self.llm.get_tokenizer()
         inputs = [{"prompt_token_ids": encode_prompt(tokenizer, text)} for _, text in prompts]
-        outputs = self.llm.generate(inputs, self.sampling_params(config), use_tqdm=self.progress)
+        outputs = self.llm.generate(inputs, self.sampling_params(config, min_new_tokens), use_tqdm=self.progress)
         return [record for (pid, _), out in zip(prompts, outputs) for record in records_of(pid, out)]
 
 

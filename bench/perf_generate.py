@@ -1,0 +1,106 @@
+"""`perf generate`: the hf backend vs a one-prompt-at-a-time `model.generate` loop.
+
+One invocation builds a tiny-but-not-trivial Llama (hidden 256, 4 layers, char tokenizer)
+in code, makes arithmetic prompts of varied length, and times the same greedy decoding
+three ways on the same model and prompts: the harness's batched hf backend, the naive
+loop, and vLLM when it is installed and CUDA is present. Every sample is forced to
+exactly `max_new_tokens` new tokens (min = max), so a random model's early EOS cannot
+make one side do less work; tokens/s therefore compare like with like.
+"""
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from bench.generation.base import GenerationConfig, encode_prompt, get_generator
+from bench.models import build_char_tokenizer, build_tiny_causal_lm
+
+MODEL_SHAPE = {"hidden_size": 256, "layers": 4, "heads": 4}
+
+
+def make_prompts(num_prompts: int, seed: int) -> list[tuple[str, str]]:
+    """Arithmetic-like prompts of 1 to 8 operations (about 15 to 60 characters)."""
+    rng = random.Random(seed)
+    prompts = []
+    for i in range(num_prompts):
+        terms = [str(rng.randint(1, 999)) for _ in range(rng.randint(2, 9))]
+        ops = [rng.choice("+-*") for _ in terms[1:]]
+        expr = terms[0] + "".join(op + t for op, t in zip(ops, terms[1:]))
+        prompts.append((f"perf-{i}", f"Compute {expr}. Answer:"))
+    return prompts
+
+
+def time_hf(model_dir, prompts, config: GenerationConfig, progress: bool) -> tuple[float, int]:
+    generator = get_generator("hf", model_dir, progress=progress)
+    generator.generate(prompts[:2], GenerationConfig(max_new_tokens=2, batch_size=2))   # warm-up
+    start = time.perf_counter()
+    gens = generator.generate(prompts, config, min_new_tokens=config.max_new_tokens)
+    return time.perf_counter() - start, sum(g.num_tokens for g in gens)
+
+
+def time_naive(model_dir, prompts, config: GenerationConfig, progress: bool) -> tuple[float, int]:
+    """The plain loop users write: one `model.generate` per prompt, no padding, KV cache on."""
+    generator = get_generator("hf", model_dir, progress=False)   # same load path, dtype and device
+    model, tok = generator.model, generator.tokenizer
+    kwargs = dict(max_new_tokens=config.max_new_tokens, min_new_tokens=config.max_new_tokens,
+                  do_sample=False, pad_token_id=tok.pad_token_id)
+    encoded = [torch.tensor([encode_prompt(tok, text)], device=generator.device) for _, text in prompts]
+    tokens = 0
+    with torch.inference_mode():
+        model.generate(encoded[0], attention_mask=torch.ones_like(encoded[0]), max_new_tokens=2,
+                       do_sample=False, pad_token_id=tok.pad_token_id)   # warm-up
+        start = time.perf_counter()
+        for ids in tqdm(encoded, desc="naive loop", unit="prompt", disable=not progress):
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
+            tokens += out.shape[1] - ids.shape[1]
+        return time.perf_counter() - start, tokens
+
+
+def time_vllm(model_dir, prompts, config: GenerationConfig, progress: bool) -> tuple[float, int] | None:
+    """vLLM's figure when vLLM and CUDA are both present, else None."""
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    generator = get_generator("vllm", model_dir, gpu_memory_utilization=0.3, progress=progress)
+    generator.generate(prompts[:2], GenerationConfig(max_new_tokens=2))   # warm-up
+    start = time.perf_counter()
+    gens = generator.generate(prompts, config, min_new_tokens=config.max_new_tokens)
+    return time.perf_counter() - start, sum(g.num_tokens for g in gens)
+
+
+def run(*, num_prompts: int = 64, max_new_tokens: int = 64, batch_size: int = 64, seed: int = 0,
+        progress: bool = True) -> dict:
+    """Time the three ways, print a table, return the figures (the CLI prints them as JSON)."""
+    torch.manual_seed(seed)
+    prompts = make_prompts(num_prompts, seed)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+    with tempfile.TemporaryDirectory(prefix="perf_generate_") as tmp:
+        model_dir = build_tiny_causal_lm(tmp, build_char_tokenizer(), seed=seed, **MODEL_SHAPE)
+        timings = {"hf": time_hf(model_dir, prompts, config, progress),
+                   "naive": time_naive(model_dir, prompts, config, progress)}
+        vllm_timing = time_vllm(model_dir, prompts, config, progress)
+    if vllm_timing is not None:
+        timings["vllm"] = vllm_timing
+    result = {f"{name}_tokens_per_s": tokens / seconds for name, (seconds, tokens) in timings.items()}
+    result |= {f"{name}_tokens": tokens for name, (_, tokens) in timings.items()}
+    result |= {"ratio": result["hf_tokens_per_s"] / result["naive_tokens_per_s"], "num_prompts": num_prompts,
+               "max_new_tokens": max_new_tokens, "batch_size": batch_size,
+               "device": "cuda" if torch.cuda.is_available() else "cpu", "model": MODEL_SHAPE}
+    print(_table(timings))
+    return result
+
+
+def _table(timings: dict) -> str:
+    naive_rate = timings["naive"][1] / timings["naive"][0]
+    lines = [f"{'backend':<8} {'tokens':>8} {'seconds':>9} {'tokens/s':>10} {'vs naive':>9}"]
+    for name, (seconds, tokens) in timings.items():
+        rate = tokens / seconds
+        lines.append(f"{name:<8} {tokens:>8d} {seconds:>9.2f} {rate:>10.1f} {rate / naive_rate:>8.2f}x")
+    return "\n".join(lines)
