@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from bench.aggregate import JUDGMENTS
-from bench.generation.base import GenerationConfig, get_generator, write_generations
+from bench.generation.base import GenerationConfig, encode_prompt, get_generator, write_generations
 from bench.schema import GenerationConfigSection, LmEvalConfig
 from trainers.tokenize import TokenizedPair, render_prompt
 
@@ -92,7 +92,8 @@ def judge(policy_dir: Path, generations, ctx: EvalContext, *, with_kl: bool) -> 
         verify = get_verifier(ctx.gold)
         frame["gold"] = [float(verify(g.text, pairs[g.prompt_id].metadata)) for g in generations]
     if with_kl:
-        prompt_ids = {pid: ctx.tokenizer(text, add_special_tokens=False).input_ids for pid, text in prompts_of(ctx)}
+        # The same prompt tokens generation conditioned on (BOS handling included).
+        prompt_ids = {pid: encode_prompt(ctx.tokenizer, text) for pid, text in prompts_of(ctx)}
         samples = [(g.prompt_id, response_ids(ctx.tokenizer, g)) for g in generations]
         frame["logp_policy"] = sample_logps(policy_dir, prompt_ids, samples)
         frame["logp_ref"] = sample_logps(ctx.reference_dir, prompt_ids, samples)
