@@ -54,9 +54,21 @@ def run(suite, overrides, out_dir, only, quiet):
     """Train every objective of SUITE, generate, score, and write the results and leaderboard."""
     from bench.runner import run_suite
 
+    _quiet_library_noise()
     summary = run_suite(suite, overrides=list(overrides), out_dir=out_dir, only=list(only), progress=not quiet)
     click.echo(summary.text())
     sys.exit(1 if summary.failed else 0)
+
+
+def _quiet_library_noise() -> None:
+    """The harness's own bars say where a run is; transformers' per-load bars only add noise."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 @main.command()
