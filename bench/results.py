@@ -12,6 +12,8 @@ folders shows only what changed.
 """
 from __future__ import annotations
 
+from bench.hashing import canonical_json
+
 import json
 import math
 import os
@@ -94,11 +96,6 @@ def metric_info(scorer: str, metric: str) -> MetricInfo:
         task = scorer[len(LM_EVAL_PREFIX):]
         return MetricInfo(f"{task} {metric}", metric not in _LM_EVAL_LOWER)
     return MetricInfo(f"{scorer} {metric}", None)
-
-
-def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys and no spaces: equal configurations give equal strings."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def make_label(objective: str, params: Mapping[str, Any] | None = None) -> str:

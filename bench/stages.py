@@ -6,30 +6,15 @@ leaves no half-written stage, and a rerun finds every finished stage and redoes 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
+
+from bench.hashing import content_hash  # noqa: F401  (re-exported: stage keys)
 
 DONE_MARKER = "STAGE_DONE.json"
-
-
-def content_hash(*parts: Any, length: int = 12) -> str:
-    """Hash of the canonical JSON of `parts` (sorted keys): the cache key of a stage."""
-    canonical = json.dumps(parts, sort_keys=True, default=_jsonable, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
-
-
-def _jsonable(obj: Any):
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json")
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    raise TypeError(f"cannot hash {type(obj).__name__}")
 
 
 class StageStore:
