@@ -12,7 +12,8 @@ from pathlib import Path
 
 from bench.aggregate import PolicyRecord, policy_rows
 from bench.evaluate import EvalContext, chosen_judgments, evaluate_policy
-from bench.stages import StageStore, content_hash
+from bench.hashing import content_hash
+from bench.stages import StageStore
 
 BUILTIN_PREFIX = "builtin:"
 PAIR_FILES = ("train", "eval", "drift")

@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from bench.hashing import content_hash  # noqa: F401  (re-exported: stage keys)
 
 DONE_MARKER = "STAGE_DONE.json"
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 
 from .base import ObjectiveError, ObjectiveOutput, PairLogps, get_objective
 
