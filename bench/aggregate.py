@@ -16,6 +16,10 @@ import pandas as pd
 from bench import metrics
 
 JUDGMENTS = "judgments.parquet"
+# bench.scoring.drift's keys -> the results table's metric names (bench.results.METRICS).
+DRIFT_METRICS = {"r_w": "logratio_chosen", "r_l": "logratio_rejected", "r_w_per_token": "logratio_chosen_per_token",
+                 "r_l_per_token": "logratio_rejected_per_token", "chosen_logp_down": "chosen_logp_down",
+                 "reward_accuracy": "implicit_accuracy", "margin": "margin"}
 
 
 @dataclass
@@ -103,9 +107,9 @@ def policy_rows(record: PolicyRecord, *, suite: str, reference_judgments: pd.Dat
     if drift_file.exists():
         drift = json.loads(drift_file.read_text())
         n = int(drift.get("n", 0))
-        for metric, value in drift.items():
-            if metric != "n" and isinstance(value, (int, float)):
-                add("drift", metric, _point(value, n))
+        for key, metric in DRIFT_METRICS.items():
+            if isinstance(drift.get(key), (int, float)):
+                add("drift", metric, _point(drift[key], n))
     lm_eval_file = record.eval_dir / "lm_eval.json"
     if lm_eval_file.exists():
         for row in json.loads(lm_eval_file.read_text()):

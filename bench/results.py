@@ -74,6 +74,7 @@ METRICS: dict[tuple[str, str], MetricInfo] = {
     ("drift", "logratio_chosen"): MetricInfo("chosen drift r_w", None),
     ("drift", "logratio_rejected"): MetricInfo("rejected drift r_l", None),
     ("drift", "logratio_chosen_per_token"): MetricInfo("r_w per token", None),
+    ("drift", "logratio_rejected_per_token"): MetricInfo("r_l per token", None),
     # The failure ADPO targets is the chosen response losing likelihood (OBJECTIVES.md):
     # fewer pairs with the chosen log-prob down is better.
     ("drift", "chosen_logp_down"): MetricInfo("chosen log-prob down", False),
