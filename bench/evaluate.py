@@ -46,7 +46,8 @@ def prompts_of(ctx: EvalContext) -> list[tuple[str, str]]:
 
 def generate(policy_dir: Path, ctx: EvalContext, out_dir: Path):
     section = ctx.generation
-    options = {"tensor_parallel_size": section.tensor_parallel_size} if section.backend == "vllm" else {}
+    options = ({"tensor_parallel_size": section.tensor_parallel_size} if section.backend == "vllm"
+               else {"progress": ctx.progress})
     generator = get_generator(section.backend, str(policy_dir), **options)
     generations = generator.generate(prompts_of(ctx), GenerationConfig.from_section(section))
     write_generations(out_dir / "generations.jsonl", generations)
@@ -103,7 +104,7 @@ def judge(policy_dir: Path, generations, ctx: EvalContext, *, with_kl: bool) -> 
 def score_rewards(ctx: EvalContext, pairs: list, responses: list[str]) -> list[float]:
     from bench.scoring.reward_model import RewardModelScorer
 
-    scorer = RewardModelScorer(str(ctx.reward_model_dir), batch_size=ctx.reward_batch_size)
+    scorer = RewardModelScorer(str(ctx.reward_model_dir), batch_size=ctx.reward_batch_size, progress=ctx.progress)
     return scorer.score([p.prompt for p in pairs], responses, [p.messages for p in pairs])
 
 
@@ -123,7 +124,7 @@ def evaluate_policy(policy_dir: Path, ctx: EvalContext, out_dir: Path, *, is_ref
     if ctx.drift_data and ctx.drift_reference is not None and not is_reference:
         from bench.scoring.drift import compute_drift
 
-        drift = compute_drift(str(policy_dir), ctx.drift_reference, ctx.drift_data)
+        drift = compute_drift(str(policy_dir), ctx.drift_reference, ctx.drift_data, progress=ctx.progress)
         (out_dir / "drift.json").write_text(json.dumps(drift, sort_keys=True))
     if ctx.lm_eval.tasks:
         from bench.scoring.lm_eval_scorer import evaluate as lm_evaluate
