@@ -6,6 +6,7 @@ training and resumed; and a rerun of the finished one, which must recompute noth
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,3 +90,24 @@ def test_killed_run_resumes_to_the_same_results(finished, tmp_path):
     done = bench("run", str(SUITE), "--out", str(resumed), "--quiet")
     assert done.returncode == 0, done.stderr[-3000:]
     assert (resumed / "results.csv").read_bytes() == (out / "results.csv").read_bytes()
+
+
+def test_corrupt_checkpoint_fails_that_run_only(finished, tmp_path):
+    out, _ = finished
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    shutil.rmtree(broken / "stages" / "evaluate")          # force every policy to be evaluated again
+    victim = sorted((broken / "stages" / "train").iterdir())[0]
+    (victim / "checkpoint" / "model.safetensors").write_bytes(b"not a safetensors file")
+    done = bench("run", str(SUITE), "--out", str(broken), "--quiet")
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    runs = pd.read_parquet(broken / "runs.parquet")
+    trained = runs[runs.run_id != "reference"]
+    failed = trained[trained.status == "failed"]
+    assert len(failed) == 1 and failed.reason.iloc[0]
+    assert (trained.status == "ok").sum() == len(trained) - 1        # the others' results are kept
+    assert f"{len(trained) - 1}/{len(trained)} runs ok" in done.stdout and "FAILED" in done.stdout
+    results = pd.read_parquet(broken / "results.parquet")
+    ok_ids = set(trained[trained.status == "ok"].run_id)
+    assert ok_ids <= set(results[results.metric == "win_rate_vs_reference"].run_id)
