@@ -136,11 +136,12 @@ def perf():
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--max-length", default=128, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-def perf_train(steps, batch_size, max_length, seed):
+@click.option("--repeats", default=1, show_default=True, help="Interleaved repeats; the fastest of each is kept.")
+def perf_train(steps, batch_size, max_length, seed, repeats):
     """Harness trainer vs TRL's DPOTrainer (default and precomputed reference): tokens/s, memory."""
     from bench.perf_train import run as run_perf
 
-    result = run_perf(steps=steps, batch_size=batch_size, max_length=max_length, seed=seed)
+    result = run_perf(steps=steps, batch_size=batch_size, max_length=max_length, seed=seed, repeats=repeats)
     click.echo(json.dumps(result))
 
 
