@@ -172,7 +172,6 @@ def run(*, steps: int = 20, batch_size: int = 8, max_length: int = 128, seed: in
         r["peak_above_start_mb"] = r["peak_rss_mb"] - r["rss_before_mb"]
     summary = _summary(runs, tokens, steps, batch_size, max_length)
     _print_table(runs, summary)
-    print(json.dumps(summary))
     return summary
 
 
@@ -222,4 +221,4 @@ if __name__ == "__main__":
         _worker(sys.argv[2], Path(sys.argv[3]))
     else:
         reps = [int(a.split("=")[1]) for a in sys.argv if a.startswith("--repeats=")]
-        run(progress="--quiet" not in sys.argv, repeats=reps[0] if reps else 1)
+        print(json.dumps(run(progress="--quiet" not in sys.argv, repeats=reps[0] if reps else 1)))
