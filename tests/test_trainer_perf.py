@@ -21,12 +21,15 @@ def test_token_count_is_the_trainers_unpadded_tokens(char_tokenizer):
 
 
 @pytest.mark.slow
-def test_run_prints_json_summary_last(capsys):
-    from bench.perf_train import run
+def test_cli_prints_json_summary_last():
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    summary = run(steps=2, batch_size=2, max_length=128, progress=False)
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert json.loads(last) == json.loads(json.dumps(summary))
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "bench.py", "perf", "train", "--steps", "2", "--batch-size", "2"],
+                          cwd=repo, capture_output=True, text=True, check=True)
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
     for key in ("harness_tokens_per_s", "trl_tokens_per_s", "trl_precompute_tokens_per_s", "ratio",
                 "ratio_vs_precompute", "harness_peak_rss_mb", "trl_peak_rss_mb"):
         assert summary[key] > 0
