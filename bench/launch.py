@@ -18,6 +18,18 @@ import torch
 from bench.errors import BenchError
 
 
+def _launcher(options) -> list[str]:
+    """`accelerate launch` on GPUs; on a CPU-only machine `torch.distributed.run` (gloo),
+    because `accelerate launch --cpu` starts a single process there. Either way every
+    process runs the same `train()`, which builds its Accelerator from the environment."""
+    if not torch.cuda.is_available():
+        return ["torch.distributed.run", "--nproc_per_node", str(options.num_processes)]
+    command = ["accelerate.commands.launch", "--num_processes", str(options.num_processes)]
+    if options.config_file:
+        command += ["--config_file", str(options.config_file)]
+    return command
+
+
 def train_with_accelerate(run, ctx, out_dir: Path):
     out_dir = Path(out_dir)
     data_file = out_dir / "train_data.json"
@@ -34,13 +46,7 @@ def train_with_accelerate(run, ctx, out_dir: Path):
             "progress": ctx.progress}
     spec_file = out_dir / "launch_spec.json"
     spec_file.write_text(json.dumps(spec, sort_keys=True))
-    options = ctx.suite.accelerate
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(options.num_processes)]
-    if options.config_file:
-        command += ["--config_file", str(options.config_file)]
-    if not torch.cuda.is_available():
-        command += ["--cpu"]
-    command += ["-m", "trainers.launch", str(spec_file)]
+    command = [sys.executable, "-m", *_launcher(ctx.suite.accelerate), "-m", "trainers.launch", str(spec_file)]
     completed = subprocess.run(command, cwd=Path(__file__).resolve().parents[1])
     result_file = out_dir / "result.json"
     if completed.returncode != 0 or not result_file.exists():
