@@ -111,3 +111,22 @@ def test_corrupt_checkpoint_fails_that_run_only(finished, tmp_path):
     results = pd.read_parquet(broken / "results.parquet")
     ok_ids = set(trained[trained.status == "ok"].run_id)
     assert ok_ids <= set(results[results.metric == "win_rate_vs_reference"].run_id)
+
+
+def test_accelerate_launcher_two_processes_equal_one_at_the_same_global_batch(finished, tmp_path):
+    """`launcher: accelerate` with 2 processes x 8 pairs trains what 1 process x 16 does."""
+    common = ("--only", "dpo", "--quiet", "--set", "objectives=[{name: dpo}]")
+    two = bench("run", str(SUITE), "--out", str(tmp_path / "two"), *common, "--set", "launcher=accelerate",
+                "--set", "accelerate.num_processes=2")
+    one = bench("run", str(SUITE), "--out", str(tmp_path / "one"), *common, "--set", "training.batch_size=16")
+    assert two.returncode == 0 and one.returncode == 0, two.stderr[-2000:] + one.stderr[-2000:]
+
+    def trained(out):
+        rows = pd.read_parquet(out / "results.parquet")
+        rows = rows[(rows.objective == "dpo") & rows.metric.isin(["final_loss", "logratio_chosen"])]
+        return rows.set_index("metric").value
+
+    assert trained(tmp_path / "two").to_dict() == pytest.approx(trained(tmp_path / "one").to_dict(), abs=1e-5)
+    # ... and it is not a single process at 8 pairs a step in disguise (the in-process default run).
+    single_at_8 = trained(finished[0])
+    assert abs(trained(tmp_path / "two")["final_loss"] - single_at_8["final_loss"]) > 1e-4
