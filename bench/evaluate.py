@@ -9,6 +9,7 @@ Writes into the stage directory it is given:
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,10 +102,16 @@ def judge(policy_dir: Path, generations, ctx: EvalContext, *, with_kl: bool) -> 
     return frame
 
 
-def score_rewards(ctx: EvalContext, pairs: list, responses: list[str]) -> list[float]:
+@functools.lru_cache(maxsize=1)
+def _reward_scorer(path: str, batch_size: int, progress: bool):
+    """Loaded once per suite: every policy is judged by the same reward model."""
     from bench.scoring.reward_model import RewardModelScorer
 
-    scorer = RewardModelScorer(str(ctx.reward_model_dir), batch_size=ctx.reward_batch_size, progress=ctx.progress)
+    return RewardModelScorer(path, batch_size=batch_size, progress=progress)
+
+
+def score_rewards(ctx: EvalContext, pairs: list, responses: list[str]) -> list[float]:
+    scorer = _reward_scorer(str(ctx.reward_model_dir), ctx.reward_batch_size, ctx.progress)
     return scorer.score([p.prompt for p in pairs], responses, [p.messages for p in pairs])
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from types import SimpleNamespace
 import torch
 
 from bench.errors import BenchError
+from bench.hashing import content_hash
 
 
 def _launcher(options) -> list[str]:
@@ -30,16 +32,35 @@ def _launcher(options) -> list[str]:
     return command
 
 
+def _shared_inputs(ctx, out_dir: Path) -> tuple[Path, Path | None]:
+    """The tokenized train data and reference log-probs as files, written once per suite
+    (every run of a suite trains on the same data against the same reference)."""
+    folder = out_dir.parent.parent / "launch_inputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    training = ctx.suite.training   # the tokenisation lengths prepare() used for ctx.train_data
+    key = content_hash(ctx.data_key, ctx.base_key, training.max_length, training.max_prompt_length)
+    data_file = folder / f"train_data-{key}.json"
+    if not data_file.exists():
+        _write_atomically(data_file, lambda tmp: tmp.write_text(json.dumps([dataclasses.asdict(p)
+                                                                            for p in ctx.train_data])))
+    if ctx.ref_logps is None:
+        return data_file, None
+    reference_file = folder / f"reference_logps-{key}.pt"
+    if not reference_file.exists():
+        _write_atomically(reference_file, lambda tmp: torch.save(ctx.ref_logps, tmp))
+    return data_file, reference_file
+
+
+def _write_atomically(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def train_with_accelerate(run, ctx, out_dir: Path):
     out_dir = Path(out_dir)
-    data_file = out_dir / "train_data.json"
-    if not data_file.exists():
-        data_file.write_text(json.dumps([dataclasses.asdict(p) for p in ctx.train_data]))
-    reference_file = None
-    if run.needs_reference:
-        reference_file = out_dir / "reference_logps.pt"
-        if not reference_file.exists():
-            torch.save(ctx.ref_logps, reference_file)
+    data_file, shared_reference = _shared_inputs(ctx, out_dir)
+    reference_file = shared_reference if run.needs_reference else None
     spec = {"model_path": str(ctx.reference_dir), "objective_spec": run.objective_spec,
             "config": run.training.model_dump(mode="json"), "train_data": str(data_file),
             "reference": str(reference_file) if reference_file else None, "out_dir": str(out_dir),

@@ -103,13 +103,17 @@ def _initial_model(suite, store: StageStore, key: str) -> Path:
     if not policy.startswith(BUILTIN_PREFIX):
         from bench.models import resolve_model
 
-        return Path(resolve_model(policy)) if Path(policy).exists() else policy
+        resolved = resolve_model(policy)   # a local directory or a loadable hub id; else one clear line
+        return Path(resolved) if Path(resolved).exists() else resolved
     from bench.models import build_char_tokenizer, build_tiny_causal_lm
 
     size = suite.model.builtin
-    return store.run("init", key, lambda tmp: build_tiny_causal_lm(
-        tmp, build_char_tokenizer(), hidden_size=size.hidden_size, layers=size.layers, heads=size.heads, seed=0
-    ) and None)
+
+    def build(tmp: Path) -> None:
+        build_tiny_causal_lm(tmp, build_char_tokenizer(), hidden_size=size.hidden_size, layers=size.layers,
+                             heads=size.heads, seed=0)
+
+    return store.run("init", key, build)
 
 
 def _sft_examples(suite, train_pairs):
@@ -248,6 +252,16 @@ def objective_name(run) -> str:
 
 
 # ---------------------------------------------------------------- aggregate
+def _relative(path: str | None, out: Path) -> str:
+    """A path inside the results folder, stored relative to it (the folder can be moved)."""
+    if not path:
+        return ""
+    try:
+        return str(Path(path).resolve().relative_to(out.resolve()))
+    except ValueError:
+        return str(Path(path).resolve())
+
+
 def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records: list[PolicyRecord],
               runs, store: StageStore) -> str:
     """Judgments -> results.parquet/csv, runs.parquet, leaderboard and plots; returns the leaderboard."""
@@ -269,7 +283,7 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
     prov = provenance()
     by_id = {run.run_id: run for run in runs}
     run_rows = [dict(suite=suite.name, run_id=r.run_id, label=r.label, objective=r.objective, params=r.params,
-                     seed=r.seed, status=r.status, reason=r.reason or "", train_log=r.train_summary.get("train_log", ""),
+                     seed=r.seed, status=r.status, reason=r.reason or "", train_log=_relative(r.train_summary.get("train_log"), out),
                      config=json.dumps(by_id[r.run_id].training.model_dump(mode="json"), sort_keys=True)
                      if r.run_id in by_id else "{}",
                      data=json.dumps(ctx.data_info, sort_keys=True), **prov) for r in [reference, *records]]

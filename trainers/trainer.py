@@ -197,7 +197,7 @@ class _Run:
                 self.acc.backward(out.losses.sum() * scale)
             with torch.no_grad():
                 sums["loss"] += out.losses.detach().double().sum().cpu()
-                shared = pair_metrics(pair) if rejected is not None else _sft_metrics(pair)
+                shared = pair_metrics(pair)
                 for k, v in {**shared, **out.metrics}.items():
                     sums[k] += _batch_sum(v, len(idx))
         keys = sorted(sums)
@@ -256,11 +256,6 @@ def _batch_sum(value, n: int) -> torch.Tensor:
     """Per-pair metric [B] -> its sum; a scalar is taken as the batch mean."""
     v = torch.as_tensor(value).detach().double().cpu()
     return v.sum() if v.dim() > 0 else v * n
-
-
-def _sft_metrics(pair) -> dict:
-    lens = pair.chosen_mask.sum(-1)
-    return {"logps/chosen": (pair.policy_chosen * pair.chosen_mask).sum(-1), "len/chosen": lens}
 
 
 def _apply_lora(model, spec):
