@@ -2,7 +2,10 @@
 
 One invocation builds a tiny Llama (hidden 256, 4 layers, character tokenizer) and random
 arithmetic-like pairs, then runs, each in its own subprocess (so peak memory is per run):
-  harness          trainers.trainer.train with dpo (its one-time reference pass INCLUDED);
+  harness          trainers.trainer.train with dpo (its one-time reference pass INCLUDED),
+                   packed micro-batches with the prompt shared by chosen and rejected;
+  harness_padded   the same with `packing: false` (one padded row per sequence, as TRL),
+                   an ablation that shows what packing contributes;
   trl              trl.DPOTrainer, library defaults (reference model kept, forward each step);
   trl_precompute   trl.DPOTrainer with precompute_ref_log_probs=True (its pass included).
 All runs: same pairs, batch size, max_length, fp32, no
@@ -30,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-MODES = ("harness", "trl", "trl_precompute")
+MODES = ("harness", "harness_padded", "trl", "trl_precompute")
 LR = 5e-5
 
 
@@ -60,7 +63,7 @@ def _peak_rss_mb() -> float:
 
 
 # ---- workers (run in a subprocess) ------------------------------------------------------
-def _worker_harness(work: Path, cfg: dict) -> dict:
+def _worker_harness(work: Path, cfg: dict, packing: bool = True) -> dict:
     from bench.data.records import PreferencePair
     from bench.models import load_tokenizer
     from bench.schema import TrainConfig
@@ -77,7 +80,7 @@ def _worker_harness(work: Path, cfg: dict) -> dict:
     assert not skipped, skipped
     config = TrainConfig(learning_rate=LR, max_steps=cfg["steps"], batch_size=cfg["batch_size"], warmup_ratio=0.0,
                          precision="fp32", max_length=cfg["max_length"], max_prompt_length=cfg["max_length"] // 2,
-                         seed=cfg["seed"], log_every=cfg["steps"])
+                         seed=cfg["seed"], log_every=cfg["steps"], packing=packing)
     res = train(model_path=work / "model", objective=build_objective([{"name": "dpo", "weight": 1.0, "beta": 0.1}]),
                 train_data=data, config=config, out_dir=tempfile.mkdtemp(dir=work, prefix="harness_out_"),
                 progress=cfg["progress"])   # a fresh dir: a finished one would return at once
@@ -120,7 +123,10 @@ def _worker(mode: str, work: Path) -> None:
     torch.manual_seed(cfg["seed"])
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    out = _worker_harness(work, cfg) if mode == "harness" else _worker_trl(work, cfg, mode == "trl_precompute")
+    if mode.startswith("harness"):
+        out = _worker_harness(work, cfg, packing=mode == "harness")
+    else:
+        out = _worker_trl(work, cfg, precompute=mode == "trl_precompute")
     out["peak_rss_mb"] = _peak_rss_mb()
     out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     print("PERF_RESULT " + json.dumps(out), flush=True)
@@ -184,12 +190,13 @@ def _best(results: list[dict]) -> dict:
 
 
 def _summary(runs, tokens, steps, batch_size, max_length) -> dict:
-    h, t, p = runs["harness"], runs["trl"], runs["trl_precompute"]
+    h, t, p, hp = runs["harness"], runs["trl"], runs["trl_precompute"], runs["harness_padded"]
     return {
         "repeats": runs["harness"]["repeats"], "steps": steps, "batch_size": batch_size, "max_length": max_length, "tokens": tokens,
         "device": "cuda" if torch.cuda.is_available() else "cpu", "torch_threads": torch.get_num_threads(),
         "harness_tokens_per_s": h["tokens_per_s"], "trl_tokens_per_s": t["tokens_per_s"],
-        "trl_precompute_tokens_per_s": p["tokens_per_s"],
+        "trl_precompute_tokens_per_s": p["tokens_per_s"], "harness_padded_tokens_per_s": hp["tokens_per_s"],
+        "ratio_padded": hp["tokens_per_s"] / t["tokens_per_s"],
         "ratio": h["tokens_per_s"] / t["tokens_per_s"], "ratio_vs_precompute": h["tokens_per_s"] / p["tokens_per_s"],
         "harness_peak_rss_mb": h["peak_rss_mb"], "trl_peak_rss_mb": t["peak_rss_mb"],
         "trl_precompute_peak_rss_mb": p["peak_rss_mb"],
@@ -199,6 +206,8 @@ def _summary(runs, tokens, steps, batch_size, max_length) -> dict:
         "trl_precompute_peak_gpu_mb": p["peak_gpu_mb"],
         "memory_measure": "peak RSS of each run's own process (getrusage ru_maxrss); above_start = peak minus RSS just before training",
         "harness_time_includes": "tokenisation, model load, one-time reference pass, training, checkpoint write",
+        "tokens_counted": "prompt+chosen and prompt+rejected tokens (+EOS), unpadded, the same for every run; "
+                          "the packed harness runs each prompt once, so it computes fewer tokens than it counts",
         "trl_time_includes": "DPOTrainer construction (model/reference load, tokenisation) + trainer.train()",
         "trl_train_only_seconds": t["train_only_seconds"], "trl_precompute_train_only_seconds": p["train_only_seconds"],
         "harness_seconds": h["seconds"], "trl_seconds": t["seconds"], "trl_precompute_seconds": p["seconds"],
@@ -213,7 +222,8 @@ def _print_table(runs, s) -> None:
         train_only = f"{r['train_only_seconds']:.2f}" if "train_only_seconds" in r else "-"
         print(f"{mode:<16}{r['seconds']:>9.2f}{train_only:>11}{r['tokens_per_s']:>11.0f}{r['peak_rss_mb']:>13.0f}"
               f"{r['peak_above_start_mb']:>13.0f}")
-    print(f"harness / trl = {s['ratio']:.2f}×   harness / trl_precompute = {s['ratio_vs_precompute']:.2f}×")
+    print(f"harness / trl = {s['ratio']:.2f}×   harness / trl_precompute = {s['ratio_vs_precompute']:.2f}×   "
+          f"harness_padded / trl = {s['ratio_padded']:.2f}×")
 
 
 if __name__ == "__main__":

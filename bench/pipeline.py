@@ -172,17 +172,18 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
                                          max_prompt_length=training.max_prompt_length)
     data_info = {**data_info, "skipped_at_tokenization": dict(skipped)}
     ref_cache = store.root / "ref_logps"
+    pack_to = training.max_length if training.packing else None
     ref_logps = None
     if any(run.needs_reference for run in runs):
         bar.stage("ref_logps")
         ref_logps = reference_logps(str(reference_dir), train_data, batch_size=training.batch_size * 2,
-                                    cache_dir=ref_cache, progress=progress)
+                                    cache_dir=ref_cache, progress=progress, pack_to=pack_to)
     drift_data, drift_reference = None, None
     if suite.scoring.drift and pairs["drift"]:
         drift_data, _ = tokenize_pairs(pairs["drift"], tokenizer, max_length=training.max_length,
                                        max_prompt_length=training.max_prompt_length)
         drift_reference = reference_logps(str(reference_dir), drift_data, batch_size=training.batch_size * 2,
-                                          cache_dir=ref_cache, progress=progress)
+                                          cache_dir=ref_cache, progress=progress, pack_to=pack_to)
     eval_ctx = EvalContext(
         eval_pairs=pairs["eval"], tokenizer=tokenizer, reference_dir=reference_dir, generation=suite.generation,
         reward_model_dir=reward_dir, reward_batch_size=suite.reward_model.batch_size, gold=suite.scoring.gold,

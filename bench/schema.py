@@ -35,6 +35,9 @@ class TrainConfig(Strict):
     max_grad_norm: float | None = Field(1.0, gt=0)
     precision: Literal["auto", "fp32", "bf16"] = "auto"   # auto: bf16 autocast on GPU, fp32 on CPU
     gradient_checkpointing: bool = False
+    # Pack each micro-batch's sequences into rows of max_length tokens with block-diagonal
+    # attention (no compute on padding); models that cannot are detected and run padded.
+    packing: bool = True
     lora: LoraSpec | None = None
     max_length: PositiveInt = 256
     max_prompt_length: PositiveInt = 128

@@ -32,7 +32,12 @@ def test_two_processes_equal_one(tmp_path, tiny_model_dir, char_tokenizer):
     assert [r["step"] for r in logs[0]] == [1, 2, 3]
     for a, b in zip(*logs):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
-        assert a["accuracy"] == pytest.approx(b["accuracy"], abs=1e-6)
+        assert a["margin"] == pytest.approx(b["margin"], abs=1e-5)
+        # Accuracy counts margins > 0. At step 1 policy = reference, so every margin is 0 up
+        # to float rounding (micro-batches of 2 vs 8 pairs round differently): it is compared
+        # from step 2 on, once margins are away from the tie.
+        if a["step"] > 1:
+            assert a["accuracy"] == pytest.approx(b["accuracy"], abs=1e-6)
     pd, ps = load_params(tmp_path / "ddp" / "checkpoint"), load_params(single.checkpoint)
     for k in ps:
         torch.testing.assert_close(pd[k], ps[k], atol=1e-5, rtol=0)

@@ -31,6 +31,7 @@ def test_cli_prints_json_summary_last():
                           cwd=repo, capture_output=True, text=True, check=True)
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     for key in ("harness_tokens_per_s", "trl_tokens_per_s", "trl_precompute_tokens_per_s", "ratio",
-                "ratio_vs_precompute", "harness_peak_rss_mb", "trl_peak_rss_mb"):
+                "ratio_vs_precompute", "harness_peak_rss_mb", "trl_peak_rss_mb", "harness_padded_tokens_per_s",
+                "ratio_padded"):
         assert summary[key] > 0
     assert summary["ratio"] == pytest.approx(summary["harness_tokens_per_s"] / summary["trl_tokens_per_s"])

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from trainers.logps import collate_pairs, flat_logps
+from trainers.logps import collate_pairs, flat_logps, supports_packing
 
 CACHE_PREFIX = "ref_logps-"
 
@@ -48,11 +48,14 @@ def cache_key(model_path, tokenized, revision: str | None = None) -> str:
 
 
 @torch.inference_mode()
-def compute_reference(model, tokenized, *, batch_size: int, progress: bool = True) -> dict:
+def compute_reference(model, tokenized, *, batch_size: int, progress: bool = True, pack_to: int | None = None) -> dict:
     """Run `model` (frozen) over the pairs: {id: (chosen 1-D float32, rejected 1-D float32 | None)}.
 
-    Pairs are batched in order of length so each batch pads only to its own maximum.
+    Pairs are batched in order of length so each batch pads only to its own maximum; with
+    `pack_to` (and a model that supports it) each batch is packed into rows of that many tokens.
     """
+    if pack_to is not None and not supports_packing(model):
+        pack_to = None
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -63,9 +66,9 @@ def compute_reference(model, tokenized, *, batch_size: int, progress: bool = Tru
     with tqdm(total=len(order), desc="reference log-probs", unit="pair", disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            batch = collate_pairs(chunk, pad_id).to(device)
+            batch = collate_pairs(chunk, pad_id, pack_to=pack_to).to(device)
             flat = flat_logps(model, batch).float().cpu()
-            out.update(_per_pair(flat, batch.src_rows.cpu(), chunk))
+            out.update(_per_pair(flat, batch.out_rows.cpu(), chunk))
             bar.update(len(chunk))
     model.train(was_training)
     return out
@@ -86,7 +89,7 @@ def _per_pair(flat: torch.Tensor, rows: torch.Tensor, chunk) -> dict:
 
 
 def reference_logps(model_path, tokenized, *, batch_size: int, cache_dir, progress: bool = True,
-                    revision: str | None = None, device=None) -> dict:
+                    revision: str | None = None, device=None, pack_to: int | None = None) -> dict:
     """Reference log-probs of `tokenized` under the model at `model_path`, cached in `cache_dir`.
 
     Returns {id: (chosen 1-D float32 tensor, rejected 1-D float32 tensor or None)}. A second call
@@ -101,7 +104,7 @@ def reference_logps(model_path, tokenized, *, batch_size: int, cache_dir, progre
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_causal_lm(str(model_path), dtype=torch.float32, device=device)
-    values = compute_reference(model, tokenized, batch_size=batch_size, progress=progress)
+    values = compute_reference(model, tokenized, batch_size=batch_size, progress=progress, pack_to=pack_to)
     del model
     save_cache(cache_file, values)
     return values

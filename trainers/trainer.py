@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from bench.errors import BenchError
 from trainers.checkpoint import completed_steps, load_state, rng_state, save_checkpoint, save_state
 from trainers.data_order import DataOrder
-from trainers.logps import ResponseLogps, collate_pairs, split_logps
+from trainers.logps import ResponseLogps, collate_pairs, split_logps, supports_packing
 from trainers.reference import cache_key, compute_reference, load_cache, reference_logps, save_cache, sequence_length
 
 
@@ -100,6 +100,7 @@ class _Run:
         if self.cfg.lora is not None:
             self.model = _apply_lora(self.model, self.cfg.lora)
         self.pad_id = self.tokenizer.pad_token_id
+        self.pack_to = self.cfg.max_length if self.cfg.packing and supports_packing(self.model) else None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = _adamw(self.params, self.cfg, self.acc.device)
         name = {"constant": "constant_with_warmup"}.get(self.cfg.scheduler, self.cfg.scheduler)
@@ -128,13 +129,15 @@ class _Run:
         bs = self.cfg.batch_size * 2    # no activations kept: a larger batch fits
         if self.cfg.lora is not None:   # the base is the model with the adapter switched off
             with self.model.disable_adapter(), self.acc.autocast():
-                values = compute_reference(self.model, self.data, batch_size=bs, progress=self.progress)
+                values = compute_reference(self.model, self.data, batch_size=bs, progress=self.progress,
+                                            pack_to=self.pack_to)
         elif start_step == 0:           # before the first step the policy *is* the reference
             with self.acc.autocast():
-                values = compute_reference(self.model, self.data, batch_size=bs, progress=self.progress)
+                values = compute_reference(self.model, self.data, batch_size=bs, progress=self.progress,
+                                            pack_to=self.pack_to)
         else:                           # resumed without its cache: load the base weights again
             return reference_logps(self.model_path, self.data, batch_size=bs, cache_dir=cache_file.parent,
-                                   progress=self.progress, device=self.acc.device)
+                                   progress=self.progress, device=self.acc.device, pack_to=self.pack_to)
         if self.acc.is_main_process:
             save_cache(cache_file, values)
         return values
@@ -187,7 +190,7 @@ class _Run:
         scale = self.procs / self.global_batch      # sum over pairs / global batch, after DDP's mean
         sums = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
         for j, idx in enumerate(micro):
-            batch = collate_pairs([self.data[i] for i in idx], self.pad_id, self.ref).to(self.acc.device)
+            batch = collate_pairs([self.data[i] for i in idx], self.pad_id, self.ref, self.pack_to).to(self.acc.device)
             sync = nullcontext() if j == len(micro) - 1 else self.acc.no_sync(self.wrapped)
             with sync:
                 chosen, rejected, cmask, rmask = split_logps(self.wrapped(batch), batch)
