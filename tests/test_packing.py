@@ -145,3 +145,23 @@ def test_trainer_packed_equals_padded(tmp_path, tiny_model_dir, char_tokenizer):
     for a, b in zip(*logs):
         for key in ("loss", "grad_norm", "logps/chosen", "logps/rejected", "margin"):
             assert a[key] == pytest.approx(b[key], abs=1e-4), key
+
+
+@pytest.mark.parametrize("lengths,capacity", [([5, 5, 5, 5, 4, 4], 10), ([30, 2, 2, 2, 9, 17, 11, 4], 32),
+                                              ([7], 7), ([3, 3, 3], 100)])
+def test_pack_fits_balances_and_does_not_overlap(lengths, capacity):
+    placement, fill = logps_mod._pack(lengths, capacity)
+    assert max(fill) <= capacity and sum(fill) == sum(lengths)
+    assert len(fill) == -(-sum(lengths) // capacity)          # as few rows as the tokens need here
+    for row in range(len(fill)):
+        spans = sorted((at, at + lengths[i]) for i, (r, at) in enumerate(placement) if r == row)
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))   # no overlap
+        assert spans[-1][1] == fill[row]
+    assert logps_mod._pack(lengths, capacity) == (placement, fill)
+
+
+def test_pack_balances_rows_to_cut_padding():
+    # 4 items of 6 and 4 of 4, capacity 20: two full rows. First-fit-decreasing would make
+    # three rows [18, 18, 4], i.e. a 3 x 18 tensor (54 slots for 40 tokens).
+    placement, fill = logps_mod._pack([6, 6, 6, 6, 4, 4, 4, 4], 20)
+    assert fill == [20, 20]

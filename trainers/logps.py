@@ -160,20 +160,25 @@ def _collate_packed(pairs, pad_id: int, pack_to: int) -> PairBatch:
 
 
 def _pack(lengths: list[int], capacity: int):
-    """First-fit-decreasing: [(row, offset)] per item, and the tokens used in each row.
+    """Place items in as few rows of at most `capacity` tokens as fit, balanced so the rows
+    are about equally full (the tensor is as wide as its fullest row, so balance is what
+    keeps padding low). Returns [(row, offset)] per item and the tokens used in each row.
 
-    Ties in length keep input order, so the layout is a deterministic function of the batch.
+    For R = ceil(total / capacity), R + 1, ...: longest-first, each item into the emptiest
+    row (LPT scheduling); the first R whose fullest row fits is taken. Ties go to the lower
+    index, so the layout is a deterministic function of the batch.
     """
-    fill: list[int] = []
-    placement = [None] * len(lengths)
-    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
-        row = next((r for r, used in enumerate(fill) if used + lengths[i] <= capacity), None)
-        if row is None:
-            row = len(fill)
-            fill.append(0)
-        placement[i] = (row, fill[row])
-        fill[row] += lengths[i]
-    return placement, fill
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    for n_rows in range(max(1, -(-sum(lengths) // capacity)), len(lengths) + 1):
+        fill = [0] * n_rows
+        placement = [None] * len(lengths)
+        for i in order:
+            row = min(range(n_rows), key=lambda r: (fill[r], r))
+            placement[i] = (row, fill[row])
+            fill[row] += lengths[i]
+        if max(fill) <= capacity:
+            return placement, fill
+    raise AssertionError("unreachable: one item per row always fits")
 
 
 def attention_mask(batch: PairBatch, model: nn.Module) -> torch.Tensor | None:
