@@ -3,7 +3,8 @@
 One `accelerate.Accelerator` loop: the same code runs on one CPU, one GPU, or several
 processes under `accelerate launch` (DDP). Per optimiser step it takes `global_batch =
 batch_size × grad_accum × processes` pairs (see `trainers.data_order`), computes response
-log-probs with one concatenated forward per micro-batch, asks the objective for per-pair
+log-probs with one forward per micro-batch (by default packed, each prompt run once for
+its chosen and rejected response: `trainers.logps`), asks the objective for per-pair
 losses and normalises their *sum* by the global batch, so 1×8, 8×1 and 2 processes × 4 all
 optimise the same loss. Resume state is written atomically every `save_every` steps; the
 final checkpoint is a plain Hugging Face directory (LoRA merged).
