@@ -27,8 +27,8 @@ def _launcher(options) -> list[str]:
     if not torch.cuda.is_available():
         return ["torch.distributed.run", "--nproc_per_node", str(options.num_processes)]
     command = ["accelerate.commands.launch", "--num_processes", str(options.num_processes)]
-    if options.config_file:
-        command += ["--config_file", str(options.config_file)]
+    if options.config_file:   # relative to where bench.py runs; accelerate starts in the repository root
+        command += ["--config_file", str(Path(options.config_file).resolve())]
     return command
 
 

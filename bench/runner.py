@@ -44,6 +44,10 @@ class RunSummary:
 def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True) -> RunSummary:
     started = time.time()
     suite = load_suite(suite_path, list(overrides))
+    if suite.launcher == "accelerate":     # a bad config file fails now, not after the SFT stage
+        from bench.validate import check_accelerate_config
+
+        check_accelerate_config(suite)
     runs = select_runs(expand_runs(suite), only)
     out = Path(out_dir) if out_dir else Path("results") / suite.name
     out.mkdir(parents=True, exist_ok=True)

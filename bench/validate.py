@@ -12,6 +12,9 @@ import difflib
 import functools
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
 
 from bench.config import RunSpec, Suite, expand_runs, load_suite
 from bench.errors import BenchError, ModelNotFoundError, NetworkRequiredError, SuiteError
@@ -59,7 +62,40 @@ def validate_suite(path, overrides=()) -> ValidationSummary:
     if suite.reward_model.kind == "load":
         summary.checks.append(check_model(suite, suite.reward_model.path, "reward_model.path"))
     summary.checks.append(check_lm_eval_tasks(suite))
+    if suite.launcher == "accelerate":
+        summary.checks.append(check_accelerate_config(suite))
     return summary
+
+
+# ---------------------------------------------------------------- launcher
+# The trainer's code paths: DDP (every process holds the model) and FSDP (sharded). DeepSpeed
+# clips gradients and checkpoints itself, which the loop does not hand over to it.
+SUPPORTED_DISTRIBUTED_TYPES = ("NO", "MULTI_GPU", "FSDP")
+
+
+def check_accelerate_config(suite: Suite) -> str:
+    """The accelerate config file exists, is an accelerate config, and names a setup the trainer runs."""
+    options = suite.accelerate
+    if not options.config_file:
+        return f"launcher: accelerate, {options.num_processes} processes, DDP"
+    field = "accelerate.config_file"
+    path = Path(options.config_file)
+    if not path.is_file():
+        raise SuiteError(suite.source, field, f"no accelerate config file at {path} (relative paths are from the "
+                                              f"directory you run bench.py in)")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SuiteError(suite.source, field, f"{path} is not YAML ({str(err).splitlines()[0]})") from None
+    kind = config.get("distributed_type") if isinstance(config, dict) else None
+    if kind not in SUPPORTED_DISTRIBUTED_TYPES:
+        raise SuiteError(suite.source, field, f"{path}: distributed_type {kind!r} is not supported by the trainer; "
+                                              f"use one of {', '.join(SUPPORTED_DISTRIBUTED_TYPES)} "
+                                              "(configs/accelerate/ has DDP and FSDP files)")
+    import torch
+
+    cpu_note = "" if torch.cuda.is_available() or kind != "FSDP" else " (no GPU here: accelerate runs it as DDP on CPUs)"
+    return f"launcher: accelerate, {options.num_processes} processes, {kind} from {path}{cpu_note}"
 
 
 # ---------------------------------------------------------------- data
@@ -144,4 +180,5 @@ def check_lm_eval_tasks(suite: Suite) -> str:
     return f"lm-eval: tasks {', '.join(tasks)} known"
 
 
-__all__ = ["ValidationSummary", "validate_suite", "check_data", "check_model", "check_lm_eval_tasks"]
+__all__ = ["ValidationSummary", "validate_suite", "check_data", "check_model", "check_lm_eval_tasks",
+           "check_accelerate_config"]

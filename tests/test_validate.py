@@ -109,3 +109,21 @@ def test_cli_exit_codes():
     bad = runner.invoke(main, ["validate", str(BAD / "negative_beta.yaml")])
     assert bad.exit_code == 2
     assert bad.output.strip().count("\n") == 0 and "objectives[0].params.beta" in bad.output
+
+
+@pytest.mark.parametrize("name, kind", [("ddp", "MULTI_GPU"), ("fsdp", "FSDP")])
+def test_shipped_accelerate_configs_validate(tmp_path, name, kind):
+    config = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / f"{name}.yaml"
+    path = write(tmp_path, MINIMAL + f"launcher: accelerate\naccelerate: {{num_processes: 2, config_file: {config}}}\n")
+    assert f"launcher: accelerate, 2 processes, {kind} from {config}" in str(validate_suite(path))
+
+
+def test_run_rejects_a_deepspeed_config_before_any_stage(tmp_path):
+    from bench.cli import main
+
+    out = tmp_path / "results"
+    result = CliRunner().invoke(main, ["run", str(BAD / "accelerate_config_deepspeed.yaml"), "--out", str(out)])
+    assert result.exit_code != 0
+    assert result.output.strip().count("\n") == 0, result.output
+    assert "accelerate.config_file" in result.output and "DEEPSPEED" in result.output
+    assert not any(out.rglob("*.json")), "a stage ran before the config was checked"

@@ -29,33 +29,33 @@ def _replace_dir(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def save_state(state_dir: Path, *, model, optimizer, scheduler, step: int, rng_states: list) -> None:
-    """Everything exact resume needs; `rng_states` has one entry per process (gathered)."""
+def save_state(state_dir: Path, *, model_state: dict, optimizer_state: dict, scheduler, step: int,
+               rng_states: list) -> None:
+    """Everything exact resume needs. `model_state` holds the trainable parameters and
+    `optimizer_state` the optimiser's, both full (unsharded) on the CPU; `rng_states` has one
+    entry per process (gathered)."""
     tmp = state_dir.with_name(state_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    trainable = {k: v for k, v in model.named_parameters() if v.requires_grad}
-    torch.save({k: v.detach().cpu() for k, v in trainable.items()}, tmp / "model.pt")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(model_state, tmp / "model.pt")
+    torch.save(optimizer_state, tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(rng_states, tmp / "rng.pt")
     (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
     _replace_dir(tmp, state_dir)
 
 
-def load_state(state_dir: Path, *, model, optimizer, scheduler, rank: int) -> int:
-    """Restore the state saved by `save_state`; returns the optimiser step to continue from."""
+def load_state(state_dir: Path, *, load_model, load_optimizer, scheduler, rank: int) -> int:
+    """Restore the state saved by `save_state`; returns the optimiser step to continue from.
+
+    `load_model(params)` and `load_optimizer(state)` put the saved full states into the
+    (possibly sharded) model and optimiser; whatever they or the files raise is reported as
+    a corrupt state.
+    """
     try:
         step = json.loads((state_dir / "trainer_state.json").read_text())["step"]
-        params = torch.load(state_dir / "model.pt", map_location="cpu")
-        named = dict(model.named_parameters())
-        missing = [k for k in named if named[k].requires_grad and k not in params]
-        if missing:
-            raise ValueError(f"no saved value for parameter {missing[0]}")
-        with torch.no_grad():
-            for k, v in params.items():
-                named[k].copy_(v)
-        optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", map_location="cpu"))
+        load_model(torch.load(state_dir / "model.pt", map_location="cpu"))
+        load_optimizer(torch.load(state_dir / "optimizer.pt", map_location="cpu"))
         scheduler.load_state_dict(torch.load(state_dir / "scheduler.pt"))
         rng = torch.load(state_dir / "rng.pt")[rank]
     except Exception as exc:  # any unreadable piece: one line, and how to recover
@@ -68,17 +68,29 @@ def load_state(state_dir: Path, *, model, optimizer, scheduler, rank: int) -> in
     return int(step)
 
 
+def copy_parameters(model, params: dict) -> None:
+    """Copy saved trainable parameters into an unsharded `model`; every trainable one must be there."""
+    named = dict(model.named_parameters())
+    missing = [k for k in named if named[k].requires_grad and k not in params]
+    if missing:
+        raise ValueError(f"no saved value for parameter {missing[0]}")
+    with torch.no_grad():
+        for k, v in params.items():
+            named[k].copy_(v)
+
+
 def rng_state() -> dict:
     return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
 
 
-def save_checkpoint(ckpt_dir: Path, *, model, tokenizer, steps: int) -> Path:
-    """A standard HF directory (safetensors, config, tokenizer); LoRA adapters are merged first."""
+def save_checkpoint(ckpt_dir: Path, *, model, tokenizer, steps: int, state_dict: dict | None = None) -> Path:
+    """A standard HF directory (safetensors, config, tokenizer); LoRA adapters are merged first.
+    `state_dict`: the full weights when `model`'s own parameters are shards (FSDP)."""
     tmp = ckpt_dir.with_name(ckpt_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()      # lm-eval and vLLM load a plain model, not an adapter
-    model.save_pretrained(tmp, safe_serialization=True)
+    model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     (tmp / DONE_FILE).write_text(json.dumps({"steps": steps}))
     _replace_dir(tmp, ckpt_dir)

@@ -285,6 +285,8 @@ class ResponseLogps(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        # FSDP's transformer-based auto-wrap reads the layer classes to shard from here.
+        self._no_split_modules = getattr(model, "_no_split_modules", None)
 
     def forward(self, batch: PairBatch) -> torch.Tensor:
         return flat_logps(self.model, batch)

@@ -47,15 +47,21 @@ def cache_key(model_path, tokenized, revision: str | None = None) -> str:
     return hashlib.sha256((model_fingerprint(model_path, revision) + data_fingerprint(tokenized)).encode()).hexdigest()[:32]
 
 
-@torch.inference_mode()
-def compute_reference(model, tokenized, *, batch_size: int, progress: bool = True, pack_to: int | None = None) -> dict:
+@torch.no_grad()   # not inference_mode: FSDP's all-gather writes in place into buffers it keeps
+def compute_reference(model, tokenized, *, batch_size: int, progress: bool = True, pack_to: int | None = None,
+                      forward=None) -> dict:
     """Run `model` (frozen) over the pairs: {id: (chosen 1-D float32, rejected 1-D float32 | None)}.
 
     Pairs are batched in order of length so each batch pads only to its own maximum; with
     `pack_to` (and a model that supports it) each batch is packed into rows of that many tokens.
+    `forward` (batch -> flat log-probs) replaces `flat_logps(model, ·)`: the trainer passes
+    its distributed wrapper of `model`, whose forward FSDP needs to gather the sharded
+    weights; the caller has then checked packing on the unsharded model.
     """
-    if pack_to is not None and not supports_packing(model):
-        pack_to = None
+    if forward is None:
+        if pack_to is not None and not supports_packing(model):
+            pack_to = None
+        forward = lambda batch: flat_logps(model, batch)  # noqa: E731
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -67,7 +73,7 @@ def compute_reference(model, tokenized, *, batch_size: int, progress: bool = Tru
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             batch = collate_pairs(chunk, pad_id, pack_to=pack_to).to(device)
-            flat = flat_logps(model, batch).float().cpu()
+            flat = forward(batch).float().cpu()
             out.update(_per_pair(flat, batch.out_rows.cpu(), chunk))
             bar.update(len(chunk))
     model.train(was_training)

@@ -1,7 +1,8 @@
 """THE training loop, identical for every objective (SFT is this loop with `nll`).
 
 One `accelerate.Accelerator` loop: the same code runs on one CPU, one GPU, or several
-processes under `accelerate launch` (DDP). Per optimiser step it takes `global_batch =
+processes under `accelerate launch` (DDP, or FSDP2 from an accelerate config file:
+configs/accelerate/fsdp.yaml). Per optimiser step it takes `global_batch =
 batch_size × grad_accum × processes` pairs (see `trainers.data_order`), computes response
 log-probs with one forward per micro-batch (by default packed, each prompt run once for
 its chosen and rejected response: `trainers.logps`), asks the objective for per-pair
@@ -23,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.errors import BenchError
-from trainers.checkpoint import completed_steps, load_state, rng_state, save_checkpoint, save_state
+from trainers.checkpoint import completed_steps, copy_parameters, load_state, rng_state, save_checkpoint, save_state
 from trainers.data_order import DataOrder
 from trainers.logps import ResponseLogps, collate_pairs, split_logps, supports_packing
 from trainers.reference import cache_key, compute_reference, load_cache, reference_logps, save_cache, sequence_length
@@ -74,13 +75,16 @@ class _Run:
     """One training run's state; methods are the loop's steps."""
 
     def __init__(self, model_path, objective, data, config, out_dir, reference, progress, on_step):
-        from accelerate import Accelerator
+        from accelerate import Accelerator, DistributedType
 
         self.model_path, self.objective, self.data, self.cfg = str(model_path), objective, data, config
         self.out_dir, self.reference, self.progress, self.on_step = out_dir, reference, progress, on_step
         # cpu=True without a GPU: accelerate only sets up multi-process CPU (gloo) DDP when told.
         self.acc = Accelerator(mixed_precision=_mixed_precision(config.precision), cpu=not torch.cuda.is_available())
         self.procs, self.rank = self.acc.num_processes, self.acc.process_index
+        # FSDP (from an accelerate config): parameters are sharded over processes, so the
+        # reference pass, checkpoints and resume state go through the sharded wrapper.
+        self.sharded = self.acc.distributed_type == DistributedType.FSDP
         self.global_batch = config.batch_size * config.grad_accum * self.procs
         self.order = DataOrder(len(data), self.global_batch, config.seed)
         self.total = config.max_steps or self.order.total_steps(config.epochs)
@@ -99,23 +103,38 @@ class _Run:
             self.model.config.use_cache = False
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.cfg.lora is not None:
+            if self.sharded:
+                raise BenchError("training.lora is not supported under FSDP (the merged checkpoint needs the "
+                                 "full adapter on one process); use DDP (the default accelerate config) for LoRA")
             self.model = _apply_lora(self.model, self.cfg.lora)
         self.pad_id = self.tokenizer.pad_token_id
         self.pack_to = self.cfg.max_length if self.cfg.packing and supports_packing(self.model) else None
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = _adamw(self.params, self.cfg, self.acc.device)
+        optimizer = _adamw([p for p in self.model.parameters() if p.requires_grad], self.cfg, self.acc.device)
+        # FSDP replaces the parameters by shards in prepare() and points the optimiser at them,
+        # so both are prepared together and gradients are clipped on the prepared parameters.
+        self.wrapped, self.optimizer = self.acc.prepare(ResponseLogps(self.model), optimizer)
+        self.params = [p for p in self.wrapped.parameters() if p.requires_grad]
         name = {"constant": "constant_with_warmup"}.get(self.cfg.scheduler, self.cfg.scheduler)
         self.scheduler = get_scheduler(name, self.optimizer, num_warmup_steps=round(self.cfg.warmup_ratio * self.total),
                                        num_training_steps=self.total)
-        self.wrapped = self.acc.prepare(ResponseLogps(self.model))
         self.model.train()
 
     def _resume(self) -> int:
         state_dir = self.out_dir / "state"
         if not state_dir.exists():
             return 0
-        return load_state(state_dir, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                          rank=self.rank)
+        if not self.sharded:
+            return load_state(state_dir, load_model=lambda params: copy_parameters(self.model, params),
+                              load_optimizer=self.optimizer.load_state_dict, scheduler=self.scheduler, rank=self.rank)
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                             set_optimizer_state_dict)
+
+        full = StateDictOptions(full_state_dict=True, strict=False)   # every process reads the full file
+        return load_state(
+            state_dir, scheduler=self.scheduler, rank=self.rank,
+            load_model=lambda params: set_model_state_dict(self.wrapped, {"model." + k: v for k, v in params.items()},
+                                                           options=full),
+            load_optimizer=lambda state: set_optimizer_state_dict(self.wrapped, self.optimizer, state, options=full))
 
     def _reference(self, start_step: int):
         """Reference log-probs once per run: given, cached in out_dir, or one no-grad pass."""
@@ -135,7 +154,7 @@ class _Run:
         elif start_step == 0:           # before the first step the policy *is* the reference
             with self.acc.autocast():
                 values = compute_reference(self.model, self.data, batch_size=bs, progress=self.progress,
-                                            pack_to=self.pack_to)
+                                            pack_to=self.pack_to, forward=self.wrapped)
         else:                           # resumed without its cache: load the base weights again
             return reference_logps(self.model_path, self.data, batch_size=bs, cache_dir=cache_file.parent,
                                    progress=self.progress, device=self.acc.device, pack_to=self.pack_to)
@@ -230,10 +249,28 @@ class _Run:
 
     def _save_state(self, step: int):
         states = self.acc.gather_for_metrics([rng_state()], use_gather_object=True) if self.procs > 1 else [rng_state()]
+        model_state, optimizer_state = self._full_states(optimizer=True)
         if self.acc.is_main_process:
-            save_state(self.out_dir / "state", model=self.model, optimizer=self.optimizer,
+            save_state(self.out_dir / "state", model_state=model_state, optimizer_state=optimizer_state,
                        scheduler=self.scheduler, step=step, rng_states=states)
         self.acc.wait_for_everyone()
+
+    def _full_states(self, optimizer: bool):
+        """(trainable parameters by the inner model's names, optimiser state), full and on the
+        CPU. Under FSDP gathering them is a collective: every process calls this; the main
+        process gets the values."""
+        if not self.sharded:
+            params = {k: v.detach().cpu() for k, v in self.model.named_parameters() if v.requires_grad}
+            return params, self.optimizer.state_dict() if optimizer else None
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                             get_optimizer_state_dict)
+
+        full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        # named_parameters() lists a tied weight once (lm_head = embeddings), as save_pretrained does.
+        names = {k for k, _ in self.model.named_parameters()} | {k for k, _ in self.model.named_buffers()}
+        params = {k.removeprefix("model."): v for k, v in get_model_state_dict(self.wrapped, options=full).items()}
+        params = {k: v for k, v in params.items() if k in names}
+        return params, get_optimizer_state_dict(self.wrapped, self.optimizer, options=full) if optimizer else None
 
     def _fail(self, step: int, reason: str) -> TrainResult:
         if self.acc.is_main_process:
@@ -242,8 +279,9 @@ class _Run:
 
     def _finish(self) -> TrainResult:
         ckpt = self.out_dir / "checkpoint"
+        weights = self._full_states(optimizer=False)[0] if self.sharded else None   # gathered shards
         if self.acc.is_main_process:
-            save_checkpoint(ckpt, model=self.model, tokenizer=self.tokenizer, steps=self.total)
+            save_checkpoint(ckpt, model=self.model, tokenizer=self.tokenizer, steps=self.total, state_dict=weights)
             shutil.rmtree(self.out_dir / "state", ignore_errors=True)   # the checkpoint supersedes it
         self.acc.wait_for_everyone()
         return TrainResult("ok", None, ckpt, self.log_path, self.total)
