@@ -92,6 +92,9 @@ def check_accelerate_config(suite: Suite) -> str:
         raise SuiteError(suite.source, field, f"{path}: distributed_type {kind!r} is not supported by the trainer; "
                                               f"use one of {', '.join(SUPPORTED_DISTRIBUTED_TYPES)} "
                                               "(configs/accelerate/ has DDP and FSDP files)")
+    if kind == "FSDP" and any(run.training.lora is not None for run in expand_runs(suite)):
+        raise SuiteError(suite.source, "training.lora", f"LoRA is not supported under FSDP ({path}); "
+                                                        "use DDP (no config file) for LoRA runs")
     import torch
 
     cpu_note = "" if torch.cuda.is_available() or kind != "FSDP" else " (no GPU here: accelerate runs it as DDP on CPUs)"
