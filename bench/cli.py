@@ -145,6 +145,24 @@ def perf_train(steps, batch_size, max_length, seed, repeats):
     click.echo(json.dumps(result))
 
 
+@perf.command("mfu")
+@click.option("--size", type=click.Choice(["qwen2-0.5b", "qwen2-tiny"]), default="qwen2-0.5b", show_default=True,
+              help="Qwen2-architecture shape built from its config (random weights); tiny is for CPU checks.")
+@click.option("--seq-len", default=1024, show_default=True, help="Tokens per sequence (half prompt, half response).")
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--steps", default=12, show_default=True)
+@click.option("--warmup-steps", default=2, show_default=True, help="Leading steps left out of the timing.")
+@click.option("--gradient-checkpointing", is_flag=True)
+@click.option("--seed", default=0, show_default=True)
+@one_line_errors
+def perf_mfu(size, seq_len, batch_size, steps, warmup_steps, gradient_checkpointing, seed):
+    """Harness trainer tokens/s and MFU (6N/2N FLOPs against the device's measured matmul peak)."""
+    from bench.perf_mfu import run as run_perf
+
+    run_perf(size=size, seq_len=seq_len, batch_size=batch_size, steps=steps, warmup_steps=warmup_steps,
+             gradient_checkpointing=gradient_checkpointing, seed=seed)
+
+
 @perf.command("generate")
 @click.option("--num-prompts", default=64, show_default=True)
 @click.option("--max-new-tokens", default=64, show_default=True)

@@ -125,7 +125,7 @@ def _collate_padded(pairs, pad_id: int) -> PairBatch:
 
 
 def _collate_packed(pairs, pad_id: int, pack_to: int) -> PairBatch:
-    """Segments [prompt | chosen | rejected] packed first-fit-decreasing into rows."""
+    """Segments [prompt | chosen | rejected] packed into balanced rows (`_pack`)."""
     sft = pairs[0].rejected_ids is None
     seg_lens = [len(p.prompt_ids) + len(p.chosen_ids) + (0 if sft else len(p.rejected_ids)) for p in pairs]
     placement, fills = _pack(seg_lens, max(pack_to, max(seg_lens)))
