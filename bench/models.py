@@ -67,17 +67,18 @@ def build_tiny_causal_lm(out_dir, tokenizer, *, hidden_size=64, layers=2, heads=
     """A randomly initialised tiny Llama decoder saved with its tokenizer; returns the dir."""
     torch.manual_seed(seed)
     model = LlamaForCausalLM(tiny_llama_config(tokenizer, hidden_size=hidden_size, layers=layers, heads=heads))
-    return _save(model, tokenizer, out_dir)
+    return save_with_tokenizer(model, tokenizer, out_dir)
 
 
 def build_tiny_reward_model(out_dir, tokenizer, *, hidden_size=64, layers=2, heads=4, seed=0) -> Path:
     """A randomly initialised tiny sequence-classification model (one score) with its tokenizer."""
     torch.manual_seed(seed)
     cfg = tiny_llama_config(tokenizer, hidden_size=hidden_size, layers=layers, heads=heads, num_labels=1)
-    return _save(LlamaForSequenceClassification(cfg), tokenizer, out_dir)
+    return save_with_tokenizer(LlamaForSequenceClassification(cfg), tokenizer, out_dir)
 
 
-def _save(model, tokenizer, out_dir) -> Path:
+def save_with_tokenizer(model, tokenizer, out_dir) -> Path:
+    """`model` (safetensors) and `tokenizer` in one Hugging Face directory; returns it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)

@@ -68,17 +68,13 @@ def build_model(out_dir: Path, size: str, seed: int) -> Path:
     """A randomly initialised Qwen2 model of `size` saved (fp32) with a tokenizer the trainer can load."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from bench.models import build_char_tokenizer
+    from bench.models import build_char_tokenizer, save_with_tokenizer
 
     tokenizer = build_char_tokenizer()
     torch.manual_seed(seed)
     config = Qwen2Config(**SIZES[size], pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                          bos_token_id=tokenizer.bos_token_id)
-    model = Qwen2ForCausalLM(config)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    return out_dir
+    return save_with_tokenizer(Qwen2ForCausalLM(config), tokenizer, out_dir)
 
 
 def random_pairs(n: int, seq_len: int, vocab: int, seed: int) -> list:
@@ -160,7 +156,7 @@ def run(*, size: str = "qwen2-0.5b", seq_len: int = 1024, batch_size: int = 8, s
     train_flops = counted_flops(timed_pairs, counts, 6)
     reference_flops = counted_flops(pairs, counts, 2)
     peak = measured_peak_flops(device, dtype)
-    tokens_timed = sum(2 * seq_len for _ in timed_pairs)          # prompt+chosen and prompt+rejected
+    tokens_timed = 2 * seq_len * len(timed_pairs)                 # prompt+chosen and prompt+rejected
     summary = {
         "model": size, "parameters": counts["total"], "n_body": counts["body"], "n_head": counts["head"],
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",

@@ -64,20 +64,15 @@ def _peak_rss_mb() -> float:
 
 # ---- workers (run in a subprocess) ------------------------------------------------------
 def _worker_harness(work: Path, cfg: dict, packing: bool = True) -> dict:
-    from bench.data.records import PreferencePair
     from bench.models import load_tokenizer
     from bench.schema import TrainConfig
     from trainers.objectives import build_objective
-    from trainers.tokenize import tokenize_pairs
     from trainers.trainer import train
 
     rows = json.loads((work / "pairs.json").read_text())
-    pairs = [PreferencePair(**r) for r in rows]
     base = _rss_mb()
     start = time.perf_counter()
-    data, skipped = tokenize_pairs(pairs, load_tokenizer(str(work / "model")), max_length=cfg["max_length"],
-                                   max_prompt_length=cfg["max_length"] // 2)
-    assert not skipped, skipped
+    data = _tokenize(rows, load_tokenizer(str(work / "model")), cfg["max_length"])
     config = TrainConfig(learning_rate=LR, max_steps=cfg["steps"], batch_size=cfg["batch_size"], warmup_ratio=0.0,
                          precision="fp32", max_length=cfg["max_length"], max_prompt_length=cfg["max_length"] // 2,
                          seed=cfg["seed"], log_every=cfg["steps"], packing=packing)
@@ -87,6 +82,39 @@ def _worker_harness(work: Path, cfg: dict, packing: bool = True) -> dict:
     seconds = time.perf_counter() - start
     assert res.status == "ok", res.reason
     return {"seconds": seconds, "rss_before_mb": base}
+
+
+def _tokenize(rows: list[dict], tokenizer, max_length: int) -> list:
+    """The harness's tokenisation of the benchmark pairs (none may be truncated away)."""
+    from bench.data.records import PreferencePair
+    from trainers.tokenize import tokenize_pairs
+
+    data, skipped = tokenize_pairs([PreferencePair(**r) for r in rows], tokenizer, max_length=max_length,
+                                   max_prompt_length=max_length // 2)
+    assert not skipped, skipped
+    return data
+
+
+def token_slots(rows: list[dict], tokenizer, *, steps: int, batch_size: int, max_length: int, seed: int) -> dict:
+    """Input positions the harness's training forwards take in each layout, over the run's own
+    micro-batches (the trainer's data order and micro-batching), and how many of the packed
+    ones hold a real token (each prompt once, both responses)."""
+    from trainers.data_order import DataOrder
+    from trainers.logps import collate_pairs
+    from trainers.reference import sequence_length
+
+    data = _tokenize(rows, tokenizer, max_length)
+    order = DataOrder(len(data), batch_size, seed)
+    lengths = [sequence_length(p) for p in data]
+    slots = {"packed_slots": 0, "padded_slots": 0, "packed_real_tokens": 0}
+    for step in range(steps):
+        for idx in order.micro_batches(step, lengths=lengths, batch_size=batch_size):
+            pairs = [data[i] for i in idx]
+            slots["packed_slots"] += collate_pairs(pairs, 0, pack_to=max_length).input_ids.numel()
+            slots["padded_slots"] += collate_pairs(pairs, 0).input_ids.numel()
+            slots["packed_real_tokens"] += sum(len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids)
+                                               for p in pairs)
+    return slots
 
 
 def _worker_trl(work: Path, cfg: dict, precompute: bool) -> dict:
@@ -168,6 +196,7 @@ def run(*, steps: int = 20, batch_size: int = 8, max_length: int = 128, seed: in
         (work / "config.json").write_text(json.dumps({"steps": steps, "batch_size": batch_size,
                                                       "max_length": max_length, "seed": seed, "progress": progress}))
         tokens = _real_tokens(rows, tok)
+        slots = token_slots(rows, tok, steps=steps, batch_size=batch_size, max_length=max_length, seed=seed)
         runs = {}
         for _ in range(repeats):
             for mode in MODES:
@@ -176,7 +205,7 @@ def run(*, steps: int = 20, batch_size: int = 8, max_length: int = 128, seed: in
     for r in runs.values():
         r["tokens_per_s"] = tokens / r["seconds"]
         r["peak_above_start_mb"] = r["peak_rss_mb"] - r["rss_before_mb"]
-    summary = _summary(runs, tokens, steps, batch_size, max_length)
+    summary = {**_summary(runs, tokens, steps, batch_size, max_length), **slots}
     _print_table(runs, summary)
     return summary
 
@@ -224,6 +253,9 @@ def _print_table(runs, s) -> None:
               f"{r['peak_above_start_mb']:>13.0f}")
     print(f"harness / trl = {s['ratio']:.2f}×   harness / trl_precompute = {s['ratio_vs_precompute']:.2f}×   "
           f"harness_padded / trl = {s['ratio_padded']:.2f}×")
+    print(f"harness forward positions per epoch: packed {s['packed_slots']:,} "
+          f"({s['packed_real_tokens'] / s['packed_slots']:.0%} real tokens), padded {s['padded_slots']:,}; "
+          f"tokens counted for tokens/s: {s['tokens']:,}")
 
 
 if __name__ == "__main__":

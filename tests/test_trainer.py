@@ -60,19 +60,23 @@ class _Interrupt(Exception):
     pass
 
 
-def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, tiny_model_dir, data):
-    full = _run(tmp_path, "full", tiny_model_dir, data, max_steps=6, batch_size=2)
+@pytest.mark.parametrize("lora", [None, {"r": 4, "alpha": 8.0}], ids=["full", "lora"])
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, tiny_model_dir, data, lora):
+    # LoRA: the state holds the adapter (the trainable part) and its optimiser state only.
+    full = _run(tmp_path, "full", tiny_model_dir, data, max_steps=6, batch_size=2, lora=lora, learning_rate=1e-2)
 
     def kill_at_4(step):     # state saved at 3; step 4 is lost and must be redone
         if step == 4:
             raise _Interrupt
 
-    cfg = small_config(max_steps=6, batch_size=2, save_every=3)
+    cfg = small_config(max_steps=6, batch_size=2, save_every=3, lora=lora, learning_rate=1e-2)
     with pytest.raises(_Interrupt):
         train(model_path=tiny_model_dir, objective=objectives.build_objective(DPO), train_data=data, config=cfg,
               out_dir=tmp_path / "resumed", progress=False, on_step=kill_at_4)
     assert (tmp_path / "resumed" / "state" / "trainer_state.json").exists()
     assert not (tmp_path / "resumed" / "checkpoint").exists()
+    saved = torch.load(tmp_path / "resumed" / "state" / "model.pt")
+    assert all(("lora_" in k) == (lora is not None) for k in saved), sorted(saved)[:3]
     calls = []
     res = train(model_path=tiny_model_dir, objective=objectives.build_objective(DPO), train_data=data, config=cfg,
                 out_dir=tmp_path / "resumed", progress=False, on_step=calls.append)
@@ -95,6 +99,24 @@ def test_corrupt_state_is_one_line_bench_error(tmp_path, tiny_model_dir, data):
     with pytest.raises(BenchError) as err:
         _run(tmp_path, "run", tiny_model_dir, data)
     assert "state" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_state_missing_a_parameter_is_one_line_bench_error(tmp_path, tiny_model_dir, data):
+    def stop_at_2(step):
+        if step == 2:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train(model_path=tiny_model_dir, objective=objectives.build_objective(DPO), train_data=data,
+              config=small_config(max_steps=4, save_every=1), out_dir=tmp_path / "run", progress=False,
+              on_step=stop_at_2)
+    weights_file = tmp_path / "run" / "state" / "model.pt"
+    weights = torch.load(weights_file)
+    dropped = sorted(weights)[0]
+    torch.save({k: v for k, v in weights.items() if k != dropped}, weights_file)
+    with pytest.raises(BenchError) as err:
+        _run(tmp_path, "run", tiny_model_dir, data, max_steps=4, save_every=1)
+    assert f"no saved value for parameter {dropped}" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_corrupt_checkpoint_is_one_line_bench_error(tmp_path, tiny_model_dir, data):

@@ -35,3 +35,6 @@ def test_cli_prints_json_summary_last():
                 "ratio_padded"):
         assert summary[key] > 0
     assert summary["ratio"] == pytest.approx(summary["harness_tokens_per_s"] / summary["trl_tokens_per_s"])
+    # packing runs each prompt once, so it has fewer real tokens than are counted, in fewer slots than padding
+    assert summary["packed_real_tokens"] < summary["tokens"]
+    assert summary["packed_real_tokens"] <= summary["packed_slots"] < summary["padded_slots"]

@@ -68,17 +68,6 @@ def load_state(state_dir: Path, *, load_model, load_optimizer, scheduler, rank: 
     return int(step)
 
 
-def copy_parameters(model, params: dict) -> None:
-    """Copy saved trainable parameters into an unsharded `model`; every trainable one must be there."""
-    named = dict(model.named_parameters())
-    missing = [k for k in named if named[k].requires_grad and k not in params]
-    if missing:
-        raise ValueError(f"no saved value for parameter {missing[0]}")
-    with torch.no_grad():
-        for k, v in params.items():
-            named[k].copy_(v)
-
-
 def rng_state() -> dict:
     return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
 

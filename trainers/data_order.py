@@ -27,5 +27,13 @@ class DataOrder:
         start = step * self.global_batch
         return [self._epoch(i // self.n)[i % self.n] for i in range(start, start + self.global_batch)]
 
+    def micro_batches(self, step: int, *, lengths: list[int], batch_size: int, rank: int = 0,
+                      procs: int = 1) -> list[list[int]]:
+        """Process `rank`'s share of step `step`, sorted by (length, index) so micro-batches pad
+        little, cut into micro-batches of `batch_size` pairs."""
+        share = self.global_batch // procs
+        mine = sorted(self.step_indices(step)[rank * share : (rank + 1) * share], key=lambda i: (lengths[i], i))
+        return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+
     def total_steps(self, epochs: float) -> int:
         return max(1, -(-int(round(epochs * self.n)) // self.global_batch))

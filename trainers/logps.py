@@ -10,8 +10,8 @@ Two layouts of a micro-batch, the same values (to float rounding):
   no attention mask. Under causal attention a real token never attends to a later
   (padding) position, so the logits we read are those of the unpadded sequence.
 - packed with a shared prompt (`pack_to=C`): each pair becomes one segment
-  [prompt | chosen | rejected]; segments are placed first-fit-decreasing into rows of at
-  most C tokens (or the longest segment). A 4-D attention mask lets each token see only
+  [prompt | chosen | rejected]; segments are spread over the fewest rows of at most C
+  tokens (or the longest segment) that hold them, balanced so rows are about equally full. A 4-D attention mask lets each token see only
   earlier tokens of its own segment, and rejected tokens skip the chosen part, so the
   rejected response attends to [prompt | rejected] exactly as in its own sequence;
   `position_ids` give rejected tokens the positions they would have there. The prompt is
@@ -72,22 +72,25 @@ class PairBatch:
 PROMPT, CHOSEN, REJECTED = 0, 1, 2
 
 
+def _is_sft(pairs) -> bool:
+    """SFT demonstrations carry a chosen response only."""
+    return pairs[0].rejected_ids is None
+
+
 def collate_pairs(pairs, pad_id: int, reference: dict | None = None, pack_to: int | None = None) -> PairBatch:
     """Lay out a micro-batch for one forward: padded rows, or packed segments with `pack_to`
     (see the module docstring)."""
     batch = _collate_packed(pairs, pad_id, pack_to) if pack_to is not None else _collate_padded(pairs, pad_id)
     if reference is not None:
-        sft = pairs[0].rejected_ids is None
         batch.ref_chosen = _pad([reference[p.id][0] for p in pairs])
-        batch.ref_rejected = None if sft else _pad([reference[p.id][1] for p in pairs])
+        batch.ref_rejected = None if _is_sft(pairs) else _pad([reference[p.id][1] for p in pairs])
     return batch
 
 
 def _responses(pairs):
     """Response token lists in output order: all chosen, then all rejected (none for SFT)."""
-    sft = pairs[0].rejected_ids is None
     out = [p.chosen_ids for p in pairs]
-    if not sft:
+    if not _is_sft(pairs):
         out += [p.rejected_ids for p in pairs]
     return out
 
@@ -95,7 +98,6 @@ def _responses(pairs):
 def _finish(pairs, input_ids, rows, pos, **layout) -> PairBatch:
     """The batch, given each response's source rows and positions in `_responses` order."""
     responses = _responses(pairs)
-    sft = pairs[0].rejected_ids is None
     return PairBatch(
         input_ids=input_ids,
         src_rows=torch.cat(rows),
@@ -104,7 +106,7 @@ def _finish(pairs, input_ids, rows, pos, **layout) -> PairBatch:
         out_rows=torch.cat([torch.full((len(r),), s, dtype=torch.long) for s, r in enumerate(responses)]),
         out_cols=torch.cat([torch.arange(len(r)) for r in responses]),
         chosen_lens=torch.tensor([len(p.chosen_ids) for p in pairs]),
-        rejected_lens=None if sft else torch.tensor([len(p.rejected_ids) for p in pairs]),
+        rejected_lens=None if _is_sft(pairs) else torch.tensor([len(p.rejected_ids) for p in pairs]),
         ids=[p.id for p in pairs],
         **layout,
     )
@@ -126,14 +128,14 @@ def _collate_padded(pairs, pad_id: int) -> PairBatch:
 
 def _collate_packed(pairs, pad_id: int, pack_to: int) -> PairBatch:
     """Segments [prompt | chosen | rejected] packed into balanced rows (`_pack`)."""
-    sft = pairs[0].rejected_ids is None
+    sft = _is_sft(pairs)
     seg_lens = [len(p.prompt_ids) + len(p.chosen_ids) + (0 if sft else len(p.rejected_ids)) for p in pairs]
     placement, fills = _pack(seg_lens, max(pack_to, max(seg_lens)))
     n_rows, width = len(fills), max(fills)
     input_ids = torch.full((n_rows, width), pad_id, dtype=torch.long)
     # Padding at a row's end is a segment of its own (it attends only to itself), so no
     # query row of the mask is empty.
-    position_ids = torch.arange(width).repeat(n_rows, 1)
+    position_ids = torch.zeros((n_rows, width), dtype=torch.long)   # set per segment, then for padding
     segments = -1 - torch.arange(width).repeat(n_rows, 1)
     parts = torch.full((n_rows, width), PROMPT, dtype=torch.int8)
     chosen_src, rejected_src = [], []

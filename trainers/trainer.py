@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.errors import BenchError
-from trainers.checkpoint import completed_steps, copy_parameters, load_state, rng_state, save_checkpoint, save_state
+from trainers.checkpoint import completed_steps, load_state, rng_state, save_checkpoint, save_state
 from trainers.data_order import DataOrder
 from trainers.logps import ResponseLogps, collate_pairs, split_logps, supports_packing
 from trainers.reference import cache_key, compute_reference, load_cache, reference_logps, save_cache, sequence_length
@@ -82,8 +82,8 @@ class _Run:
         # cpu=True without a GPU: accelerate only sets up multi-process CPU (gloo) DDP when told.
         self.acc = Accelerator(mixed_precision=_mixed_precision(config.precision), cpu=not torch.cuda.is_available())
         self.procs, self.rank = self.acc.num_processes, self.acc.process_index
-        # FSDP (from an accelerate config): parameters are sharded over processes, so the
-        # reference pass, checkpoints and resume state go through the sharded wrapper.
+        # FSDP (from an accelerate config): parameters are sharded over processes, so the final
+        # checkpoint is written from gathered weights, and LoRA (merged on one process) is refused.
         self.sharded = self.acc.distributed_type == DistributedType.FSDP
         self.global_batch = config.batch_size * config.grad_accum * self.procs
         self.order = DataOrder(len(data), self.global_batch, config.seed)
@@ -123,18 +123,25 @@ class _Run:
         state_dir = self.out_dir / "state"
         if not state_dir.exists():
             return 0
-        if not self.sharded:
-            return load_state(state_dir, load_model=lambda params: copy_parameters(self.model, params),
-                              load_optimizer=self.optimizer.load_state_dict, scheduler=self.scheduler, rank=self.rank)
         from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                              set_optimizer_state_dict)
 
-        full = StateDictOptions(full_state_dict=True, strict=False)   # every process reads the full file
-        return load_state(
-            state_dir, scheduler=self.scheduler, rank=self.rank,
-            load_model=lambda params: set_model_state_dict(self.wrapped, {"model." + k: v for k, v in params.items()},
-                                                           options=full),
-            load_optimizer=lambda state: set_optimizer_state_dict(self.wrapped, self.optimizer, state, options=full))
+        # Every process reads the full file; FSDP keeps its own shard of it. Frozen (LoRA base)
+        # weights are not in the file, so a missing trainable one is checked here instead.
+        full = StateDictOptions(full_state_dict=True, strict=False)
+
+        def load_model(params: dict):
+            missing = sorted(self._trainable_names() - params.keys())
+            if missing:
+                raise ValueError(f"no saved value for parameter {missing[0]}")
+            set_model_state_dict(self.wrapped, {"model." + k: v for k, v in params.items()}, options=full)
+
+        return load_state(state_dir, load_model=load_model, scheduler=self.scheduler, rank=self.rank,
+                          load_optimizer=lambda state: set_optimizer_state_dict(self.wrapped, self.optimizer, state,
+                                                                                options=full))
+
+    def _trainable_names(self) -> set[str]:
+        return {k for k, v in self.model.named_parameters() if v.requires_grad}
 
     def _reference(self, start_step: int):
         """Reference log-probs once per run: given, cached in out_dir, or one no-grad pass."""
@@ -147,17 +154,15 @@ class _Run:
         if cached is not None:
             return cached
         bs = self.cfg.batch_size * 2    # no activations kept: a larger batch fits
-        if self.cfg.lora is not None:   # the base is the model with the adapter switched off
-            with self.model.disable_adapter(), self.acc.autocast():
-                values = compute_reference(self.model, self.data, batch_size=bs, progress=self.progress,
-                                            pack_to=self.pack_to)
-        elif start_step == 0:           # before the first step the policy *is* the reference
-            with self.acc.autocast():
-                values = compute_reference(self.model, self.data, batch_size=bs, progress=self.progress,
-                                            pack_to=self.pack_to, forward=self.wrapped)
-        else:                           # resumed without its cache: load the base weights again
+        if self.cfg.lora is None and start_step > 0:   # resumed without its cache: load the base weights again
             return reference_logps(self.model_path, self.data, batch_size=bs, cache_dir=cache_file.parent,
                                    progress=self.progress, device=self.acc.device, pack_to=self.pack_to)
+        # Before the first step the policy *is* the reference; with LoRA the reference is the
+        # model with its adapter switched off. Through the prepared wrapper: FSDP gathers shards there.
+        base = self.model.disable_adapter() if self.cfg.lora is not None else nullcontext()
+        with base, self.acc.autocast():
+            values = compute_reference(self.model, self.data, batch_size=bs, progress=self.progress,
+                                       pack_to=self.pack_to, forward=self.wrapped)
         if self.acc.is_main_process:
             save_cache(cache_file, values)
         return values
@@ -194,19 +199,12 @@ class _Run:
         bar.close()
         return self._finish()
 
-    def _micro_batches(self, step: int) -> list[list[int]]:
-        """This process's share of the step, sorted by length so micro-batches pad little."""
-        share = self.global_batch // self.procs
-        mine = self.order.step_indices(step)[self.rank * share : (self.rank + 1) * share]
-        mine.sort(key=lambda i: (self.lengths[i], i))
-        bs = self.cfg.batch_size
-        return [mine[i : i + bs] for i in range(0, len(mine), bs)]
-
     def _accumulate(self, step: int):
         """Forward/backward every micro-batch of the step; returns (global loss, metric sums)."""
         from trainers.objectives import PairLogps, pair_metrics
 
-        micro = self._micro_batches(step)
+        micro = self.order.micro_batches(step, lengths=self.lengths, batch_size=self.cfg.batch_size, rank=self.rank,
+                                         procs=self.procs)
         scale = self.procs / self.global_batch      # sum over pairs / global batch, after DDP's mean
         sums = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
         for j, idx in enumerate(micro):
@@ -249,28 +247,28 @@ class _Run:
 
     def _save_state(self, step: int):
         states = self.acc.gather_for_metrics([rng_state()], use_gather_object=True) if self.procs > 1 else [rng_state()]
-        model_state, optimizer_state = self._full_states(optimizer=True)
+        weights, optimizer_state = self._gathered_states(optimizer=True)
         if self.acc.is_main_process:
-            save_state(self.out_dir / "state", model_state=model_state, optimizer_state=optimizer_state,
-                       scheduler=self.scheduler, step=step, rng_states=states)
+            trainable = self._trainable_names()       # LoRA: the adapter only, not the frozen base
+            save_state(self.out_dir / "state", model_state={k: v for k, v in weights.items() if k in trainable},
+                       optimizer_state=optimizer_state, scheduler=self.scheduler, step=step, rng_states=states)
         self.acc.wait_for_everyone()
 
-    def _full_states(self, optimizer: bool):
-        """(trainable parameters by the inner model's names, optimiser state), full and on the
-        CPU. Under FSDP gathering them is a collective: every process calls this; the main
-        process gets the values."""
-        if not self.sharded:
-            params = {k: v.detach().cpu() for k, v in self.model.named_parameters() if v.requires_grad}
-            return params, self.optimizer.state_dict() if optimizer else None
+    def _gathered_states(self, optimizer: bool):
+        """(model weights by the inner model's names, optimiser state or None), full and on the
+        CPU, whether the model is plain, DDP-wrapped or FSDP-sharded: torch's
+        distributed-checkpoint state dicts handle every wrapper. A collective under FSDP: every
+        process calls this; the main process gets the values."""
         from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                              get_optimizer_state_dict)
 
         full = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        # named_parameters() lists a tied weight once (lm_head = embeddings), as save_pretrained does.
+        # The inner model's parameters and buffers: a tied weight (lm_head = embeddings) is listed
+        # once, as save_pretrained writes it.
         names = {k for k, _ in self.model.named_parameters()} | {k for k, _ in self.model.named_buffers()}
-        params = {k.removeprefix("model."): v for k, v in get_model_state_dict(self.wrapped, options=full).items()}
-        params = {k: v for k, v in params.items() if k in names}
-        return params, get_optimizer_state_dict(self.wrapped, self.optimizer, options=full) if optimizer else None
+        weights = {k.removeprefix("model."): v for k, v in get_model_state_dict(self.wrapped, options=full).items()}
+        weights = {k: v for k, v in weights.items() if k in names}
+        return weights, get_optimizer_state_dict(self.wrapped, self.optimizer, options=full) if optimizer else None
 
     def _fail(self, step: int, reason: str) -> TrainResult:
         if self.acc.is_main_process:
@@ -279,7 +277,9 @@ class _Run:
 
     def _finish(self) -> TrainResult:
         ckpt = self.out_dir / "checkpoint"
-        weights = self._full_states(optimizer=False)[0] if self.sharded else None   # gathered shards
+        # Sharded parameters are gathered; otherwise save_pretrained reads the model itself
+        # (and a LoRA model is merged first).
+        weights = self._gathered_states(optimizer=False)[0] if self.sharded else None
         if self.acc.is_main_process:
             save_checkpoint(ckpt, model=self.model, tokenizer=self.tokenizer, steps=self.total, state_dict=weights)
             shutil.rmtree(self.out_dir / "state", ignore_errors=True)   # the checkpoint supersedes it
