@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -17,7 +19,11 @@ EXIT_USAGE = 2
 
 
 def one_line_errors(fn):
-    """Show a BenchError as one line on stderr (exit 2) instead of a traceback."""
+    """Show a BenchError as one line on stderr (exit 2) instead of a traceback.
+
+    Anything else that escapes a command is shown as one line too, with the traceback
+    written to a log file whose path the line names (the screen stays readable; the
+    detail is kept for a bug report)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -26,8 +32,30 @@ def one_line_errors(fn):
         except BenchError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(EXIT_USAGE)
+        except (click.exceptions.Exit, click.ClickException, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as err:  # noqa: BLE001 - the last guard before a traceback on screen
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            click.echo(f"error: {type(err).__name__}: {first} ({_write_crash_log(fn.__name__)})", err=True)
+            sys.exit(EXIT_USAGE)
 
     return wrapper
+
+
+def _write_crash_log(command: str) -> str:
+    """Write the current traceback to a log file; returns the words naming it (or why it could not)."""
+    import tempfile
+    import time
+    import traceback
+
+    folder = Path(tempfile.gettempdir()) / "prefbench-logs"
+    path = folder / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(traceback.format_exc())
+    except OSError as err:  # a full or read-only disk must not turn into a second traceback
+        return f"the traceback could not be written to {path}: {err.strerror or err}"
+    return f"traceback in {path}"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

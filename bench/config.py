@@ -147,13 +147,26 @@ def _parse_yaml(text: str):
     return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
+# A suite is settings only; the shipped ones are under 4 KB. Far larger files are mistakes
+# (a data file passed as the suite), and YAML parsing them would take minutes.
+MAX_SUITE_BYTES = 1_000_000
+
+
 def _read_yaml(path: Path) -> dict:
     file = str(path)
     if not path.exists():
         raise SuiteError(file, None, "suite file not found")
     if path.is_dir():
         raise SuiteError(file, None, "is a directory, not a suite file")
-    text = path.read_text()
+    size = path.stat().st_size
+    if size > MAX_SUITE_BYTES:
+        raise SuiteError(file, None, f"suite file is {size:,} bytes; the limit is {MAX_SUITE_BYTES:,} "
+                                     "(a suite is settings only: put data in data.path)")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise SuiteError(file, None, f"not UTF-8 text: byte 0x{err.object[err.start]:02x} at line {line}") from None
     if not text.strip():
         raise SuiteError(file, None, "suite file is empty")
     try:

@@ -54,14 +54,14 @@ def read_pairs(path: Path) -> list:
     return pairs
 
 
-def data_stage(suite, store: StageStore) -> tuple[str, dict[str, list], dict]:
+def data_stage(suite, store: StageStore, progress: bool = True) -> tuple[str, dict[str, list], dict]:
     from bench.data.sources import load_pairs
     from bench.data.splits import split_pairs
 
     key = content_hash("data", suite.data)
 
     def build(tmp: Path):
-        loaded = load_pairs(suite.data)
+        loaded = load_pairs(suite.data, progress=progress)
         splits = split_pairs(loaded.pairs, eval_prompts=suite.data.eval_prompts,
                              drift_pairs=suite.data.drift_pairs, seed=suite.data.shuffle_seed)
         for name in PAIR_FILES:
@@ -161,7 +161,7 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
     from trainers.tokenize import tokenize_pairs
 
     bar.stage("data")
-    data_key, pairs, data_info = data_stage(suite, store)
+    data_key, pairs, data_info = data_stage(suite, store, progress)
     bar.stage("base")
     base_key, reference_dir = base_stage(suite, store, data_key, pairs["train"], progress=progress)
     tokenizer = _load_tokenizer(reference_dir, suite)

@@ -9,6 +9,7 @@ saved state); one failed run is recorded with its reason and the others continue
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -50,7 +51,13 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True)
         check_accelerate_config(suite)
     runs = select_runs(expand_runs(suite), only)
     out = Path(out_dir) if out_dir else Path("results") / suite.name
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise BenchError(f"--out: cannot write results to {out}: {err.strerror or err}") from None
     store = stage_lib.StageStore(out)
     bar = StageProgress(total_runs=len(runs), enabled=progress)
 
@@ -59,11 +66,9 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True)
     except BenchError:
         raise
     except Exception as err:  # a suite-level stage broke: one line here, the traceback in a log
-        log = out / "logs" / "suite.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(traceback.format_exc())
+        where = write_log(out / "logs" / "suite.log", traceback.format_exc())
         raise BenchError(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
-                         f"(traceback in {log}; finished stages are kept)") from err
+                         f"({where}; finished stages are kept)") from None
     failures = [(f"{r.label} seed={r.seed}", r.reason, out / "logs" / f"{r.run_id}.log")
                 for r in records if r.status != "ok"]
     return RunSummary(suite=suite.name, out_dir=out, total=len(runs), failed=failures, leaderboard=leaderboard,
@@ -118,6 +123,17 @@ def _train_and_evaluate(run, ctx, store, out: Path, bar) -> PolicyRecord:
 
 def _fail(record: PolicyRecord, reason: str, out: Path, detail: str | None = None) -> None:
     record.status, record.reason = "failed", reason
-    log_path = out / "logs" / f"{record.run_id}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.write_text((detail or reason) + "\n")
+    where = write_log(out / "logs" / f"{record.run_id}.log", (detail or reason) + "\n")
+    if where.startswith("the traceback could not"):
+        record.reason = f"{reason} ({where})"
+
+
+def write_log(path: Path, text: str) -> str:
+    """Write a log; returns the words naming it. A full or read-only disk is reported in those
+    words instead of raising, so the error being logged still reaches the screen as one line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as err:
+        return f"the traceback could not be written to {path}: {err.strerror or err}"
+    return f"traceback in {path}"

@@ -45,3 +45,11 @@ def hh_sample_path() -> Path:
     if not HH_SAMPLE.exists():
         pytest.skip(f"the shared HH-RLHF sample is not at {HH_SAMPLE}")
     return HH_SAMPLE
+
+
+@pytest.fixture
+def fault_corpus(tmp_path):
+    """A .jsonl with every class of bad row, and the skip counts the loader must report."""
+    from tests.fault_corpus import write_fault_corpus
+
+    return write_fault_corpus(tmp_path)

@@ -104,5 +104,6 @@ def test_ids_stable_under_shuffle_and_limit(hh_sample_path):
 
 
 def test_on_bad_row_error_names_file_and_row(hh_sample_path):
-    with pytest.raises(DataError, match=r"harmless-base-test-1800\.jsonl\.gz: row 86: empty_response"):
+    # 1-based, as an editor shows it: the row with index 86 is on line 87
+    with pytest.raises(DataError, match=r"harmless-base-test-1800\.jsonl\.gz: line 87: empty_response"):
         load_pairs(_cfg(hh_sample_path, on_bad_row="error"), progress=False)

@@ -78,7 +78,7 @@ def test_formats_agree(tmp_path):
 
 def test_on_bad_row_error_names_file_and_row(tmp_path):
     path = _write_jsonl(tmp_path / "prefs.jsonl", ROWS)
-    with pytest.raises(DataError, match=r"prefs\.jsonl: row 2: missing_field"):
+    with pytest.raises(DataError, match=r"prefs\.jsonl: line 3: missing_field"):
         _load(path, on_bad_row="error")
 
 

@@ -14,6 +14,7 @@ import gzip
 import json
 import os
 import random
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -50,8 +51,8 @@ def load_pairs(cfg, *, task_seed: int | None = None, progress: bool = True) -> L
         raise DataError(f"data.source: unknown source {cfg.source!r}; did you mean {near[0]!r}? (sources: {', '.join(choices)})")
     if cfg.task_options:
         raise DataError(f"data.task_options: only builtin tasks ({', '.join(TASKS)}) take options, not {cfg.source!r}")
-    name, where, rows = _rows(cfg)
-    pairs, skipped, notes = _convert(rows, convert, name, where, cfg.on_bad_row == "error", progress)
+    name, where, unit, rows = _rows(cfg)
+    pairs, skipped, notes = _convert(rows, convert, name, where, unit, cfg.on_bad_row == "error", progress)
     random.Random(cfg.shuffle_seed).shuffle(pairs)
     return LoadResult(pairs[: cfg.limit] if cfg.limit else pairs, skipped, name, notes)
 
@@ -63,8 +64,20 @@ def _builtin(cfg, seed: int) -> LoadResult:
 
 
 # ---------------------------------------------------------------- reading rows
-def _rows(cfg) -> tuple[str, str, Iterator[tuple[int, object]]]:
-    """(name for ids, where for messages, iterator of (row index, row dict or None if unreadable))."""
+# A row that cannot be read yields (index, reason) instead of a dict: `_convert` counts it under
+# that reason (or, with on_bad_row: error, stops naming the file and row). Nothing a single row
+# holds may escape as an exception: bytes, nesting and text are all checked here.
+class _Unreadable(str):
+    """A skip reason for a row that never became a dict, with what went wrong for messages."""
+
+    def __new__(cls, reason: str, detail: str = ""):
+        obj = super().__new__(cls, reason)
+        obj.detail = detail
+        return obj
+
+
+def _rows(cfg) -> tuple[str, str, str, Iterator[tuple[int, object]]]:
+    """(name for ids, where for messages, unit for messages, iterator of (row index, row or _Unreadable))."""
     if cfg.path:
         return _local_rows(Path(os.path.expanduser(cfg.path)))
     hub_id = cfg.hub_id or (HH_HUB_ID if cfg.source == "hh_rlhf" else None)
@@ -76,40 +89,86 @@ def _rows(cfg) -> tuple[str, str, Iterator[tuple[int, object]]]:
 def _local_rows(path: Path):
     if not path.exists():
         raise DataError(f"data.path: {path} does not exist")
+    if path.is_dir():
+        raise DataError(f"data.path: {path} is a directory, not a data file")
     name = path.name
     suffix = next((s for s in _EXTENSIONS if name.endswith(s)), None)
     if suffix is None:
         raise DataError(f"data.path: {path} is not one of {', '.join(_EXTENSIONS)}")
     stem = name[: -len(suffix)]
     if suffix in (".jsonl", ".jsonl.gz"):
-        return stem, str(path), _jsonl_rows(path)
+        return stem, str(path), "line", _jsonl_rows(path)
     if suffix == ".json":
-        return stem, str(path), enumerate(_json_records(path))
-    import pyarrow.parquet as pq  # pyarrow keeps nested lists as Python lists (pandas gives arrays)
+        return stem, str(path), "record", enumerate(_json_records(path))
+    return stem, str(path), "row", _parquet_rows(path)
 
-    return stem, str(path), enumerate(pq.read_table(path).to_pylist())
+
+def _parse_json(text: str):
+    """A parsed JSON object, or the reason it is not one."""
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError:
+        return _Unreadable("unparseable")
+    except RecursionError:  # json's C parser recurses once per nesting level
+        return _Unreadable("too_deeply_nested")
+    return row if isinstance(row, dict) else _Unreadable("unparseable")
 
 
 def _jsonl_rows(path: Path):
+    """Streamed line by line as bytes, so one undecodable line costs that line only.
+
+    The index is the 0-based line number (blank lines count), so messages say line index + 1."""
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for i, line in enumerate(fh):
-            if not line.strip():
-                continue
-            try:
-                yield i, json.loads(line)
-            except json.JSONDecodeError:
-                yield i, None  # counted as `unparseable`, never a crash
+    i = -1
+    try:
+        with opener(path, "rb") as fh:
+            for i, raw in enumerate(fh):
+                if i == 0 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]  # a UTF-8 byte-order mark written by some editors
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    yield i, _Unreadable("undecodable_bytes")
+                    continue
+                if not line.strip():
+                    continue
+                yield i, _parse_json(line)
+    except (EOFError, OSError, zlib.error) as err:  # a cut or damaged .gz: the rows read so far stay
+        yield i + 1, _Unreadable("truncated_file", f"{type(err).__name__}: {err}")
 
 
 def _json_records(path: Path) -> list:
+    # A JSON list must be parsed whole; undecodable bytes are kept as lone surrogates
+    # (surrogateescape) so that only the records holding them are skipped, as `invalid_text`.
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
+        data = json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"data.path: {path} is not valid JSON ({err.msg} at line {err.lineno})") from None
+    except RecursionError:
+        raise DataError(f"data.path: {path} is nested too deeply to parse as JSON; "
+                        "write one record per line (.jsonl) so a bad record costs only itself") from None
     if not isinstance(data, list):
         raise DataError(f"data.path: {path} must hold a JSON list of records")
-    return data
+    return [row if isinstance(row, dict) else _Unreadable("unparseable") for row in data]
+
+
+def _parquet_rows(path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq  # pyarrow keeps nested lists as Python lists (pandas gives arrays)
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"data.path: {path} is not a readable parquet file ({str(err).splitlines()[0]})") from None
+    i = 0
+    try:
+        for batch in pf.iter_batches(batch_size=1024):  # streamed: never the whole table at once
+            for row in batch.to_pylist():
+                yield i, row
+                i += 1
+    except (pa.ArrowException, OSError) as err:
+        yield i, _Unreadable("truncated_file", f"{type(err).__name__}: {str(err).splitlines()[0]}")
 
 
 def _hub_rows(hub_id: str, data_dir: str | None, split: str):
@@ -129,7 +188,7 @@ def _hub_rows(hub_id: str, data_dir: str | None, split: str):
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"data.hub_id: cannot load {hub_id} (data_dir={data_dir}, split={split}): {first}") from None
     name = "/".join(x for x in (hub_id, data_dir) if x) + f":{split}"
-    return name, f"{hub_id} (data_dir={data_dir}, split={split})", enumerate(ds)
+    return name, f"{hub_id} (data_dir={data_dir}, split={split})", "row", enumerate(ds)
 
 
 # ---------------------------------------------------------------- rows into pairs
@@ -138,25 +197,54 @@ _REASONS = {
     "identical_responses": "chosen and rejected are identical",
     "missing_field": "a prompt/chosen/rejected field is missing",
     "prompts_differ": "chosen and rejected do not share a prompt",
-    "unparseable": "the row cannot be parsed",
+    "unparseable": "the row is not a JSON object of the expected shape",
+    "undecodable_bytes": "the line is not valid UTF-8",
+    "too_deeply_nested": "the JSON is nested too deeply to parse",
+    "invalid_text": "the text holds a lone UTF-16 surrogate, which no tokenizer can encode",
+    "truncated_file": "the file ends in the middle (cut or damaged); the rows before it were read",
 }
 
 
-def _convert(rows, convert, name: str, where: str, strict: bool, progress: bool):
-    """Pairs, skip counts by reason and note counts; rows are numbered from 0 (line = row + 1 in .jsonl)."""
+def _convert(rows, convert, name: str, where: str, unit: str, strict: bool, progress: bool):
+    """Pairs, skip counts by reason and note counts. Row indexes are 0-based (ids keep them);
+    messages name `unit` index + 1, as an editor numbers lines."""
     pairs, skipped, notes = [], {}, {}
     for i, row in tqdm(rows, desc=f"reading {name}", unit="row", disable=not progress):
-        parsed = convert(row) if isinstance(row, dict) else "unparseable"
+        if isinstance(row, _Unreadable):
+            parsed = row
+        elif not isinstance(row, dict):
+            parsed = "unparseable"
+        else:
+            try:
+                parsed = convert(row)
+            except RecursionError:  # deeply nested values inside a parsed row
+                parsed = "too_deeply_nested"
+            if not isinstance(parsed, str) and not _encodable(parsed):
+                parsed = "invalid_text"
         if isinstance(parsed, str):
             if strict:
-                raise DataError(f"{where}: row {i}: {parsed} ({_REASONS[parsed]}); set data.on_bad_row: skip to skip such rows")
-            skipped[parsed] = skipped.get(parsed, 0) + 1
+                detail = f": {parsed.detail}" if getattr(parsed, "detail", "") else ""
+                raise DataError(f"{where}: {unit} {i + 1}: {parsed} ({_REASONS[parsed]}{detail}); "
+                                "set data.on_bad_row: skip to skip such rows")
+            skipped[str(parsed)] = skipped.get(str(parsed), 0) + 1
             continue
         prompt, chosen, rejected, messages, note = parsed
         if note:
             notes[note] = notes.get(note, 0) + 1
         pairs.append(PreferencePair(f"{name}:{i}", prompt, chosen, rejected, messages, {"row": i}))
     return pairs, skipped, notes
+
+
+def _encodable(parsed) -> bool:
+    """Every text of the pair encodes as UTF-8 (a lone surrogate such as "\\ud800" does not)."""
+    prompt, chosen, rejected, messages, _ = parsed
+    texts = [prompt, chosen, rejected, *(m["content"] for m in messages or ())]
+    try:
+        for text in texts:
+            text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _hh_row(row: dict):
