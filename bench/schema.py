@@ -41,7 +41,7 @@ class TrainConfig(Strict):
     lora: LoraSpec | None = None
     max_length: PositiveInt = 256
     max_prompt_length: PositiveInt = 128
-    log_every: PositiveInt = 1
+    log_every: PositiveInt = 1                    # step 1 and the last step are logged whatever it is
     save_every: PositiveInt | None = None         # resume-state interval in optimiser steps; None: only at the end
     seed: int = 0
 

@@ -45,6 +45,12 @@ def test_dpo_step_zero_loss_is_ln2_and_accuracy_zero(tmp_path, tiny_model_dir, d
     assert (tmp_path / "dpo" / "checkpoint" / "tokenizer_config.json").exists()
 
 
+def test_step_one_and_last_step_are_logged_whatever_log_every(tmp_path, tiny_model_dir, data):
+    # The regression gate's step-1 invariant (bench.check) reads step 1 from every train log.
+    res = _run(tmp_path, "sparse", tiny_model_dir, data, max_steps=7, log_every=3)
+    assert [row["step"] for row in _log(res)] == [1, 3, 6, 7]
+
+
 def test_grad_accumulation_1x8_equals_8x1(tmp_path, tiny_model_dir, data):
     a = _run(tmp_path, "a", tiny_model_dir, data, batch_size=8, grad_accum=1, max_steps=2)
     b = _run(tmp_path, "b", tiny_model_dir, data, batch_size=1, grad_accum=8, max_steps=2)

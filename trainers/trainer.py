@@ -188,7 +188,9 @@ class _Run:
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-            if (step + 1) % self.cfg.log_every == 0 or step + 1 == self.total:
+            # Step 1 is always logged: the regression gate's golden invariant reads it (the policy
+            # is still the reference there, so a DPO-family loss has its closed form, bench.check).
+            if step == 0 or (step + 1) % self.cfg.log_every == 0 or step + 1 == self.total:
                 self._log(step + 1, loss, norm, lr, metrics)
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss):.4f}")
