@@ -3,6 +3,12 @@
 Judgments (one row per generated sample: reward, gold score, length, log-probs under the
 policy and the reference) are stored by the evaluate stage; every metric here is computed
 from them, so a new metric never needs a new generation.
+
+Besides the results rows, :func:`policy_units` gives the *unit values* of every metric that
+is a mean over units: one value per eval prompt (its samples averaged) or per held-out drift
+pair. The results folder keeps them in ``units.parquet`` so the leaderboard's intervals
+across seeds and prompts and the paired comparisons (:mod:`bench.stats`) are recomputed
+from stored data, never by regenerating.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from bench import metrics
+from bench.results import UNIT_COLUMNS, metric_info
 
 JUDGMENTS = "judgments.parquet"
 # bench.scoring.drift's keys -> the results table's metric names (bench.results.METRICS).
@@ -47,6 +54,55 @@ def _aligned(policy: pd.DataFrame, other: pd.DataFrame, column: str, other_colum
     b = per_prompt(other, other_column or column)
     common = a.index.intersection(b.index)
     return a.loc[common].to_numpy(float), b.loc[common].to_numpy(float)
+
+
+def judgment_units(policy: pd.DataFrame, reference: pd.DataFrame,
+                   chosen: pd.DataFrame | None) -> dict[tuple[str, str], pd.Series]:
+    """Per-prompt values (index: prompt id) of the judgment metrics that are means over prompts.
+
+    Each one's mean is exactly the run's value in the results table (``judgment_rows``);
+    the length-controlled win rate is a fitted model, not a mean, and has no unit values.
+    """
+    out: dict[tuple[str, str], pd.Series] = {}
+
+    def wins(column: str, other: pd.DataFrame) -> pd.Series:
+        a, b = per_prompt(policy, column), per_prompt(other, column)
+        common = a.index.intersection(b.index)
+        return pd.Series(metrics.prompt_wins(a.loc[common].to_numpy(float), b.loc[common].to_numpy(float)),
+                         index=common)
+
+    if "reward" in policy and policy["reward"].notna().all():
+        out[("reward_model", "mean_reward")] = per_prompt(policy, "reward").mean(axis=1)
+        out[("reward_model", "win_rate_vs_reference")] = wins("reward", reference)
+        if chosen is not None:
+            out[("reward_model", "win_rate_vs_chosen")] = wins("reward", chosen)
+    if "gold" in policy and policy["gold"].notna().all():
+        out[("gold", "accuracy")] = per_prompt(policy, "gold").mean(axis=1)
+        out[("gold", "win_rate_vs_reference")] = wins("gold", reference)
+    out[("length", "mean_tokens")] = per_prompt(policy, "num_tokens").mean(axis=1)
+    out[("length", "mean_chars")] = per_prompt(policy, "num_chars").mean(axis=1)
+    if "logp_policy" in policy and policy["logp_policy"].notna().all():
+        gap = policy.assign(kl_term=policy["logp_policy"] - policy["logp_ref"])
+        out[("kl", "kl_to_reference")] = per_prompt(gap, "kl_term").mean(axis=1)
+    return out
+
+
+def drift_units(drift: dict) -> dict[tuple[str, str], pd.Series]:
+    """Per-pair values of the drift metrics (index: held-out pair id) from a ``drift.json``.
+
+    The share "chosen log-prob down" is the mean of the indicator r_w < 0, implicit
+    accuracy of r_w > r_l, the margin of r_w − r_l: all means over pairs, like r_w itself.
+    """
+    per_pair = drift.get("per_pair") or {}
+    if not per_pair.get("r_w"):
+        return {}
+    arr = {k: np.asarray(v, dtype=float) for k, v in per_pair.items()}
+    # Older drift.json files lack the ids; pairs are always scored in the same order.
+    ids = [str(i) for i in drift.get("pair_ids", range(arr["r_w"].size))]
+    values = {"r_w": arr["r_w"], "r_l": arr["r_l"], "r_w_per_token": arr["r_w_per_token"],
+              "r_l_per_token": arr["r_l_per_token"], "chosen_logp_down": (arr["r_w"] < 0).astype(float),
+              "reward_accuracy": (arr["r_w"] > arr["r_l"]).astype(float), "margin": arr["r_w"] - arr["r_l"]}
+    return {("drift", DRIFT_METRICS[k]): pd.Series(v, index=pd.Index(ids, name="unit")) for k, v in values.items()}
 
 
 def judgment_rows(policy: pd.DataFrame, reference: pd.DataFrame, chosen: pd.DataFrame | None,
@@ -87,6 +143,7 @@ def policy_rows(record: PolicyRecord, *, suite: str, reference_judgments: pd.Dat
                 chosen_judgments: pd.DataFrame | None, n_boot: int, seed: int) -> list[dict]:
     """Every result row of one evaluated policy."""
     rows: list[dict] = []
+    boot = dict(n_boot=n_boot, seed=seed)
 
     def add(scorer, metric, est: metrics.Estimate, extra: dict | None = None):
         rows.append(dict(suite=suite, run_id=record.run_id, label=record.label, objective=record.objective,
@@ -99,23 +156,67 @@ def policy_rows(record: PolicyRecord, *, suite: str, reference_judgments: pd.Dat
             add("train", key, _point(record.train_summary[key], 1))
     if record.eval_dir is None:
         return rows
-    judgments = pd.read_parquet(record.eval_dir / JUDGMENTS)
+    judgments = _judgments(record.eval_dir)
     for scorer, metric, est in judgment_rows(judgments, reference_judgments, chosen_judgments,
                                              n_boot=n_boot, seed=seed):
         add(scorer, metric, est)
-    drift_file = record.eval_dir / "drift.json"
-    if drift_file.exists():
-        drift = json.loads(drift_file.read_text())
+    drift = _drift(record.eval_dir)
+    if drift is not None:
         n = int(drift.get("n", 0))
+        per_pair = drift_units(drift)   # with per-pair values, each drift mean gets its interval over pairs
         for key, metric in DRIFT_METRICS.items():
-            if isinstance(drift.get(key), (int, float)):
+            if ("drift", metric) in per_pair:
+                add("drift", metric, metrics.mean_ci(per_pair[("drift", metric)].to_numpy(float), **boot))
+            elif isinstance(drift.get(key), (int, float)):
                 add("drift", metric, _point(drift[key], n))
     lm_eval_file = record.eval_dir / "lm_eval.json"
     if lm_eval_file.exists():
         for row in json.loads(lm_eval_file.read_text()):
             stderr = row.get("stderr")
             half = 1.96 * stderr if isinstance(stderr, (int, float)) and np.isfinite(stderr) else float("nan")
-            est = metrics.Estimate(row["value"], row["value"] - half, row["value"] + half, int(row.get("n") or 0))
+            low, high = _within(f"lm_eval:{row['task']}", row["metric"], row["value"] - half, row["value"] + half)
+            est = metrics.Estimate(row["value"], low, high, int(row.get("n") or 0))
             extra = {k: row[k] for k in ("filter", "stderr", "n_shot", "task_version", "lm_eval_version") if k in row}
             add(f"lm_eval:{row['task']}", row["metric"], est, extra)
     return rows
+
+
+def _within(scorer: str, metric: str, low: float, high: float) -> tuple[float, float]:
+    """A normal interval (lm-eval's value ± 1.96·stderr) intersected with the metric's range:
+    a share's true value lies in [0, 1], so clipping keeps the coverage."""
+    bounds = metric_info(scorer, metric).bounds
+    if bounds is None:
+        return low, high
+    return float(np.clip(low, *bounds)), float(np.clip(high, *bounds))
+
+
+def _judgments(eval_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(eval_dir / JUDGMENTS)
+
+
+def _drift(eval_dir: Path) -> dict | None:
+    path = eval_dir / "drift.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def policy_units(record: PolicyRecord, *, reference_judgments: pd.DataFrame,
+                 chosen_judgments: pd.DataFrame | None) -> pd.DataFrame:
+    """Tidy unit values of one evaluated policy: columns :data:`UNIT_COLUMNS`, one row per
+    (metric, prompt or drift pair). Empty for a failed run."""
+    if record.eval_dir is None or record.status != "ok":
+        return pd.DataFrame(columns=UNIT_COLUMNS)
+    series = judgment_units(_judgments(record.eval_dir), reference_judgments, chosen_judgments)
+    drift = _drift(record.eval_dir)
+    if drift is not None:
+        series.update(drift_units(drift))
+    frames = [pd.DataFrame({"scorer": scorer, "metric": metric, "unit": values.index.astype(str),
+                            "value": values.to_numpy(float)})
+              for (scorer, metric), values in series.items()]
+    if not frames:
+        return pd.DataFrame(columns=UNIT_COLUMNS)
+    out = pd.concat(frames, ignore_index=True)
+    out.insert(0, "run_id", record.run_id)
+    out.insert(1, "label", record.label)
+    out.insert(2, "objective", record.objective)
+    out.insert(3, "seed", record.seed)
+    return out[UNIT_COLUMNS]

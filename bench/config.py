@@ -309,8 +309,28 @@ def load_suite(path, overrides=()) -> Suite:
         raise _suite_error(err, Suite, file) from None
     suite._source = file
     _check_suite(suite)
-    expand_runs(suite)  # objectives, hyperparameters, grids and duplicate runs
+    runs = expand_runs(suite)  # objectives, hyperparameters, grids and duplicate runs
+    _check_compare_to(suite, runs)
     return suite
+
+
+def _check_compare_to(suite: Suite, runs: list) -> None:
+    """A ``scoring.compare_to`` the suite sets must name one of its labels, or an objective
+    with exactly one label (the default ``dpo`` may be absent: then nothing is compared)."""
+    if "compare_to" not in suite.scoring.model_fields_set or not suite.scoring.compare_to:
+        return
+    wanted = suite.scoring.compare_to
+    labels = sorted({run.label for run in runs})
+    if wanted in labels:
+        return
+    of_objective = sorted({run.label for run in runs if "+".join(t["name"] for t in run.objective_spec) == wanted})
+    if len(of_objective) == 1:
+        return
+    if of_objective:
+        raise SuiteError(suite.source, "scoring.compare_to",
+                         f"objective {wanted!r} has several labels ({', '.join(of_objective)}); name one of them")
+    raise SuiteError(suite.source, "scoring.compare_to",
+                     f"{wanted!r} is no label or objective of the suite; labels are: {', '.join(labels)}")
 
 
 def _check_suite(suite: Suite) -> None:

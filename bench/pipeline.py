@@ -268,8 +268,9 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
     """Judgments -> results.parquet/csv, runs.parquet, leaderboard and plots; returns the leaderboard."""
     import pandas as pd
 
-    from bench.report import write_report
-    from bench.results import provenance, write_results
+    from bench.aggregate import policy_units
+    from bench.report import StatsSettings, write_report, write_settings
+    from bench.results import provenance, write_results, write_units
 
     reference_judgments = pd.read_parquet(reference_eval / "judgments.parquet")
     chosen_dir = store.path("chosen", content_hash("chosen", ctx.eval_key))
@@ -289,5 +290,9 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
                      if r.run_id in by_id else "{}",
                      data=json.dumps(ctx.data_info, sort_keys=True), **prov) for r in [reference, *records]]
     write_results(out, rows, run_rows)
+    units = [policy_units(record, reference_judgments=reference_judgments, chosen_judgments=chosen)
+             for record in [reference, *records]]
+    write_units(out, units)
+    write_settings(out, StatsSettings(compare_to=suite.scoring.compare_to, n_boot=n_boot, seed=seed))
     return write_report(out)
 

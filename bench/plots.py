@@ -160,12 +160,54 @@ def plot_granularity_sweep(long: pd.DataFrame, results_df: pd.DataFrame, out_pat
     return _save(fig, out_path)
 
 
-def make_plots(results_dir: str | Path, results_df: pd.DataFrame,
-               runs_df: pd.DataFrame | None) -> dict[str, Path]:
-    """Every plot that has data, under ``DIR/plots/``; returns {name: path}."""
+def plot_deltas(board: pd.DataFrame, out_path: Path) -> Path | None:
+    """Δ vs the baseline with its paired 95% interval, one panel per leaderboard metric, one
+    row per objective; filled markers are significant after Holm, hollow ones are not."""
+    from bench.report import metric_keys
+
+    comp, baseline = board.attrs.get("comparisons"), board.attrs.get("baseline")
+    if baseline is None or comp is None or comp.empty:
+        return None
+    comp = comp.assign(key=comp["scorer"] + "/" + comp["metric"])
+    keys = [k for k in metric_keys(board) if (comp["key"] == k).any()]
+    labels = [lab for lab in board["label"] if lab != baseline and (comp["label"] == lab).any()]
+    if not keys or not labels:
+        return None
+    ncols = min(4, len(keys))
+    nrows = -(-len(keys) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 0.45 * len(labels) * nrows + 1.6 * nrows),
+                             squeeze=False, sharey=True)
+    y = np.arange(len(labels))[::-1]
+    for ax, key in zip(axes.ravel(), keys):
+        sub = comp[comp["key"] == key].set_index("label").reindex(labels)
+        d, lo, hi = (sub[c].to_numpy(float) for c in ("delta", "ci_low", "ci_high"))
+        err = np.nan_to_num(np.vstack([d - lo, hi - d]), nan=0.0)
+        sig = sub["significant"].fillna(False).to_numpy(bool)
+        ax.errorbar(d, y, xerr=err, fmt="none", ecolor="tab:blue", capsize=3)
+        ax.scatter(d[sig], y[sig], color="tab:blue", zorder=3, label="Holm p < 0.05")
+        ax.scatter(d[~sig], y[~sig], facecolors="white", edgecolors="tab:blue", zorder=3, label="not significant")
+        ax.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
+        scorer, metric = key.split("/", 1)
+        ax.set_title(metric_info(scorer, metric).display, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[len(keys):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_yticks(y)
+        ax.set_yticklabels(labels, fontsize=7)
+    axes[0, 0].legend(fontsize=6, loc="best")
+    fig.suptitle(f"Δ vs {baseline} (paired 95% bootstrap over seeds and prompts)", fontsize=10)
+    return _save(fig, out_path)
+
+
+def make_plots(results_dir: str | Path, results_df: pd.DataFrame, runs_df: pd.DataFrame | None, *,
+               long: pd.DataFrame | None = None, board: pd.DataFrame | None = None) -> dict[str, Path]:
+    """Every plot that has data, under ``DIR/plots/``; returns {name: path}. ``long`` (the
+    aggregate) and ``board`` (the leaderboard, for Δ vs the baseline) are reused when given."""
     folder = Path(results_dir) / "plots"
-    long = aggregate(results_df, runs_df)
+    long = long if long is not None else aggregate(results_df, runs_df)
     made = {
+        "deltas_vs_baseline": plot_deltas(board, folder / "deltas_vs_baseline.png") if board is not None else None,
         "drift_curves": plot_drift_curves(runs_df, folder / "drift_curves.png", base_dir=Path(results_dir)),
         "winrate_vs_kl": plot_winrate_vs_kl(long, folder / "winrate_vs_kl.png"),
         "winrate_vs_length": plot_winrate_vs_length(long, folder / "winrate_vs_length.png"),
@@ -174,5 +216,5 @@ def make_plots(results_dir: str | Path, results_df: pd.DataFrame,
     return {name: path for name, path in made.items() if path is not None}
 
 
-__all__ = ["plot_drift_curves", "plot_winrate_vs_kl", "plot_winrate_vs_length",
+__all__ = ["plot_deltas", "plot_drift_curves", "plot_winrate_vs_kl", "plot_winrate_vs_length",
            "plot_granularity_sweep", "make_plots", "granularity_points"]

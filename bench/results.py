@@ -55,15 +55,19 @@ class MetricInfo:
 
     display: str
     higher_is_better: bool | None
+    # The values the metric can take, when bounded (proportions: (0, 1)). An interval is
+    # intersected with them: the true value lies there, so coverage is kept.
+    bounds: tuple[float, float] | None = None
 
 
+UNIT = (0.0, 1.0)
 METRICS: dict[tuple[str, str], MetricInfo] = {
-    ("reward_model", "win_rate_vs_reference"): MetricInfo("RM win rate vs ref", True),
-    ("reward_model", "lc_win_rate_vs_reference"): MetricInfo("LC win rate vs ref", True),
-    ("reward_model", "win_rate_vs_chosen"): MetricInfo("RM win rate vs chosen", True),
+    ("reward_model", "win_rate_vs_reference"): MetricInfo("RM win rate vs ref", True, UNIT),
+    ("reward_model", "lc_win_rate_vs_reference"): MetricInfo("LC win rate vs ref", True, UNIT),
+    ("reward_model", "win_rate_vs_chosen"): MetricInfo("RM win rate vs chosen", True, UNIT),
     ("reward_model", "mean_reward"): MetricInfo("RM score", True),
-    ("gold", "accuracy"): MetricInfo("gold accuracy", True),
-    ("gold", "win_rate_vs_reference"): MetricInfo("gold win rate vs ref", True),
+    ("gold", "accuracy"): MetricInfo("gold accuracy", True, UNIT),
+    ("gold", "win_rate_vs_reference"): MetricInfo("gold win rate vs ref", True, UNIT),
     # Length, KL and log-ratios are trade-off axes, not goals: a shorter answer or a
     # smaller KL is not better in itself, so none of them is bolded.
     ("length", "mean_tokens"): MetricInfo("mean tokens", None),
@@ -77,8 +81,8 @@ METRICS: dict[tuple[str, str], MetricInfo] = {
     ("drift", "logratio_rejected_per_token"): MetricInfo("r_l per token", None),
     # The failure ADPO targets is the chosen response losing likelihood (OBJECTIVES.md):
     # fewer pairs with the chosen log-prob down is better.
-    ("drift", "chosen_logp_down"): MetricInfo("chosen log-prob down", False),
-    ("drift", "implicit_accuracy"): MetricInfo("implicit reward acc", True),
+    ("drift", "chosen_logp_down"): MetricInfo("chosen log-prob down", False, UNIT),
+    ("drift", "implicit_accuracy"): MetricInfo("implicit reward acc", True, UNIT),
     ("drift", "margin"): MetricInfo("implicit margin", None),
     ("train", "final_loss"): MetricInfo("final loss", None),   # losses of different objectives are incomparable
     ("train", "steps"): MetricInfo("steps", None),
@@ -86,6 +90,8 @@ METRICS: dict[tuple[str, str], MetricInfo] = {
 LM_EVAL_PREFIX = "lm_eval:"
 # lm-eval metrics where lower is better; every other lm-eval metric (acc, exact_match...) is higher-better.
 _LM_EVAL_LOWER = {"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte"}
+# lm-eval metrics that are shares of examples (bleu, perplexities... are not).
+_LM_EVAL_PROPORTIONS = {"acc", "acc_norm", "exact_match", "f1", "mc1", "mc2"}
 
 
 def metric_info(scorer: str, metric: str) -> MetricInfo:
@@ -95,7 +101,8 @@ def metric_info(scorer: str, metric: str) -> MetricInfo:
         return known
     if scorer.startswith(LM_EVAL_PREFIX):
         task = scorer[len(LM_EVAL_PREFIX):]
-        return MetricInfo(f"{task} {metric}", metric not in _LM_EVAL_LOWER)
+        return MetricInfo(f"{task} {metric}", metric not in _LM_EVAL_LOWER,
+                          UNIT if metric in _LM_EVAL_PROPORTIONS else None)
     return MetricInfo(f"{scorer} {metric}", None)
 
 
@@ -253,6 +260,37 @@ def write_results(out_dir: str | Path, rows: Iterable[Mapping[str, Any]] | pd.Da
     if runs is not None:
         runs_df = runs_frame(runs)
         atomic_write(out / "runs.parquet", lambda tmp: runs_df.to_parquet(tmp, index=False))
+    return df
+
+
+UNITS_FILE = "units.parquet"
+UNIT_COLUMNS = ["run_id", "label", "objective", "seed", "scorer", "metric", "unit", "value"]
+
+
+def write_units(out_dir: str | Path, units: pd.DataFrame | Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Write ``units.parquet``: per-prompt / per-drift-pair values of the mean-type metrics
+    (:func:`bench.aggregate.policy_units`, one frame per policy or one frame), sorted so the
+    same numbers give the same bytes."""
+    frames = [units] if isinstance(units, pd.DataFrame) else [f for f in units if len(f)]
+    df = (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()).reindex(columns=UNIT_COLUMNS)
+    df = _typed(df, ("run_id", "label", "objective", "scorer", "metric", "unit"), ("value",))
+    df = df.sort_values(["label", "seed", "run_id", "scorer", "metric", "unit"], kind="stable").reset_index(drop=True)
+    atomic_write(Path(out_dir) / UNITS_FILE, lambda tmp: df.to_parquet(tmp, index=False))
+    return df
+
+
+def read_units(results_dir: str | Path) -> pd.DataFrame | None:
+    """The unit values of a folder, or None when it has none (folders written before them)."""
+    path = Path(results_dir) / UNITS_FILE
+    if not path.exists():
+        return None
+    try:
+        df = pd.read_parquet(path)
+    except Exception as err:
+        raise BenchError(f"{path}: unreadable unit table ({type(err).__name__}: {err})") from None
+    missing = [c for c in UNIT_COLUMNS if c not in df.columns]
+    if missing:
+        raise BenchError(f"{path}: lacks the columns {missing}")
     return df
 
 

@@ -127,3 +127,6 @@ class ScoringConfig(Strict):
     lm_eval: LmEvalConfig = LmEvalConfig()
     drift: bool = True
     bootstrap_samples: PositiveInt = 1000
+    # The baseline every other objective is compared with (paired Δ, p-values, Holm): a label
+    # or an objective name with one label in the suite. Empty: no comparisons.
+    compare_to: str | None = "dpo"

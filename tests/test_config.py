@@ -225,3 +225,12 @@ def test_hub_ids_and_absolute_paths_are_kept(tmp_path):
                              "model: {policy: Qwen/Qwen2.5-0.5B}\n"))
     assert suite.model.policy == "Qwen/Qwen2.5-0.5B"
     assert suite.data.path == str(data)
+
+
+def test_compare_to_defaults_to_dpo_and_accepts_a_label_or_objective(tmp_path):
+    assert load_suite(write(tmp_path, MINIMAL)).scoring.compare_to == "dpo"
+    # The default may be absent (nothing is compared then); an explicit name must exist.
+    assert load_suite(write(tmp_path, "name: t\nseeds: [0]\nobjectives:\n  - name: ipo\n")).scoring.compare_to == "dpo"
+    two = "name: t\nseeds: [0]\nobjectives:\n  - name: dpo\n    params: {beta: 0.2}\n  - name: ipo\n"
+    assert load_suite(write(tmp_path, two + "scoring: {compare_to: dpo}\n")).scoring.compare_to == "dpo"
+    assert load_suite(write(tmp_path, two + "scoring: {compare_to: 'dpo[beta=0.2]'}\n")).scoring.compare_to == "dpo[beta=0.2]"

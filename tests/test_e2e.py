@@ -58,8 +58,28 @@ def test_full_tiny_suite_writes_results_runs_and_leaderboard(finished):
     assert (out / "leaderboard.md").read_text().count("|") > 10
     assert "| objective |" in done.stdout and f"{len(trained)}/{len(trained)} runs ok" in done.stdout
     # Every plot kind this suite can have, the drift curves read from the runs' train logs included.
-    for plot in ("drift_curves", "winrate_vs_kl", "winrate_vs_length", "granularity_sweep"):
+    for plot in ("drift_curves", "winrate_vs_kl", "winrate_vs_length", "granularity_sweep", "deltas_vs_baseline"):
         assert (out / "plots" / f"{plot}.png").stat().st_size > 1000, plot
+
+
+def test_stored_unit_values_reproduce_every_mean_and_feed_the_comparisons(finished):
+    out, _ = finished
+    results = pd.read_parquet(out / "results.parquet")
+    units = pd.read_parquet(out / "units.parquet")
+    assert {"gold", "reward_model", "length", "kl", "drift"} <= set(units.scorer)
+    means = units.groupby(["run_id", "scorer", "metric"])["value"].mean()
+    stored = results.set_index(["run_id", "scorer", "metric"])["value"]
+    # Every metric kept per prompt or per drift pair is the mean of its units: recomputable.
+    assert means.index.isin(stored.index).all()
+    assert means.to_numpy() == pytest.approx(stored.loc[means.index].to_numpy(), abs=1e-5)
+    drift = units[(units.scorer == "drift") & (units.metric == "logratio_chosen")]
+    assert drift.groupby("run_id")["unit"].nunique().eq(8).all()      # ci_smoke: 8 drift pairs
+    comp = pd.read_csv(out / "comparisons.csv")
+    assert (comp["baseline"] == "dpo").all() and "ipo" in set(comp["label"])
+    assert comp["p_holm"].dropna().between(0, 1).all()
+    board = pd.read_csv(out / "leaderboard.csv")
+    for col in [c for c in board.columns if ("win_rate" in c or "gold/accuracy" in c) and ":ci_" in c]:
+        assert board[col].dropna().between(0, 1).all(), col
 
 
 def test_rerun_of_finished_suite_recomputes_nothing(finished):

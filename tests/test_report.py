@@ -9,7 +9,7 @@ import pytest
 
 from bench import plots
 from bench.errors import BenchError
-from bench.report import (aggregate, leaderboard, render, report_text, t_interval, write_report,
+from bench.report import (aggregate, leaderboard, metric_keys, render, report_text, t_interval, write_report,
                           write_report_files)
 from bench.results import make_row, write_results
 
@@ -113,7 +113,7 @@ def test_leaderboard_means_intervals_and_failed_runs():
     assert "lm_eval:arith_local/exact_match_stderr" not in board.columns
     assert math.isnan(board.loc["reference", key])
     # column order follows the documented leaderboard order
-    metric_cols = [c for c in board.columns if "/" in c and not c.endswith(("ci_low", "ci_high"))]
+    metric_cols = metric_keys(board)
     assert metric_cols == ["reward_model/win_rate_vs_reference", "gold/accuracy", "length/mean_tokens",
                            "drift/chosen_logp_down", "kl/kl_to_reference", "lm_eval:arith_local/exact_match"]
 
@@ -121,7 +121,8 @@ def test_leaderboard_means_intervals_and_failed_runs():
 def test_markdown_bolds_best_only_where_direction_is_defined():
     results, runs = synthetic()
     md = render(leaderboard(results, runs), "md")
-    lines = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    first_table = md.split("\n\n")[0]   # the Δ-vs-baseline table follows
+    lines = {line.split("|")[1].strip(): line for line in first_table.splitlines() if line.startswith("| ")}
     cells = {label: [c.strip() for c in line.strip("|").split("|")] for label, line in lines.items()}
     header = cells["objective"]
     win = header.index("RM win rate vs ref")
@@ -146,7 +147,8 @@ def test_latex_html_csv():
     assert r"lm\_eval" not in tex or r"\_" in tex   # underscores escaped in headers
     assert "RM win rate vs ref" in tex and "log-prob" in tex
     page = render(board, "html")
-    assert page.startswith("<!DOCTYPE html>") and "<b>0.730 [" in page and page.count("<tr>") == 5
+    first_table = page.split("</table>")[0]   # the Δ-vs-baseline table follows
+    assert page.startswith("<!DOCTYPE html>") and "<b>0.730 [" in page and first_table.count("<tr>") == 5
     csv = pd.read_csv(pd.io.common.StringIO(render(board, "csv")))
     row = csv.set_index("label").loc[DPO]
     assert row["reward_model/win_rate_vs_reference"] == pytest.approx(0.62)

@@ -89,4 +89,6 @@ def compute_drift(policy_model_path, ref_logps: dict, tokenized_pairs, *, batch_
     # Batches differ in width: pad every part to the widest (masks are 0 there).
     width = max(t.shape[1] for t in parts["pc"] + parts["pr"])
     cat = {k: torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1])) for t in v]) for k, v in parts.items()}
-    return drift_metrics(cat["pc"], cat["pr"], cat["rc"], cat["rr"], cat["cm"], cat["rm"])
+    out = drift_metrics(cat["pc"], cat["pr"], cat["rc"], cat["rr"], cat["cm"], cat["rm"])
+    out["pair_ids"] = [p.id for p in pairs]   # per_pair lists follow this order: pairs policies by id
+    return out

@@ -1,0 +1,199 @@
+"""Leaderboard statistics from stored unit values: intervals in range, paired comparisons with
+the suite's baseline, Holm within a column, the files and the Δ plot."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import stats
+from bench.aggregate import PolicyRecord, drift_units, policy_units
+from bench.report import (COMPARISONS_FILE, StatsSettings, aggregate, comparisons, leaderboard, read_settings,
+                          render, resolve_baseline, t_interval, write_report_files, write_settings)
+from bench.results import make_row, read_units, write_results, write_units
+
+GOLD = ("gold", "accuracy")
+TOKENS = ("length", "mean_tokens")
+
+
+def folder_tables(values: dict):
+    """values: label -> (objective, {seed: {(scorer, metric): per-unit array}}) -> results, units."""
+    rows, units, runs = [], [], []
+    for label, (objective, per_seed) in values.items():
+        for seed, metrics in per_seed.items():
+            run_id = f"{label}-s{seed}"
+            runs.append({"suite": "t", "run_id": run_id, "objective": objective, "label": label, "params": {},
+                         "seed": seed, "status": "ok"})
+            for (scorer, metric), arr in metrics.items():
+                arr = np.asarray(arr, dtype=float)
+                rows.append(make_row(suite="t", run_id=run_id, objective=objective, params={}, label=label,
+                                     seed=seed, scorer=scorer, metric=metric, value=arr.mean(), n=arr.size))
+                units.append(pd.DataFrame({"run_id": run_id, "label": label, "objective": objective, "seed": seed,
+                                           "scorer": scorer, "metric": metric,
+                                           "unit": [f"p{i}" for i in range(arr.size)], "value": arr}))
+    return pd.DataFrame(rows), pd.DataFrame(runs), pd.concat(units, ignore_index=True)
+
+
+def test_proportion_across_three_seeds_stays_in_unit_interval():
+    # The issue's case: seed means 0.7, 1.0, 1.0; Student's t gives an upper bound above 1.
+    rng = np.random.default_rng(0)
+    first = np.ones(40)
+    first[rng.choice(40, 12, replace=False)] = 0.0
+    results, runs, units = folder_tables({"dpo": ("dpo", {0: {GOLD: first}, 1: {GOLD: np.ones(40)},
+                                                          2: {GOLD: np.ones(40)}})})
+    _, t_low, t_high, _ = t_interval([0.7, 1.0, 1.0])
+    assert t_high > 1.0
+    for table in (units, None):      # with unit values, and the fallback without them
+        row = aggregate(results, runs, table, n_boot=500).iloc[0]
+        assert 0.0 <= row["ci_low"] <= row["value"] <= row["ci_high"] <= 1.0
+        assert row["ci_high"] == 1.0
+    assert aggregate(results, runs, units, n_boot=500).iloc[0]["interval"] == "seeds x units"
+    assert aggregate(results, runs, None).iloc[0]["interval"] == "t over seeds"
+
+
+def test_reference_gets_the_prompt_bootstrap():
+    x = np.array([0.0, 1.0] * 50)
+    results, runs, units = folder_tables({"reference": ("reference", {0: {GOLD: x}})})
+    row = aggregate(results, runs, units, n_boot=2000).iloc[0]
+    assert row["interval"] == "units" and row["n_seeds"] == 1
+    assert row["ci_low"] == pytest.approx(0.40, abs=0.02) and row["ci_high"] == pytest.approx(0.60, abs=0.02)
+
+
+def shifted_suite(shift=0.05, seeds=(0, 1, 2)):
+    """dpo, a policy that is dpo + shift on every (seed, prompt), an identical copy of dpo and the reference."""
+    rng = np.random.default_rng(1)
+    difficulty = rng.random(80) * 40
+    base = {s: difficulty + rng.standard_normal(80) for s in seeds}
+    return folder_tables({
+        "dpo": ("dpo", {s: {TOKENS: base[s]} for s in seeds}),
+        "better": ("better", {s: {TOKENS: base[s] + shift * 40} for s in seeds}),
+        "same": ("same", {s: {TOKENS: base[s].copy()} for s in seeds}),
+        "reference": ("reference", {0: {TOKENS: difficulty}}),
+    })
+
+
+def test_paired_comparison_separates_what_unpaired_intervals_do_not():
+    results, runs, units = shifted_suite()
+    long = aggregate(results, runs, units, n_boot=1000).set_index("label")
+    assert long.loc["better", "ci_low"] < long.loc["dpo", "ci_high"]    # the levels' intervals overlap
+    comp = comparisons(results, runs, units, "dpo", [TOKENS], n_boot=1000).set_index("label")
+    assert comp.loc["better", "delta"] == pytest.approx(2.0)
+    assert comp.loc["better", ["ci_low", "ci_high"]].tolist() == pytest.approx([2.0, 2.0])
+    assert comp.loc["better", "paired_by"] == "seed+unit" and comp.loc["better", "significant"]
+    assert comp.loc["same", "delta"] == 0.0 and comp.loc["same", "p_value"] == 1.0
+    assert not comp.loc["same", "significant"]
+    assert comp.loc["reference", "paired_by"] == "unit"   # one policy: paired by prompt only
+    # Holm within the column: three comparisons, the smallest p (2/1001) times 3.
+    assert comp.loc["better", "p_holm"] == pytest.approx(3 * 2 / 1001)
+
+
+def test_leaderboard_marks_significant_differences_in_every_format(tmp_path):
+    results, runs, units = shifted_suite()
+    write_results(tmp_path, results, runs)
+    write_units(tmp_path, units)
+    write_settings(tmp_path, StatsSettings(compare_to="dpo", n_boot=500, seed=3))
+    assert read_settings(tmp_path) == StatsSettings("dpo", 500, 3)
+    board, written = write_report_files(tmp_path)
+    assert board.attrs["baseline"] == "dpo"
+    row = board.set_index("label").loc["better"]
+    assert row["length/mean_tokens:delta"] == pytest.approx(2.0) and row["length/mean_tokens:p_holm"] < 0.05
+    md = (tmp_path / "leaderboard.md").read_text()
+    better_line = next(line for line in md.splitlines() if line.startswith("| better |"))
+    same_line = next(line for line in md.splitlines() if line.startswith("| same |"))
+    assert "↑" in better_line and "↑" not in same_line and "↓" not in same_line
+    assert "Δ vs dpo" in md and "Holm" in md
+    assert r"$^\uparrow$" in (tmp_path / "leaderboard.tex").read_text()
+    assert "↑" in (tmp_path / "leaderboard.html").read_text()
+    assert "length/mean_tokens:p_holm" in (tmp_path / "leaderboard.csv").read_text()
+    comp = pd.read_csv(tmp_path / COMPARISONS_FILE)
+    assert set(comp["label"]) == {"better", "same", "reference"} and (comp["baseline"] == "dpo").all()
+    assert (tmp_path / "plots" / "deltas_vs_baseline.png").stat().st_size > 1000
+    assert written["plot:deltas_vs_baseline"].exists()
+
+
+def test_baseline_resolution():
+    pairs = {"dpo[beta=0.1]": "dpo", "adpo[k=1]": "adpo", "adpo[k=2]": "adpo", "reference": "reference"}
+    assert resolve_baseline("dpo", pairs) == ("dpo[beta=0.1]", "")
+    assert resolve_baseline("adpo[k=2]", pairs) == ("adpo[k=2]", "")
+    label, note = resolve_baseline("adpo", pairs)
+    assert label is None and "adpo[k=1], adpo[k=2]" in note
+    label, note = resolve_baseline("kto", pairs)
+    assert label is None and "names no label" in note
+    results, runs, units = shifted_suite()
+    board = leaderboard(results, runs, units, StatsSettings(compare_to="kto", n_boot=200))
+    assert board.attrs["baseline"] is None and "names no label" in render(board, "md")
+    assert board["length/mean_tokens:p_holm"].isna().all()
+
+
+def test_one_seed_suite_compares_by_prompt_only():
+    results, runs, units = shifted_suite(seeds=(0,))
+    comp = comparisons(results, runs, units, "dpo", [TOKENS], n_boot=500).set_index("label")
+    assert comp.loc["better", "n_seeds"] == 1 and comp.loc["better", "paired_by"] == "seed+unit"
+    assert comp.loc["better", "significant"]
+
+
+def test_metric_without_units_is_compared_across_seeds_only():
+    results, runs, _ = shifted_suite()
+    comp = comparisons(results, runs, None, "dpo", [TOKENS], n_boot=500).set_index("label")
+    assert comp.loc["better", "paired_by"] == "seed" and comp.loc["better", "n_units"] == 1
+    one_seed, one_runs, _ = shifted_suite(seeds=(0,))
+    lone = comparisons(one_seed, one_runs, None, "dpo", [TOKENS], n_boot=500).set_index("label")
+    assert math.isnan(lone.loc["better", "p_value"])     # one value each: nothing to resample
+
+
+def test_drift_units_from_drift_json(tmp_path):
+    drift = {"n": 3, "r_w": 0.0, "pair_ids": ["a", "b", "c"],
+             "per_pair": {"r_w": [-1.0, 2.0, -0.5], "r_l": [-2.0, 3.0, -1.0],
+                          "r_w_per_token": [-0.1, 0.2, -0.05], "r_l_per_token": [-0.2, 0.3, -0.1]}}
+    units = drift_units(drift)
+    assert units[("drift", "chosen_logp_down")].tolist() == [1.0, 0.0, 1.0]
+    assert units[("drift", "implicit_accuracy")].tolist() == [1.0, 0.0, 1.0]
+    assert units[("drift", "margin")].tolist() == pytest.approx([1.0, -1.0, 0.5])
+    assert list(units[("drift", "logratio_chosen")].index) == ["a", "b", "c"]
+    older = drift_units({k: v for k, v in drift.items() if k != "pair_ids"})
+    assert list(older[("drift", "logratio_chosen")].index) == ["0", "1", "2"]
+    # Through policy_units: judgments plus drift of one evaluated policy, stored and read back.
+    judg = pd.DataFrame({"prompt_id": ["x", "x", "y", "y"], "sample_index": [0, 1, 0, 1],
+                         "num_tokens": [4, 6, 10, 10], "num_chars": [8, 12, 20, 20], "gold": [1.0, 0.0, 1.0, 1.0]})
+    (tmp_path / "judgments.parquet").write_bytes(b"")
+    judg.to_parquet(tmp_path / "judgments.parquet", index=False)
+    (tmp_path / "drift.json").write_text(json.dumps(drift))
+    rec = PolicyRecord(run_id="r", label="dpo", objective="dpo", params="{}", seed=0, eval_dir=tmp_path)
+    pu = policy_units(rec, reference_judgments=judg, chosen_judgments=None)
+    gold = pu[(pu.scorer == "gold") & (pu.metric == "accuracy")].set_index("unit")["value"]
+    assert gold.to_dict() == {"x": 0.5, "y": 1.0}
+    wins = pu[(pu.scorer == "gold") & (pu.metric == "win_rate_vs_reference")]["value"]
+    assert (wins == 0.5).all()        # against itself: every comparison a tie
+    write_units(tmp_path, [pu])
+    back = read_units(tmp_path)
+    assert len(back) == len(pu) and set(back["metric"]) >= {"logratio_chosen", "accuracy", "mean_tokens"}
+
+
+def test_cost_of_the_statistics_of_a_large_folder():
+    """10 labels x 5 seeds x 500 prompts (+256 drift pairs) and the reference, 2000 replicates:
+    the figure the README quotes (printed with -s); the bound only catches an accidental
+    blow-up (seconds are expected, even on a busy 2-core machine)."""
+    import time
+
+    import scipy.stats  # noqa: F401  (imported once by any report; not the bootstrap's cost)
+
+    rng = np.random.default_rng(0)
+    per_prompt = [("gold", "accuracy"), ("gold", "win_rate_vs_reference"), ("reward_model", "win_rate_vs_reference"),
+                  ("reward_model", "win_rate_vs_chosen"), ("reward_model", "mean_reward"), TOKENS,
+                  ("kl", "kl_to_reference")]
+    per_pair = [("drift", "logratio_chosen"), ("drift", "chosen_logp_down"), ("drift", "logratio_chosen_per_token")]
+    values = {("dpo" if i == 0 else f"obj{i}"): ("dpo" if i == 0 else f"obj{i}", {
+        s: {**{m: rng.random(500) for m in per_prompt}, **{m: rng.standard_normal(256) for m in per_pair}}
+        for s in range(5)}) for i in range(10)}
+    values["reference"] = ("reference", {0: {m: rng.random(500) for m in per_prompt}})
+    results, runs, units = folder_tables(values)
+    start = time.perf_counter()
+    board = leaderboard(results, runs, units, StatsSettings("dpo", 2000, 0))
+    seconds = time.perf_counter() - start
+    print(f"\nstatistics of 10 labels x 5 seeds x 500 prompts, 2000 replicates: {seconds:.2f} s "
+          f"({len(board.attrs['comparisons'])} comparisons)")
+    assert len(board.attrs["comparisons"]) == 9 * 10 + 7    # 9 objectives x 10 metrics, reference x 7
+    assert seconds < 60
