@@ -24,6 +24,7 @@ from bench.results import UNIT_COLUMNS, metric_info
 
 JUDGMENTS = "judgments.parquet"
 # bench.scoring.drift's keys -> the results table's metric names (bench.results.METRICS).
+LC_METRIC = "lc_win_rate_vs_reference"
 DRIFT_METRICS = {"r_w": "logratio_chosen", "r_l": "logratio_rejected", "r_w_per_token": "logratio_chosen_per_token",
                  "r_l_per_token": "logratio_rejected_per_token", "chosen_logp_down": "chosen_logp_down",
                  "reward_accuracy": "implicit_accuracy", "margin": "margin"}
@@ -60,8 +61,9 @@ def judgment_units(policy: pd.DataFrame, reference: pd.DataFrame,
                    chosen: pd.DataFrame | None) -> dict[tuple[str, str], pd.Series]:
     """Per-prompt values (index: prompt id) of the judgment metrics that are means over prompts.
 
-    Each one's mean is exactly the run's value in the results table (``judgment_rows``);
-    the length-controlled win rate is a fitted model, not a mean, and has no unit values.
+    Each one's mean is exactly the run's value in the results table (``judgment_rows``).
+    The length-controlled win rate is a fitted model, not a mean: its per-prompt terms are
+    stored as ``lc_win_rate_vs_reference:<term>`` (no results row has those names).
     """
     out: dict[tuple[str, str], pd.Series] = {}
 
@@ -74,6 +76,15 @@ def judgment_units(policy: pd.DataFrame, reference: pd.DataFrame,
     if "reward" in policy and policy["reward"].notna().all():
         out[("reward_model", "mean_reward")] = per_prompt(policy, "reward").mean(axis=1)
         out[("reward_model", "win_rate_vs_reference")] = wins("reward", reference)
+        # The LC win rate is a fitted model: its units are each prompt's score and Hessian
+        # terms at the fit (metrics.lc_influence), resampled by a one-step refit.
+        a, b = per_prompt(policy, "reward"), per_prompt(reference, "reward")
+        common = a.index.intersection(b.index)
+        la, lb = per_prompt(policy, "num_tokens").loc[common], per_prompt(reference, "num_tokens").loc[common]
+        _, terms = metrics.lc_influence(a.loc[common].to_numpy(float), b.loc[common].to_numpy(float),
+                                        la.to_numpy(float), lb.to_numpy(float))
+        for i, term in enumerate(metrics.LC_TERMS):
+            out[("reward_model", f"{LC_METRIC}:{term}")] = pd.Series(terms[:, i], index=common)
         if chosen is not None:
             out[("reward_model", "win_rate_vs_chosen")] = wins("reward", chosen)
     if "gold" in policy and policy["gold"].notna().all():

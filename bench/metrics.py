@@ -134,9 +134,14 @@ def _standardised(d: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def _fit_lc(p: np.ndarray, d: np.ndarray, w: np.ndarray, iters: int = 50) -> np.ndarray:
+    """θ_m of :func:`_fit_lc_params` per row."""
+    return _fit_lc_params(p, d, w, iters)[:, 1]
+
+
+def _fit_lc_params(p: np.ndarray, d: np.ndarray, w: np.ndarray, iters: int = 50) -> np.ndarray:
     """Fit `logit q = θ_len·tanh(z) + θ_m` to soft labels p by weighted Newton steps.
 
-    Rows of `w` are independent fits (the bootstrap replicates); returns θ_m per row. The
+    Rows of `w` are independent fits (the bootstrap replicates); returns (θ_len, θ_m) per row. The
     soft-label cross-entropy is convex; a tiny ridge keeps the Hessian invertible when z
     is all zero, and the step is capped so early iterations cannot overshoot.
     """
@@ -155,7 +160,7 @@ def _fit_lc(p: np.ndarray, d: np.ndarray, w: np.ndarray, iters: int = 50) -> np.
         theta -= step
         if np.abs(step).max() < 1e-10:
             break
-    return theta[:, 1]
+    return theta
 
 
 def length_controlled_win_rate(reward_policy, reward_other, len_policy, len_other, *,
@@ -179,6 +184,43 @@ def length_controlled_win_rate(reward_policy, reward_other, len_policy, len_othe
                            for counts in _boot_counts(n, n_boot, rng)])
     low, high = _percentile_interval(reps)
     return Estimate(value, low, high, n)
+
+
+LC_TERMS = ("score_len", "score_m", "hess_ll", "hess_lm", "hess_mm")
+
+
+def lc_influence(reward_policy, reward_other, len_policy, len_other) -> tuple[float, np.ndarray]:
+    """θ_m of the length-controlled fit and each prompt's terms of its score and Hessian at
+    the fit, `[prompts, 5]` in the order of :data:`LC_TERMS`.
+
+    They make the fit resamplable across seeds and prompts without refitting
+    (:func:`lc_one_step`): one Newton step from the full-data fit with a resample's prompt
+    counts (the one-step bootstrap; its error is O(1/n), below the O(1/√n) it resamples).
+    The length standardisation is held at the full data's.
+    """
+    p, d, prompt, weight = _pair_observations(reward_policy, reward_other, len_policy, len_other)
+    n = int(prompt.max()) + 1 if prompt.size else 0
+    if n == 0:
+        return math.nan, np.zeros((0, len(LC_TERMS)))
+    x_len = np.tanh(_standardised(d[None, :], weight[None, :]))[0]
+    theta = _fit_lc_params(p, d, weight)
+    q = _sigmoid(theta[0, 0] * x_len + theta[0, 1])
+    r, hw = weight * (q - p), weight * q * (1 - q)
+    terms = np.stack([r * x_len, r, hw * x_len**2, hw * x_len, hw], axis=1)
+    per_prompt = np.zeros((n, len(LC_TERMS)))
+    np.add.at(per_prompt, prompt, terms)
+    return float(theta[0, 1]), per_prompt
+
+
+def lc_one_step(theta_m: float, terms: np.ndarray, unit_counts: np.ndarray) -> np.ndarray:
+    """LC win rates `[B]` of resampled prompts: σ of θ_m after one Newton step with the
+    resample's counts `[B, prompts]` weighting each prompt's terms `[prompts, 5]`."""
+    tot = unit_counts @ terms                         # [B, 5]: score and Hessian of the resample
+    g_len, g_m, h_ll, h_lm, h_mm = (tot[:, i] for i in range(5))
+    h_ll, h_mm = h_ll + 1e-9, h_mm + 1e-9              # the fit's own ridge
+    det = h_ll * h_mm - h_lm**2
+    step_m = (h_ll * g_m - h_lm * g_len) / np.where(np.abs(det) > 1e-300, det, 1e-300)
+    return _sigmoid(theta_m - step_m)
 
 
 # --------------------------------------------------------------------------- length, KL, seeds

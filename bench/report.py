@@ -27,6 +27,8 @@ import numpy as np
 import pandas as pd
 
 from bench import stats
+from bench.aggregate import LC_METRIC
+from bench.metrics import LC_TERMS, lc_one_step
 from bench.errors import BenchError
 from bench.results import LM_EVAL_PREFIX, REFERENCE, metric_info, read_results, read_runs, read_units
 
@@ -88,7 +90,7 @@ def failed_run_ids(runs_df: pd.DataFrame | None) -> set[str]:
 
 
 def aggregate(results_df: pd.DataFrame, runs_df: pd.DataFrame | None = None, units: pd.DataFrame | None = None,
-              *, n_boot: int = stats.DEFAULT_BOOT, seed: int = 0) -> pd.DataFrame:
+              *, n_boot: int = stats.DEFAULT_BOOT, seed: int = 0, _counts=None) -> pd.DataFrame:
     """Long table: one row per (label, scorer, metric) with the mean across seeds and its interval.
 
     The value is the mean of the runs' values. The interval (column ``interval`` names it):
@@ -98,19 +100,30 @@ def aggregate(results_df: pd.DataFrame, runs_df: pd.DataFrame | None = None, uni
     (the scorer's own interval). Every interval is intersected with the metric's range.
     """
     with stats.one_blas_thread():
-        return _aggregate(results_df, runs_df, units, n_boot=n_boot, seed=seed)
+        return _aggregate(results_df, runs_df, units, n_boot=n_boot, seed=seed, counts=_counts)
 
 
-def _aggregate(results_df, runs_df, units, *, n_boot: int, seed: int) -> pd.DataFrame:
+def _aggregate(results_df, runs_df, units, *, n_boot: int, seed: int, counts=None) -> pd.DataFrame:
     failed = failed_run_ids(runs_df)
     ok = results_df[~results_df["run_id"].astype(str).isin(failed) & results_df["value"].notna()]
     tables = unit_tables(units, failed)
-    counts = _SharedCounts(n_boot, seed)
+    counts = counts or _SharedCounts(n_boot, seed)
     records = []
     for (label, scorer, metric), group in ok.groupby(["label", "scorer", "metric"], sort=True):
         mean, low, high, n = seed_aggregate(group["value"].to_numpy(float))
         table = tables.get((label, scorer, metric))
-        if table is not None:
+        fitted = _fitted_terms(tables, label, scorer, metric)
+        if fitted is not None:   # a fitted metric (LC win rate): one-step refits per seed
+            values = group.groupby("seed")["value"].mean()
+            seeds = [sd for sd in fitted.index if sd in values.index]
+            terms = _terms_array(fitted, seeds)
+            keep = np.isfinite(terms).all(axis=(0, 2))
+            per_seed = _one_step(terms, values.reindex(seeds).to_numpy(float), keep,
+                                 counts(scorer, metric, terms.shape[1]))
+            reps = stats.cross_seeds(per_seed, stats.draw_counts(len(seeds), per_seed.shape[0],
+                                                                 stats.rng_for(seed, scorer, metric, label)))
+            (low, high), method = stats.percentile_interval(reps), "seeds x units" if len(seeds) > 1 else "units"
+        elif table is not None:
             est = stats.two_way_interval(table.to_numpy(float), rng=stats.rng_for(seed, scorer, metric, label),
                                          unit_counts=counts(scorer, metric, table.shape[1]))
             low, high, method = est.ci_low, est.ci_high, "seeds x units" if est.n_seeds > 1 else "units"
@@ -124,6 +137,30 @@ def _aggregate(results_df, runs_df, units, *, n_boot: int, seed: int) -> pd.Data
                         "interval": method})
     return pd.DataFrame(records, columns=["label", "objective", "scorer", "metric", "value",
                                           "ci_low", "ci_high", "n_seeds", "interval"])
+
+
+def _fitted_terms(tables, label: str, scorer: str, metric: str) -> pd.DataFrame | None:
+    """The per-prompt fit terms of a fitted metric (``metric:<term>`` unit tables, stacked as
+    columns (term, unit)), or None when the metric is not fitted or lacks them."""
+    if metric != LC_METRIC:
+        return None
+    parts = [tables.get((label, scorer, f"{metric}:{term}")) for term in LC_TERMS]
+    if any(part is None for part in parts):
+        return None
+    return pd.concat(parts, axis=1, keys=LC_TERMS)
+
+
+def _terms_array(fitted: pd.DataFrame, seeds) -> np.ndarray:
+    """`[seeds, units, terms]` from :func:`_fitted_terms`' frame."""
+    return np.stack([fitted[term].reindex(index=seeds).to_numpy(float) for term in LC_TERMS], axis=-1)
+
+
+def _one_step(terms: np.ndarray, values: np.ndarray, keep: np.ndarray, unit_counts: np.ndarray) -> np.ndarray:
+    """`[B, seeds]`: each seed's LC win rate refitted by one Newton step on each resample
+    (:func:`bench.metrics.lc_one_step`), from its full-data value σ(θ_m)."""
+    theta = np.log(np.clip(values, 1e-12, 1 - 1e-12) / np.clip(1 - values, 1e-12, 1))
+    sub = unit_counts if keep.all() else unit_counts[:, keep]
+    return np.stack([lc_one_step(float(t), terms[i][keep], sub) for i, t in enumerate(theta)], axis=1)
 
 
 def _clip(scorer: str, metric: str, low: float, high: float) -> tuple[float, float]:
@@ -197,7 +234,7 @@ def resolve_baseline(compare_to: str | None, labels_objectives: dict[str, str]) 
 
 def comparisons(results_df: pd.DataFrame, runs_df: pd.DataFrame | None, units: pd.DataFrame | None,
                 baseline: str, keys: list[tuple[str, str]] | None = None, *,
-                n_boot: int = stats.DEFAULT_BOOT, seed: int = 0) -> pd.DataFrame:
+                n_boot: int = stats.DEFAULT_BOOT, seed: int = 0, _counts=None) -> pd.DataFrame:
     """Every label against ``baseline`` on each metric: Δ = label − baseline, paired 95% interval,
     bootstrap p-value, Holm-adjusted p-value and whether it is significant at 5%.
 
@@ -209,14 +246,14 @@ def comparisons(results_df: pd.DataFrame, runs_df: pd.DataFrame | None, units: p
     baseline on it (the many-to-one comparisons of one column of the leaderboard).
     """
     with stats.one_blas_thread():
-        return _comparisons(results_df, runs_df, units, baseline, keys, n_boot=n_boot, seed=seed)
+        return _comparisons(results_df, runs_df, units, baseline, keys, n_boot=n_boot, seed=seed, counts=_counts)
 
 
-def _comparisons(results_df, runs_df, units, baseline, keys, *, n_boot: int, seed: int) -> pd.DataFrame:
+def _comparisons(results_df, runs_df, units, baseline, keys, *, n_boot: int, seed: int, counts=None) -> pd.DataFrame:
     failed = failed_run_ids(runs_df)
     ok = results_df[~results_df["run_id"].astype(str).isin(failed) & results_df["value"].notna()]
     tables = unit_tables(units, failed)
-    counts = _SharedCounts(n_boot, seed)
+    counts = counts or _SharedCounts(n_boot, seed)
     keys = keys if keys is not None else sorted(set(zip(ok["scorer"], ok["metric"])))
     records = []
     for scorer, metric in keys:
@@ -246,7 +283,29 @@ def _compare(label, baseline, scorer, metric, seed_values, tables, objectives, *
     a_seeds, b_seeds = (common, common) if paired_seeds else (list(a_vals.index), list(b_vals.index))
     ta, tb = tables.get((label, scorer, metric)), tables.get((baseline, scorer, metric))
     rng = stats.rng_for(seed, "compare", scorer, metric, label, baseline)
-    if ta is not None and tb is not None:
+    fa, fb = _fitted_terms(tables, label, scorer, metric), _fitted_terms(tables, baseline, scorer, metric)
+    if fa is not None and fb is not None:
+        a_seeds = [sd for sd in a_seeds if sd in fa.index]
+        b_seeds = [sd for sd in b_seeds if sd in fb.index]
+    if fa is not None and fb is not None and a_seeds and b_seeds:
+        ta_, tb_ = _terms_array(fa, a_seeds), _terms_array(fb, b_seeds)
+        keep = np.isfinite(ta_).all(axis=(0, 2)) & np.isfinite(tb_).all(axis=(0, 2))
+        shared = counts(scorer, metric, ta_.shape[1])
+        pa = _one_step(ta_, a_vals.reindex(a_seeds).to_numpy(float), keep, shared)
+        pb = _one_step(tb_, b_vals.reindex(b_seeds).to_numpy(float), keep, shared)
+        va, vb = a_vals.reindex(a_seeds).to_numpy(float), b_vals.reindex(b_seeds).to_numpy(float)
+        if paired_seeds:
+            reps = stats.cross_seeds(pa - pb, stats.draw_counts(len(a_seeds), shared.shape[0], rng))
+            delta = float(np.mean(va - vb))
+        else:
+            reps = (stats.cross_seeds(pa, stats.draw_counts(len(a_seeds), shared.shape[0], rng))
+                    - stats.cross_seeds(pb, stats.draw_counts(len(b_seeds), shared.shape[0], rng)))
+            delta = float(va.mean() - vb.mean())
+        low, high = stats.percentile_interval(reps)
+        how = "seed+unit" if paired_seeds else "unit"
+        est = stats.Delta(delta, low, high, stats.bootstrap_p_value(reps), min(len(a_seeds), len(b_seeds)),
+                          int(keep.sum()), paired_seeds)
+    elif ta is not None and tb is not None:
         a = ta.reindex(index=a_seeds).to_numpy(float)     # same unit columns (unit_tables)
         b = tb.reindex(index=b_seeds).to_numpy(float)
         how = "seed+unit" if paired_seeds else "unit"
@@ -335,7 +394,8 @@ def leaderboard(results_df: pd.DataFrame, runs_df: pd.DataFrame | None = None, u
     ``board.attrs``: ``baseline`` (its label or None), ``baseline_note`` (why there is none),
     ``comparisons`` (the tidy table of :func:`comparisons`), ``long`` (:func:`aggregate`)."""
     settings = settings or StatsSettings()
-    boot = dict(n_boot=settings.n_boot, seed=settings.seed)
+    # One unit resample per metric for the cells and the comparisons alike.
+    boot = dict(n_boot=settings.n_boot, seed=settings.seed, _counts=_SharedCounts(settings.n_boot, settings.seed))
     long = aggregate(results_df, runs_df, units, **boot)
     failed = _failed_counts(runs_df)
     labels = sorted(set(results_df["label"].astype(str)) | set(failed))

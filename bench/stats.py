@@ -121,10 +121,18 @@ def replicates(x: np.ndarray, unit_counts: np.ndarray, seed_counts: np.ndarray, 
     resample's deviation from the all-seeds mean (same prompt resample) is widened by
     :func:`expansion`.
     """
-    n_seeds = x.shape[0]
     # [B, seeds]: each seed's mean on the resampled units (a count-weighted mean: the counts
     # may be a shared resample of a larger unit set, restricted to the units present here).
     per_seed = unit_counts @ x.T / np.maximum(unit_counts.sum(axis=1, keepdims=True), 1.0)
+    return cross_seeds(per_seed, seed_counts, expand=expand)
+
+
+def cross_seeds(per_seed: np.ndarray, seed_counts: np.ndarray, *, expand: bool = True) -> np.ndarray:
+    """Replicates `[B]` of the mean over seeds from each seed's statistic `[B, seeds]` on the
+    replicate's shared unit resample, the seeds drawn by ``seed_counts`` `[B, seeds]`: the
+    all-seeds mean plus the drawn seeds' deviation from it (widened by :func:`expansion`).
+    Any statistic works here, not only means (the LC win rate's refit, for one)."""
+    n_seeds = per_seed.shape[1]
     all_seeds = per_seed.mean(axis=1)
     drawn = (seed_counts * per_seed).sum(axis=1) / n_seeds
     return all_seeds + (expansion(n_seeds) if expand else 1.0) * (drawn - all_seeds)
@@ -254,5 +262,5 @@ def holm(p_values) -> np.ndarray:
     return out
 
 
-__all__ = ["Interval", "Delta", "rng_for", "draw_counts", "replicates", "two_way_interval",
+__all__ = ["Interval", "Delta", "rng_for", "draw_counts", "replicates", "cross_seeds", "two_way_interval",
            "paired_delta", "bootstrap_p_value", "sign_flip_p_value", "holm", "expansion", "percentile_interval", "DEFAULT_BOOT"]

@@ -114,3 +114,26 @@ def test_length_stats():
     assert stats == {"mean_tokens": 5.0, "median_tokens": 4.0, "mean_chars": 20.0,
                      "length_ratio_to_reference": 1.0}
     assert "length_ratio_to_reference" not in m.length_stats([1], [1])
+
+
+def test_lc_one_step_matches_full_refits_on_resamples():
+    # 300 prompts where the reward favours length and the policy a little beyond it: the
+    # one-step refit of each resample is within a few thousandths of the full Newton refit.
+    from bench.stats import draw_counts
+
+    rng = np.random.default_rng(0)
+    n = 300
+    len_p, len_r = rng.integers(10, 60, n).astype(float), rng.integers(10, 60, n).astype(float)
+    rew_p = 0.05 * len_p + 0.3 + rng.standard_normal(n)
+    rew_r = 0.05 * len_r + rng.standard_normal(n)
+    theta_m, terms = m.lc_influence(rew_p, rew_r, len_p, len_r)
+    full = m.length_controlled_win_rate(rew_p, rew_r, len_p, len_r, n_boot=10)
+    assert m._sigmoid(theta_m) == pytest.approx(full.value, abs=1e-9)
+    assert terms.shape == (n, 5) and np.abs(terms[:, :2].sum(axis=0)).max() < 1e-6   # score 0 at the fit
+    counts = draw_counts(n, 200, np.random.default_rng(1))
+    one_step = m.lc_one_step(theta_m, terms, counts)
+    assert m.lc_one_step(theta_m, terms, np.ones((1, n)))[0] == pytest.approx(full.value, abs=1e-9)
+    p, d, prompt, weight = m._pair_observations(rew_p, rew_r, len_p, len_r)
+    refit = m._sigmoid(m._fit_lc(p, d, counts[:, prompt] * weight))
+    assert np.abs(one_step - refit).max() < 0.005
+    assert one_step.std() > 0.01          # the resamples do move it

@@ -197,3 +197,64 @@ def test_cost_of_the_statistics_of_a_large_folder():
           f"({len(board.attrs['comparisons'])} comparisons)")
     assert len(board.attrs["comparisons"]) == 9 * 10 + 7    # 9 objectives x 10 metrics, reference x 7
     assert seconds < 60
+
+
+def judged_folder(tmp_path, shift: float, seeds=(0, 1, 2), n=120):
+    """Judgments of the reference, dpo and a policy whose reward is dpo's + shift on every
+    prompt, through the real aggregate code: results rows and unit values."""
+    from bench.aggregate import policy_rows
+
+    rng = np.random.default_rng(5)
+    ids = [f"q{i:03d}" for i in range(n)]
+    difficulty = rng.standard_normal(n) * 2
+
+    def judgments(reward, tokens):
+        return pd.DataFrame({"prompt_id": ids, "sample_index": 0, "num_tokens": tokens, "num_chars": tokens * 2,
+                             "reward": reward, "gold": (reward > 0).astype(float)})
+
+    ref_tokens = rng.integers(10, 40, n).astype(float)
+    reference = judgments(difficulty, ref_tokens)
+    rows, units = [], []
+    records = [("reference", "reference", 0, reference)]
+    for s in seeds:
+        tokens = ref_tokens + rng.integers(0, 10, n)
+        dpo = difficulty + 0.03 * tokens + 0.3 * rng.standard_normal(n) + 0.2 * s
+        records.append(("dpo", "dpo", s, judgments(dpo, tokens)))
+        records.append(("shifted", "shifted", s, judgments(dpo + shift, tokens)))
+    for label, objective, s, judg in records:
+        folder = tmp_path / f"{label}-{s}"
+        folder.mkdir()
+        judg.to_parquet(folder / "judgments.parquet", index=False)
+        rec = PolicyRecord(run_id=f"{label}-{s}", label=label, objective=objective, params="{}", seed=s,
+                           eval_dir=folder)
+        rows += policy_rows(rec, suite="t", reference_judgments=reference, chosen_judgments=None, n_boot=200, seed=0)
+        units.append(policy_units(rec, reference_judgments=reference, chosen_judgments=None))
+    runs = pd.DataFrame([{"run_id": f"{lab}-{s}", "label": lab, "objective": obj, "seed": s, "status": "ok"}
+                         for lab, obj, s, _ in records])
+    return pd.DataFrame(rows), runs, pd.concat(units, ignore_index=True)
+
+
+def test_lc_win_rate_gets_the_two_way_interval_and_a_paired_comparison(tmp_path):
+    results, runs, units = judged_folder(tmp_path, shift=0.4)
+    lc = ("reward_model", "lc_win_rate_vs_reference")
+    long = aggregate(results, runs, units, n_boot=1000).set_index(["label", "scorer", "metric"])
+    for label in ("dpo", "shifted", "reference"):
+        row = long.loc[(label, *lc)]
+        assert row["interval"] == ("units" if label == "reference" else "seeds x units")
+        assert 0.0 <= row["ci_low"] <= row["value"] <= row["ci_high"] <= 1.0
+    # Unit means reproduce every mean-type row of the results table.
+    means = units[~units["metric"].str.contains(":")].groupby(["run_id", "scorer", "metric"])["value"].mean()
+    stored = results.set_index(["run_id", "scorer", "metric"])["value"]
+    assert means.to_numpy() == pytest.approx(stored.loc[means.index].to_numpy(), abs=1e-9)
+    comp = comparisons(results, runs, units, "dpo", [lc, ("reward_model", "win_rate_vs_reference")],
+                       n_boot=1000).set_index(["label", "metric"])
+    row = comp.loc[("shifted", lc[1])]
+    assert row["paired_by"] == "seed+unit" and row["delta"] > 0 and row["ci_low"] > 0 and row["significant"]
+    assert comp.loc[("reference", lc[1]), "paired_by"] == "unit"
+    # No shift: the same policy under another name; paired by seed and prompt, every
+    # replicate's Δ is exactly 0.
+    (tmp_path / "same").mkdir()
+    same_results, same_runs, same_units = judged_folder(tmp_path / "same", shift=0.0)
+    same = comparisons(same_results, same_runs, same_units, "dpo", [lc], n_boot=1000).set_index("label")
+    assert same.loc["shifted", ["delta", "ci_low", "ci_high"]].tolist() == pytest.approx([0, 0, 0], abs=1e-12)
+    assert same.loc["shifted", "p_value"] == 1.0 and not same.loc["shifted", "significant"]
