@@ -131,12 +131,14 @@ def objectives(as_json):
 @main.command()
 @click.argument("results_dir", type=click.Path(file_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["md", "latex", "html", "csv"]), default="md")
+@click.option("--compare-to", "compare_to", default=None, metavar="LABEL",
+              help="Baseline of the paired comparisons (a label or objective); default: the suite's scoring.compare_to.")
 @one_line_errors
-def report(results_dir, fmt):
+def report(results_dir, fmt, compare_to):
     """Print the leaderboard of a results folder (and refresh its report files and plots)."""
     from bench.report import report_text
 
-    click.echo(report_text(results_dir, fmt))
+    click.echo(report_text(results_dir, fmt, compare_to=compare_to))
 
 
 @main.command()

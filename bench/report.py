@@ -221,15 +221,16 @@ def resolve_baseline(compare_to: str | None, labels_objectives: dict[str, str]) 
 
     Returns (label or None, a sentence saying why there is none)."""
     if not compare_to:
-        return None, "no baseline (scoring.compare_to is empty)"
+        return None, "No comparisons: no baseline (scoring.compare_to is empty)"
     if compare_to in labels_objectives:
         return compare_to, ""
     matches = sorted(lab for lab, obj in labels_objectives.items() if obj == compare_to)
     if len(matches) == 1:
         return matches[0], ""
     if matches:
-        return None, f"scoring.compare_to {compare_to!r} names several labels ({', '.join(matches)}): name one"
-    return None, f"no comparisons: scoring.compare_to {compare_to!r} names no label or objective of these results"
+        return None, f"No comparisons: baseline {compare_to!r} names several labels ({', '.join(matches)}); name one"
+    return None, (f"No comparisons: baseline {compare_to!r} names no label or objective of these results; "
+                  f"labels: {', '.join(sorted(labels_objectives))}")
 
 
 def comparisons(results_df: pd.DataFrame, runs_df: pd.DataFrame | None, units: pd.DataFrame | None,
@@ -630,15 +631,21 @@ def write_report(results_dir: str | Path, *, plots: bool = True) -> str:
     return render(board, "md")
 
 
-def write_report_files(results_dir: str | Path, *, plots: bool = True) -> tuple[pd.DataFrame, dict[str, Path]]:
-    """As :func:`write_report`; returns the leaderboard frame and ``{format or plot:name: path}``."""
+def write_report_files(results_dir: str | Path, *, plots: bool = True,
+                       compare_to: str | None = None) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """As :func:`write_report`; returns the leaderboard frame and ``{format or plot:name: path}``.
+    ``compare_to`` replaces the folder's baseline for these files; one it cannot resolve is an error."""
     from bench.plots import make_plots
     from bench.results import atomic_write
 
     folder = Path(results_dir)
     results_df, runs_df, units = read_results(folder), read_runs(folder), read_units(folder)
     settings = read_settings(folder)
+    if compare_to is not None:
+        settings = dataclasses.replace(settings, compare_to=compare_to)
     board = leaderboard(results_df, runs_df, units, settings)
+    if compare_to is not None and board.attrs["baseline"] is None:
+        raise BenchError(f"--compare-to: {board.attrs['baseline_note'].removeprefix('No comparisons: ')}")
     written = {}
     comp = board.attrs["comparisons"]
     path = folder / COMPARISONS_FILE
@@ -655,9 +662,9 @@ def write_report_files(results_dir: str | Path, *, plots: bool = True) -> tuple[
     return board, written
 
 
-def report_text(results_dir: str | Path, fmt: str = "md") -> str:
+def report_text(results_dir: str | Path, fmt: str = "md", compare_to: str | None = None) -> str:
     """Refresh a folder's report files and plots; return the leaderboard in ``fmt``."""
     if fmt not in FORMATS:
         raise BenchError(f"report format {fmt!r} is not one of {', '.join(FORMATS)}")
-    board, _ = write_report_files(results_dir)
+    board, _ = write_report_files(results_dir, compare_to=compare_to)
     return render(board, fmt)

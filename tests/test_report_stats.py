@@ -258,3 +258,22 @@ def test_lc_win_rate_gets_the_two_way_interval_and_a_paired_comparison(tmp_path)
     same = comparisons(same_results, same_runs, same_units, "dpo", [lc], n_boot=1000).set_index("label")
     assert same.loc["shifted", ["delta", "ci_low", "ci_high"]].tolist() == pytest.approx([0, 0, 0], abs=1e-12)
     assert same.loc["shifted", "p_value"] == 1.0 and not same.loc["shifted", "significant"]
+
+
+def test_report_cli_compare_to_overrides_the_baseline_or_fails_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from bench.cli import main
+
+    results, runs, units = shifted_suite()
+    write_results(tmp_path, results, runs)
+    write_units(tmp_path, units)
+    runner = CliRunner()
+    done = runner.invoke(main, ["report", str(tmp_path), "--compare-to", "better"])
+    assert done.exit_code == 0, done.output
+    assert "Δ vs better" in done.output
+    assert set(pd.read_csv(tmp_path / COMPARISONS_FILE)["baseline"]) == {"better"}
+    bad = runner.invoke(main, ["report", str(tmp_path), "--compare-to", "kto"])
+    assert bad.exit_code == 2
+    lines = bad.output.strip().splitlines()
+    assert len(lines) == 1 and "--compare-to: baseline 'kto' names no label" in lines[0] and "dpo" in lines[0]
