@@ -2,10 +2,12 @@
 
 Aggregation (:func:`aggregate`): each run contributes one value per (scorer, metric); failed
 runs (``runs.parquet`` status other than ``ok``) are left out and counted in ``failed``.
-With two or more seeds the interval is Student's t-interval across seeds
-(:func:`bench.metrics.seed_aggregate`); with a single seed the run's own interval (the
-bootstrap over prompts the scorer reported) is shown instead, since a t-interval of one
-value is undefined.
+The value is the mean across seeds. Where the folder stores unit values (``units.parquet``:
+per prompt, per drift pair, or the LC fit's per-prompt terms) the interval is the crossed
+seeds x prompts bootstrap of :mod:`bench.stats`; otherwise Student's t-interval across
+seeds, or with one seed the run's own interval. Every interval is intersected with the
+metric's range. :func:`comparisons` gives Δ against the suite's baseline
+(``scoring.compare_to``), paired by seed and prompt, with Holm-adjusted p-values.
 
 Cells are written ``mean [low, high]`` (the intervals are not always symmetric, so a
 ``±`` form would misstate bootstrap intervals). The best mean of each column is bold for
