@@ -330,6 +330,11 @@ def _compare(label, baseline, scorer, metric, seed_values, tables, objectives, *
                                       p_value=math.nan)
         else:
             est = stats.Delta(float(a.mean() - b.mean()), math.nan, math.nan, math.nan, len(common), 0, paired_seeds)
+    bounds = metric_info(scorer, metric).bounds
+    if bounds is not None:   # a difference of two shares lies in [-1, 1]: intersect, as for levels
+        span = bounds[1] - bounds[0]
+        est = dataclasses.replace(est, ci_low=float(np.clip(est.ci_low, -span, span)),
+                                  ci_high=float(np.clip(est.ci_high, -span, span)))
     return {"label": label, "objective": objectives[label], "baseline": baseline, "scorer": scorer, "metric": metric,
             "value": float(np.mean(a_vals.to_numpy(float))), "baseline_value": float(np.mean(b_vals.to_numpy(float))),
             "delta": est.delta, "ci_low": est.ci_low, "ci_high": est.ci_high, "p_value": est.p_value,
@@ -431,7 +436,7 @@ def leaderboard(results_df: pd.DataFrame, runs_df: pd.DataFrame | None = None, u
             row[f"{key}:p_holm"] = float(cmp_hit["p_holm"].iloc[0]) if len(cmp_hit) else math.nan
         rows.append(row)
     board = pd.DataFrame(rows)
-    board.attrs.update(baseline=baseline, baseline_note=note, comparisons=comp, long=long)
+    board.attrs.update(baseline=baseline, baseline_note=note, comparisons=comp, long=long, n_boot=settings.n_boot)
     return board
 
 
@@ -514,6 +519,14 @@ def _notes(board: pd.DataFrame) -> list[str]:
     if baseline is not None:
         notes.append(f"{UP}/{DOWN}: above/below the baseline {baseline} (paired by seed and prompt, 95% "
                      f"bootstrap, Holm-adjusted p < {ALPHA:g} within each column); see comparisons.csv.")
+        comp, n_boot = board.attrs.get("comparisons"), board.attrs.get("n_boot")
+        if comp is not None and len(comp) and n_boot:
+            m = int(comp.groupby(["scorer", "metric"]).size().max())
+            floor = 2 * m / (n_boot + 1)   # the smallest Holm-adjusted bootstrap p-value of a column
+            if floor >= ALPHA:
+                notes.append(f"With scoring.bootstrap_samples = {n_boot} and {m} comparisons per column the "
+                             f"smallest Holm-adjusted p is {floor:.3g}: no difference can be marked; "
+                             f"use bootstrap_samples >= {40 * m}.")
     elif board.attrs.get("baseline_note"):
         notes.append(board.attrs["baseline_note"] + ".")
     return notes

@@ -277,3 +277,25 @@ def test_report_cli_compare_to_overrides_the_baseline_or_fails_in_one_line(tmp_p
     assert bad.exit_code == 2
     lines = bad.output.strip().splitlines()
     assert len(lines) == 1 and "--compare-to: baseline 'kto' names no label" in lines[0] and "dpo" in lines[0]
+
+
+def test_delta_of_a_share_stays_within_minus_one_and_one():
+    # Two seeds whose shares disagree wildly: the expanded interval of Δ (factor 9.17 for two
+    # seeds) would leave [-1, 1]; a difference of two shares cannot.
+    share = ("drift", "chosen_logp_down")
+    results, runs, units = folder_tables({
+        "dpo": ("dpo", {0: {share: np.zeros(16)}, 1: {share: np.zeros(16)}}),
+        "ipo": ("ipo", {0: {share: np.ones(16)}, 1: {share: np.r_[np.ones(2), np.zeros(14)]}}),
+    })
+    row = comparisons(results, runs, units, "dpo", [share], n_boot=500).iloc[0]
+    assert row["delta"] == pytest.approx((1 + 2 / 16) / 2)
+    assert -1.0 <= row["ci_low"] and row["ci_high"] == 1.0
+
+
+def test_leaderboard_says_when_too_few_replicates_can_mark_nothing():
+    results, runs, units = shifted_suite()
+    few = render(leaderboard(results, runs, units, StatsSettings("dpo", 100, 0)), "md")
+    assert "smallest Holm-adjusted p is 0.0594" in few and "bootstrap_samples >= 120" in few   # 3 comparisons
+    assert "↑" not in few.split("\n\n")[0]
+    enough = render(leaderboard(results, runs, units, StatsSettings("dpo", 200, 0)), "md")
+    assert "smallest Holm-adjusted" not in enough and "↑" in enough.split("\n\n")[0]
