@@ -16,6 +16,7 @@ import click
 from bench.errors import BenchError
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130      # the shell's code for a process ended by Ctrl-C
 
 
 def one_line_errors(fn):
@@ -30,9 +31,14 @@ def one_line_errors(fn):
         try:
             return fn(*args, **kwargs)
         except BenchError as err:
-            click.echo(f"error: {err}", err=True)
+            for line in getattr(err, "lines", None) or [str(err)]:   # several problems: one line each
+                click.echo(f"error: {line}", err=True)
             sys.exit(EXIT_USAGE)
-        except (click.exceptions.Exit, click.ClickException, KeyboardInterrupt, SystemExit):
+        except KeyboardInterrupt as err:   # Ctrl-C / SIGTERM: one line saying what was kept and how to go on
+            text = str(err) or "interrupted; finished stages are kept; run the same command again to go on"
+            click.echo(f"stopped: {text}", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as err:  # noqa: BLE001 - the last guard before a traceback on screen
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
@@ -80,8 +86,12 @@ set_option = click.option(
 @one_line_errors
 def run(suite, overrides, out_dir, only, quiet):
     """Train every objective of SUITE, generate, score, and write the results and leaderboard."""
+    import signal
+
     from bench.runner import run_suite
 
+    # SIGTERM (a scheduler, `kill`) stops like Ctrl-C: temporaries removed, training state saved.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     _quiet_library_noise()
     summary = run_suite(suite, overrides=list(overrides), out_dir=out_dir, only=list(only), progress=not quiet)
     click.echo(summary.text())
@@ -159,6 +169,20 @@ def baseline(results_dir, output, anchor, confidence):
     inv = made["invariants"]
     click.echo(f"wrote {path}: {len(made['metrics'])} metrics, {len(made['contrasts'])} contrasts against "
                f"{made['anchor']}, {len(inv['step1_loss'])} step-1 loss and {len(inv['identities'])} identity invariants")
+
+
+@main.command()
+@click.argument("results_dir", type=click.Path(file_okay=False))
+@one_line_errors
+def verify(results_dir):
+    """Check every cached file of RESULTS_DIR against its manifest, without running anything.
+
+    Exit 0 when all is intact, 1 naming each damaged stage (the next `run` recomputes it)."""
+    from bench.verify import verify as run_verify
+
+    report = run_verify(results_dir)
+    click.echo(report.text())
+    sys.exit(0 if report.ok else 1)
 
 
 @main.command()

@@ -7,8 +7,9 @@ problem with it becomes one `SuiteError` line naming the file and the dotted fie
 
 Relative paths: `data.path`, `reward_model.path` and `model.policy` are resolved against
 the directory of the suite file when they start with `./` or `../` (so a suite and its
-data can move together); `~` is expanded; any other value is kept as written (absolute
-paths, hub ids such as `Qwen/Qwen2.5-0.5B`, and paths relative to the working directory).
+data can move together), and against the current directory when given with `--set` on the
+command line; `~` is expanded; any other value is kept as written (absolute paths, hub ids
+such as `Qwen/Qwen2.5-0.5B`, and paths relative to the working directory).
 """
 from __future__ import annotations
 
@@ -25,9 +26,10 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, ValidationError, model_validator
 
-from bench.errors import SuiteError
+from bench.errors import SuiteError, SuiteErrors
 from bench.schema import (
     DataConfig,
+    Seed,
     GenerationConfigSection,
     ModelConfig,
     RewardModelConfig,
@@ -77,7 +79,7 @@ class AccelerateSection(_Strict):
 class Suite(_Strict):
     name: str = Field(pattern=r"^[a-z0-9_-]+$")
     description: str = ""
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[Seed] = Field(min_length=1)
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     sft: SFTConfig = SFTConfig()
@@ -256,9 +258,18 @@ def _fields_at(root: type[BaseModel], loc: tuple) -> list[str]:
     return list(cls.model_fields) if cls is not None else []
 
 
+def _suite_errors(err: ValidationError, root: type[BaseModel], file: str, prefix: tuple = ()) -> SuiteError:
+    """Every pydantic error, each a SuiteError line naming its dotted field (one error: itself)."""
+    errors = [_one_error(e, root, file, prefix) for e in err.errors()]
+    return errors[0] if len(errors) == 1 else SuiteErrors(errors)
+
+
 def _suite_error(err: ValidationError, root: type[BaseModel], file: str, prefix: tuple = ()) -> SuiteError:
     """The first pydantic error as a SuiteError naming the dotted field."""
-    first = err.errors()[0]
+    return _one_error(err.errors()[0], root, file, prefix)
+
+
+def _one_error(first: dict, root: type[BaseModel], file: str, prefix: tuple = ()) -> SuiteError:
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and ("[" in p or "function-after" in p)))
     if first["type"] == "extra_forbidden":
         valid = _fields_at(root, loc[:-1])
@@ -294,21 +305,37 @@ def _resolve_paths(data: dict, base: Path) -> None:
             block[key] = _resolve_path(block[key], base)
 
 
+_PATH_FIELDS = {("data", "path"), ("reward_model", "path"), ("model", "policy")}
+
+
+def _resolve_override_path(data: dict, override: str) -> None:
+    """A `--set data.path=../x` value: made absolute against the current directory."""
+    key = tuple(p.strip() for p in override.partition("=")[0].split("."))
+    if key in _PATH_FIELDS:
+        block = data.get(key[0])
+        if isinstance(block, dict) and isinstance(block.get(key[1]), str):
+            block[key[1]] = _resolve_path(block[key[1]], Path.cwd())
+
+
 # ---------------------------------------------------------------- load
 def load_suite(path, overrides=()) -> Suite:
     """Read, override, validate and expand a suite; any problem raises one SuiteError line."""
     path = Path(path)
     file = str(path)
     data = _read_yaml(path)
+    # Paths written in the file are relative to the file; paths given with --set on the command
+    # line are relative to the shell's directory, as every other command-line path is.
+    _resolve_paths(data, path.resolve().parent)
     for override in overrides:
         apply_override(data, override, file)
-    _resolve_paths(data, path.resolve().parent)
+        _resolve_override_path(data, override)
     try:
         suite = Suite(**data)
     except ValidationError as err:
-        raise _suite_error(err, Suite, file) from None
+        raise _suite_errors(err, Suite, file) from None
     suite._source = file
     _check_suite(suite)
+    _check_grid_size(suite)
     runs = expand_runs(suite)  # objectives, hyperparameters, grids and duplicate runs
     _check_compare_to(suite, runs)
     return suite
@@ -344,7 +371,30 @@ def _check_suite(suite: Suite) -> None:
         raise SuiteError(file, "training.seed", "set the top-level `seeds:` list instead (one run per seed)")
     data_path = suite.data.path
     if data_path and not Path(data_path).exists():
-        raise SuiteError(file, "data.path", f"data file {data_path} does not exist")
+        raise SuiteError(file, "data.path", f"data file {data_path} does not exist (a relative path in the suite "
+                                            f"file is read from the suite's folder, {suite.suite_dir}; one given "
+                                            f"with --set, from the current directory)")
+
+
+# A suite of more runs than this is a mistake (a grid typed with one list too many): each run
+# trains a policy, and only expanding 200,000 grid points took minutes before any check.
+MAX_RUNS = 10_000
+
+
+def _check_grid_size(suite: Suite) -> None:
+    """Count the runs from the list lengths alone, before expanding anything."""
+    sizes = []
+    for entry in suite.objectives:
+        points = 1
+        for _, values in _grid_axes(entry):
+            points *= max(len(values), 1)
+        sizes.append(points)
+    total = sum(sizes) * len(suite.seeds)
+    if total > MAX_RUNS:
+        worst = max(range(len(sizes)), key=sizes.__getitem__)
+        raise SuiteError(suite.source, "objectives", f"the suite expands to {total:,} runs (objectives[{worst}] alone: "
+                                                     f"{sizes[worst]:,} grid points x {len(suite.seeds)} seeds); the "
+                                                     f"limit is {MAX_RUNS:,}")
 
 
 # ---------------------------------------------------------------- objectives and grids

@@ -25,3 +25,18 @@ class ModelNotFoundError(BenchError):
 
 class NetworkRequiredError(BenchError):
     """A hub resource was asked for while the machine has no network."""
+
+
+class SuiteErrors(SuiteError):
+    """Several problems found at once (`validate` reports every one): one line each."""
+
+    def __init__(self, errors: list[BenchError]):
+        self.errors = list(errors)
+        first = self.errors[0]
+        self.file, self.field = getattr(first, "file", ""), getattr(first, "field", None)
+        self.message = "\n".join(str(e) for e in self.errors)
+        BenchError.__init__(self, self.message)
+
+    @property
+    def lines(self) -> list[str]:
+        return [str(e) for e in self.errors]

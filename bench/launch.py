@@ -52,7 +52,9 @@ def _shared_inputs(ctx, out_dir: Path) -> tuple[Path, Path | None]:
 
 
 def _write_atomically(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    from bench.stages import unique_suffix
+
+    tmp = path.with_name(f"{path.name}.tmp-{unique_suffix()}")   # never another process's temporary
     write(tmp)
     os.replace(tmp, path)
 

@@ -91,6 +91,7 @@ def base_stage(suite, store: StageStore, data_key: str, train_pairs, *, progress
                                   max_prompt_length=sft.training.max_prompt_length)
     result = train(model_path=str(base), objective=build_objective([{"name": "nll", "weight": 1.0}]),
                    train_data=tokenized, config=sft.training, out_dir=store.work_dir("sft", key), progress=progress)
+    store.count("sft", key, reused=result.started_at is None)
     if result.status != "ok":
         from bench.errors import BenchError
 
@@ -162,6 +163,9 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
 
     bar.stage("data")
     data_key, pairs, data_info = data_stage(suite, store, progress)
+    from bench.validate import check_batch_sizes
+
+    check_batch_sizes(suite, runs, len(pairs["train"]))   # before SFT: a batch larger than the data
     bar.stage("base")
     base_key, reference_dir = base_stage(suite, store, data_key, pairs["train"], progress=progress)
     tokenizer = _load_tokenizer(reference_dir, suite)
@@ -174,6 +178,7 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
     ref_cache = store.root / "ref_logps"
     pack_to = training.max_length if training.packing else None
     ref_logps = None
+    cached_before = set(ref_cache.glob("*.safetensors")) if ref_cache.is_dir() else set()
     if any(run.needs_reference for run in runs):
         bar.stage("ref_logps")
         ref_logps = reference_logps(str(reference_dir), train_data, batch_size=training.batch_size * 2,
@@ -184,17 +189,32 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
                                        max_prompt_length=training.max_prompt_length)
         drift_reference = reference_logps(str(reference_dir), drift_data, batch_size=training.batch_size * 2,
                                           cache_dir=ref_cache, progress=progress, pack_to=pack_to)
+    if ref_logps is not None or drift_reference is not None:   # a new cache file: computed now
+        written = (set(ref_cache.glob("*.safetensors")) if ref_cache.is_dir() else set()) - cached_before
+        store.count("ref_logps", base_key, reused=not written)
     eval_ctx = EvalContext(
         eval_pairs=pairs["eval"], tokenizer=tokenizer, reference_dir=reference_dir, generation=suite.generation,
         reward_model_dir=reward_dir, reward_batch_size=suite.reward_model.batch_size, gold=suite.scoring.gold,
         lm_eval=suite.scoring.lm_eval, lm_eval_include=_tasks_dir(suite_path), drift_data=drift_data,
         drift_reference=drift_reference, progress=progress,
     )
-    eval_key = content_hash("eval", data_key, base_key, str(reward_dir), suite.generation, suite.scoring,
+    # The reward model by where it is relative to the results folder (a trained one is inside it):
+    # a moved folder, or --out written relative instead of absolute, keeps every evaluation.
+    eval_key = content_hash("eval", data_key, base_key, _portable(reward_dir, store.root), suite.generation, suite.scoring,
                             suite.reward_model, training.max_length, training.max_prompt_length)
     return SuiteContext(suite=suite, suite_dir=suite_path.parent, data_key=data_key, base_key=base_key,
                         reference_dir=reference_dir, tokenizer=tokenizer, train_data=train_data, ref_logps=ref_logps,
                         eval_ctx=eval_ctx, eval_key=eval_key, data_info=data_info, progress=progress)
+
+
+def _portable(path: Path | None, root: Path) -> str | None:
+    """`path` relative to `root` when inside it (so independent of where `root` lives), else as given."""
+    if path is None:
+        return None
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _tasks_dir(suite_path: Path) -> Path | None:
@@ -211,21 +231,27 @@ def train_run(run, ctx: SuiteContext, store: StageStore):
     from trainers.objectives import build_objective
     from trainers.trainer import train
 
-    out_dir = store.work_dir("train", train_key(run, ctx))
+    key = train_key(run, ctx)
+    out_dir = store.work_dir("train", key)
     if ctx.suite.launcher == "accelerate":
         from bench.launch import train_with_accelerate
 
-        return train_with_accelerate(run, ctx, out_dir)
-    return train(model_path=str(ctx.reference_dir), objective=build_objective(run.objective_spec),
-                 train_data=ctx.train_data, config=run.training, out_dir=out_dir,
-                 reference=ctx.ref_logps if run.needs_reference else None, progress=ctx.progress)
+        result = train_with_accelerate(run, ctx, out_dir)
+    else:
+        result = train(model_path=str(ctx.reference_dir), objective=build_objective(run.objective_spec),
+                       train_data=ctx.train_data, config=run.training, out_dir=out_dir,
+                       reference=ctx.ref_logps if run.needs_reference else None, progress=ctx.progress)
+    store.count("train", key, reused=getattr(result, "started_at", 0) is None)
+    return result
 
 
 def train_summary(result) -> dict:
+    from trainers.trainer import read_log_lines
+
     summary = {"steps": result.steps}
-    lines = Path(result.log_path).read_text().splitlines() if result.log_path and Path(result.log_path).exists() else []
-    if lines:
-        summary["final_loss"] = json.loads(lines[-1]).get("loss")
+    rows = read_log_lines(result.log_path) if result.log_path and Path(result.log_path).exists() else []
+    if rows:   # a damaged log loses its damaged lines, never the run
+        summary["final_loss"] = rows[-1][1].get("loss")
     summary["train_log"] = str(result.log_path)
     return summary
 
@@ -280,8 +306,14 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
                              seed=seed, eval_dir=reference_eval)
     rows = []
     for record in [reference, *records]:
-        rows += policy_rows(record, suite=suite.name, reference_judgments=reference_judgments,
-                            chosen_judgments=chosen, n_boot=n_boot, seed=seed)
+        try:
+            rows += policy_rows(record, suite=suite.name, reference_judgments=reference_judgments,
+                                chosen_judgments=chosen, n_boot=n_boot, seed=seed)
+        except Exception as err:  # one run's unreadable files fail that run, not the aggregate
+            if record is reference:
+                raise
+            record.status = "failed"
+            record.reason = f"its evaluation files are unreadable ({type(err).__name__}: {str(err)[:200]})"
     prov = provenance()
     by_id = {run.run_id: run for run in runs}
     run_rows = [dict(suite=suite.name, run_id=r.run_id, label=r.label, objective=r.objective, params=r.params,

@@ -34,7 +34,7 @@ def _save(fig, path: Path) -> Path:
 def _read_log(path: Path) -> pd.DataFrame:
     """(step, r_w) points of one train log; empty when the log lacks the drift field."""
     points = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:

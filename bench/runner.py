@@ -31,11 +31,13 @@ class RunSummary:
     seconds: float = 0.0
     computed: int = 0
     reused: int = 0
+    repaired: int = 0      # of the computed: recomputed because their cached files were damaged
 
     def text(self) -> str:
         lines = [self.leaderboard.rstrip(), ""] if self.leaderboard else []
         lines.append(f"suite {self.suite}: {self.total - len(self.failed)}/{self.total} runs ok in "
-                     f"{self.seconds:.0f}s ({self.computed} stages computed, {self.reused} reused); "
+                     f"{self.seconds:.0f}s ({self.computed} stages computed, {self.reused} reused"
+                     f"{f', {self.repaired} recomputed because their files were damaged' if self.repaired else ''}); "
                      f"results in {self.out_dir}")
         for label, reason, log in self.failed:
             lines.append(f"FAILED {label}: {reason} (log: {log})")
@@ -45,9 +47,13 @@ class RunSummary:
 def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True) -> RunSummary:
     started = time.time()
     suite = load_suite(suite_path, list(overrides))
-    if suite.launcher == "accelerate":     # a bad config file fails now, not after the SFT stage
-        from bench.validate import check_accelerate_config
+    # What `validate` checks cheaply and a later stage would only find after the data, SFT,
+    # reward-model and reference stages: checked now, before any stage runs.
+    from bench.validate import check_accelerate_config, check_backend, check_lm_eval_tasks
 
+    check_backend(suite)
+    check_lm_eval_tasks(suite)
+    if suite.launcher == "accelerate":
         check_accelerate_config(suite)
     runs = select_runs(expand_runs(suite), only)
     out = Path(out_dir) if out_dir else Path("results") / suite.name
@@ -58,21 +64,26 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True)
         probe.unlink()
     except OSError as err:
         raise BenchError(f"--out: cannot write results to {out}: {err.strerror or err}") from None
-    store = stage_lib.StageStore(out)
-    bar = StageProgress(total_runs=len(runs), enabled=progress)
-
-    try:
-        records, leaderboard = _run_stages(suite, Path(suite_path), runs, store, out, bar, progress)
-    except BenchError:
-        raise
-    except Exception as err:  # a suite-level stage broke: one line here, the traceback in a log
-        where = write_log(out / "logs" / "suite.log", traceback.format_exc())
-        raise BenchError(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
-                         f"({where}; finished stages are kept)") from None
+    # One run per results folder at a time; a second one stops here in one line naming the holder.
+    with stage_lib.FolderLock(out):
+        store = stage_lib.StageStore(out)
+        removed = store.clean_leftovers()
+        if removed:
+            stage_lib.say(f"removed {len(removed)} temporary leftover(s) of killed stages under {store.root}")
+        bar = StageProgress(total_runs=len(runs), enabled=progress)
+        try:
+            records, leaderboard = _run_stages(suite, Path(suite_path), runs, store, out, bar, progress)
+        except BenchError:
+            raise
+        except Exception as err:  # a suite-level stage broke: one line here, the traceback in a log
+            where = write_log(out / "logs" / "suite.log", traceback.format_exc())
+            raise BenchError(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+                             f"({where}; finished stages are kept)") from None
     failures = [(f"{r.label} seed={r.seed}", r.reason, out / "logs" / f"{r.run_id}.log")
                 for r in records if r.status != "ok"]
     return RunSummary(suite=suite.name, out_dir=out, total=len(runs), failed=failures, leaderboard=leaderboard,
-                      seconds=time.time() - started, computed=len(store.computed), reused=len(store.reused))
+                      seconds=time.time() - started, computed=len(store.computed), reused=len(store.reused),
+                      repaired=len(store.repaired))
 
 
 def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: bool):

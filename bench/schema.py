@@ -5,13 +5,22 @@ live in `bench.config`; each stage consumes its own section from here.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StrictInt, model_validator
+
+# A seed reaches torch.manual_seed, torch generators and numpy's default_rng: an integer (not a
+# boolean, which YAML's `yes` also gives) that all of them accept.
+MAX_SEED = 2**63 - 1
+Seed = Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]
+# An optimiser step of size > 1 on Adam-normalised updates is never a meaningful setting; a
+# typo such as 5e4 for 5e-4 would only show up as NaN losses after the SFT stage.
+MAX_LEARNING_RATE = 1.0
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.inf` and `.nan` are rejected for every float of a suite
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class LoraSpec(Strict):
@@ -24,7 +33,7 @@ class LoraSpec(Strict):
 class TrainConfig(Strict):
     """Everything the one training loop needs; identical for every objective of a suite."""
 
-    learning_rate: float = Field(5e-4, gt=0)
+    learning_rate: float = Field(5e-4, gt=0, le=MAX_LEARNING_RATE)
     max_steps: PositiveInt | None = None          # takes precedence over epochs
     epochs: float = Field(1.0, gt=0)
     batch_size: PositiveInt = 8                   # per process, per micro-step
@@ -42,8 +51,8 @@ class TrainConfig(Strict):
     max_length: PositiveInt = 256
     max_prompt_length: PositiveInt = 128
     log_every: PositiveInt = 1                    # step 1 and the last step are logged whatever it is
-    save_every: PositiveInt | None = None         # resume-state interval in optimiser steps; None: only at the end
-    seed: int = 0
+    save_every: PositiveInt | None = None         # resume-state interval in optimiser steps (and every minute regardless)
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _prompt_fits(self):
@@ -73,7 +82,7 @@ class DataConfig(Strict):
     data_dir: str | None = None                  # hub sub-directory, e.g. harmless-base
     split: str = "train"
     limit: PositiveInt | None = None
-    shuffle_seed: int = 0
+    shuffle_seed: Seed = 0
     eval_prompts: int = Field(64, ge=0)          # held out for generation
     drift_pairs: int = Field(64, ge=0)           # held-out pairs for likelihood drift
     on_bad_row: Literal["skip", "error"] = "skip"
@@ -111,7 +120,7 @@ class GenerationConfigSection(Strict):
     n: PositiveInt = 1
     batch_size: PositiveInt = 64
     tensor_parallel_size: PositiveInt = 1
-    seed: int = 0
+    seed: Seed = 0
 
 
 class LmEvalConfig(Strict):

@@ -1,59 +1,233 @@
 """Cached, atomic stages: a stage's output lives in `stages/<name>/<key>/`, complete or absent.
 
-A stage function writes into a temporary sibling directory; only when it returns is the
-directory renamed into place (rename is atomic on one filesystem). A killed run therefore
-leaves no half-written stage, and a rerun finds every finished stage and redoes none.
+A stage function writes into a temporary sibling directory with a name no other process
+uses; when it returns, a manifest of its files (sizes and checksums, `bench.manifest`) is
+written into the done marker, and the directory is renamed into place (atomic on one
+filesystem). A finished stage directory is never deleted before its replacement is in
+place: a damaged one is first renamed aside. So a killed run leaves no half-written stage,
+two processes writing the same stage both end with a complete one, and a rerun redoes none.
+
+Each reuse checks the manifest. A stage whose files are missing, truncated or changed is
+recomputed (that stage only) with one line on stderr saying which file and why. Stages
+finished by an older version without a manifest are trusted as before (`verify` lists them).
+
+A results folder is used by one `run` at a time (`FolderLock`): a second one stops at once
+with one line naming the holder, rather than waiting for a run that may take hours.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import socket
+import sys
+import time
+import uuid
 from pathlib import Path
 from typing import Callable
 
+from bench.errors import BenchError
+from bench.manifest import build_manifest, check_manifest
 
 DONE_MARKER = "STAGE_DONE.json"
+FILES_KEY = "__files__"           # the manifest, inside the done marker (written last)
+LOCK_FILE = ".prefbench.lock"
+ABSENT = "absent"
+# Names of temporary and set-aside folders and files, here and in trainers/checkpoint.py and
+# trainers/reference.py: `.<key>.tmp-<pid>-<random>`, `<name>.tmp-...`, `<name>.old-...`.
+LEFTOVER_MARKERS = (".tmp-", ".old-", ".damaged-")
+
+
+def unique_suffix() -> str:
+    return f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def say(message: str) -> None:
+    """One line on stderr that stays readable between progress bars."""
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
 
 
 class StageStore:
     """The stage folders of one suite output directory."""
 
     def __init__(self, root: Path):
-        self.root = Path(root) / "stages"
+        self.out = Path(root)
+        self.root = self.out / "stages"
         self.reused: list[str] = []
         self.computed: list[str] = []
+        self.repaired: list[str] = []     # stages recomputed because their files were damaged
 
     def path(self, name: str, key: str) -> Path:
         return self.root / name / key
 
+    def problem(self, name: str, key: str) -> str | None:
+        """None when the stage is complete and intact; `ABSENT` when it was never finished;
+        otherwise what is wrong with it, naming the file."""
+        return stage_problem(self.path(name, key))
+
     def is_done(self, name: str, key: str) -> bool:
-        return (self.path(name, key) / DONE_MARKER).exists()
+        return self.problem(name, key) is None
 
     def run(self, name: str, key: str, build: Callable[[Path], dict | None]) -> Path:
         """Return the finished stage directory, building it with `build(tmp_dir)` if needed.
 
-        `build` may return a small JSON-able dict recorded in the done marker.
+        `build` may return a small JSON-able dict recorded in the done marker (`info`).
         """
         final = self.path(name, key)
-        if self.is_done(name, key):
+        problem = stage_problem(final)
+        if problem is None:
             self.reused.append(f"{name}/{key}")
             return final
-        tmp = final.parent / f".{key}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        info = build(tmp) or {}
-        (tmp / DONE_MARKER).write_text(json.dumps(info, sort_keys=True, default=str))
-        shutil.rmtree(final, ignore_errors=True)  # a stale, unfinished directory of an old layout
-        os.replace(tmp, final)
+        if problem != ABSENT:
+            say(f"stage {name}/{key[:12]}: {problem}; recomputing this stage")
+            self.repaired.append(f"{name}/{key}")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{key}.tmp-{unique_suffix()}"
+        tmp.mkdir()
+        try:
+            info = build(tmp) or {}
+            write_marker(tmp, info)
+            install_dir(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)   # gone already unless build or install failed
         self.computed.append(f"{name}/{key}")
         return final
 
+    def count(self, name: str, key: str, *, reused: bool) -> None:
+        """Count a stage that keeps its own files (SFT, reference log-probs, training)."""
+        (self.reused if reused else self.computed).append(f"{name}/{key}")
+
     def info(self, name: str, key: str) -> dict:
-        return json.loads((self.path(name, key) / DONE_MARKER).read_text())
+        marker = json.loads((self.path(name, key) / DONE_MARKER).read_text())
+        marker.pop(FILES_KEY, None)
+        return marker
 
     def work_dir(self, name: str, key: str) -> Path:
         """A persistent (non-atomic) directory for work that resumes itself, such as training."""
         path = self.root / name / key
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def clean_leftovers(self) -> list[Path]:
+        """Remove temporary and set-aside folders and files of killed stages; returns them.
+        Call only while holding the folder's lock (another run's temporaries are live)."""
+        removed = leftovers(self.out)
+        for path in removed:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        return removed
+
+
+def write_marker(folder: Path, info: dict) -> None:
+    """The done marker, last: the stage's own info plus the manifest of every other file."""
+    marker = {**info, FILES_KEY: build_manifest(folder, exclude=(DONE_MARKER,))}
+    path = folder / DONE_MARKER
+    with open(path, "w") as fh:
+        fh.write(json.dumps(marker, sort_keys=True, default=str))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def stage_problem(folder: Path) -> str | None:
+    marker = folder / DONE_MARKER
+    if not marker.exists():
+        return ABSENT
+    try:
+        data = json.loads(marker.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+        return f"{DONE_MARKER} is damaged ({type(err).__name__})"
+    files = data.get(FILES_KEY)
+    if files is None:
+        return None      # finished before manifests existed: trusted, as it was then
+    problems = check_manifest(folder, files)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return problems[0] + more
+    return None
+
+
+def install_dir(tmp: Path, final: Path) -> None:
+    """Rename the complete `tmp` to `final`. If `final` exists and is intact (another process
+    finished the same stage first), keep it and drop `tmp`; if it is damaged, rename it aside
+    first. `final` is never removed before a complete directory can take its place."""
+    for _ in range(10):
+        try:
+            os.rename(tmp, final)      # replaces only a missing (or empty) directory
+            return
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        if stage_problem(final) is None:
+            return                     # the other process's copy is as good as ours
+        aside = final.with_name(f".{final.name}.damaged-{unique_suffix()}")
+        try:
+            os.rename(final, aside)
+        except FileNotFoundError:
+            continue                   # someone else moved it: try again
+        shutil.rmtree(aside, ignore_errors=True)
+    raise BenchError(f"could not put stage {final} in place: other processes keep replacing it")
+
+
+def leftovers(out: Path) -> list[Path]:
+    """Temporary or set-aside entries of killed stages, checkpoints and caches under `out/stages`."""
+    root = Path(out) / "stages"
+    if not root.is_dir():
+        return []
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in list(dirnames) + filenames:
+            if any(m in name for m in LEFTOVER_MARKERS) or name.endswith(".tmp"):
+                found.append(Path(dirpath) / name)
+                if name in dirnames:
+                    dirnames.remove(name)   # do not descend into a folder that goes as a whole
+    return sorted(found)
+
+
+# ---------------------------------------------------------------- one run per results folder
+class FolderLock:
+    """An exclusive lock on a results folder, held for a whole `run`.
+
+    `flock` on `<out>/.prefbench.lock`: the kernel releases it when the holder exits, however
+    it exits (kill -9 included), so a stale lock cannot block a folder. A second run stops at
+    once with one line naming the holder (pid, host, start time, command)."""
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / LOCK_FILE
+        self.fh = None
+
+    def __enter__(self):
+        import fcntl
+
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                fh.close()
+                raise
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise BenchError(f"{self.path.parent} is in use by another run ({holder}); wait for it to finish "
+                             "or give this run another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        command = " ".join(sys.argv[:1] + sys.argv[1:3])
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                 f"{command}")
+        fh.flush()
+        self.fh = fh
+        return self
+
+    def __exit__(self, *exc):
+        if self.fh is not None:
+            self.fh.close()      # closing releases the flock
+            self.fh = None
+        return False

@@ -11,13 +11,14 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from bench.config import RunSpec, Suite, expand_runs, load_suite
-from bench.errors import BenchError, ModelNotFoundError, NetworkRequiredError, SuiteError
+from bench.errors import BenchError, ModelNotFoundError, NetworkRequiredError, SuiteError, SuiteErrors
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_MODELS = ("builtin:tiny-llama",)
@@ -54,17 +55,75 @@ def _short_params(params: dict, limit: int = 60) -> str:
 
 
 def validate_suite(path, overrides=()) -> ValidationSummary:
-    """Load and check the suite completely; raise a one-line BenchError at the first fault."""
-    suite = load_suite(path, list(overrides))
+    """Load and check the suite completely. Every problem found is reported, one line each:
+    a single one as its own error, several as `SuiteErrors` (a check that cannot run because
+    an earlier one failed, such as batch sizes without readable data, is skipped)."""
+    suite = load_suite(path, list(overrides))   # schema errors: all of them at once
     summary = ValidationSummary(suite=suite.name, file=str(path), runs=expand_runs(suite))
-    summary.checks.append(check_data(suite))
-    summary.checks.append(check_model(suite, suite.model.policy, "model.policy"))
+    errors: list[BenchError] = []
+
+    def attempt(check, *args):
+        try:
+            result = check(*args)
+        except SuiteErrors as err:
+            errors.extend(err.errors)
+            return None
+        except BenchError as err:
+            errors.append(err)
+            return None
+        summary.checks.append(result[0] if isinstance(result, tuple) else result)
+        return result
+
+    data = attempt(_check_data_counts, suite)
+    if data is not None and data[1] is not None:
+        attempt(check_batch_sizes, suite, summary.runs, data[1])
+    attempt(check_model, suite, suite.model.policy, "model.policy")
     if suite.reward_model.kind == "load":
-        summary.checks.append(check_model(suite, suite.reward_model.path, "reward_model.path"))
-    summary.checks.append(check_lm_eval_tasks(suite))
+        attempt(check_model, suite, suite.reward_model.path, "reward_model.path")
+    attempt(check_backend, suite)
+    attempt(check_lm_eval_tasks, suite)
     if suite.launcher == "accelerate":
-        summary.checks.append(check_accelerate_config(suite))
+        attempt(check_accelerate_config, suite)
+    if errors:
+        raise errors[0] if len(errors) == 1 else SuiteErrors(errors)
     return summary
+
+
+# ---------------------------------------------------------------- batch sizes
+def check_batch_sizes(suite: Suite, runs, n_train: int) -> str:
+    """Every batch is at most the training pairs: a larger one repeats each pair many times a
+    step (a 5-step run of a 4096-pair batch on 4 pairs ran for minutes doing nothing useful)."""
+    problems = []
+    seen = set()
+    for run in runs:
+        per_step = run.training.batch_size * run.training.grad_accum
+        where = "training.batch_size" if run.training.batch_size == suite.training.batch_size else \
+            f"objectives ({run.label}).training.batch_size"
+        if per_step > n_train and where not in seen:
+            seen.add(where)
+            accum = f" x grad_accum {run.training.grad_accum}" if run.training.grad_accum > 1 else ""
+            problems.append(SuiteError(suite.source, where, f"{run.training.batch_size}{accum} pairs a step is more than "
+                                                            f"the {n_train} training pairs (after the held-out eval and "
+                                                            f"drift pairs); lower it to at most {n_train}"))
+    rm = suite.reward_model
+    if rm.kind == "train" and suite.scoring.reward_model and rm.training.batch_size * rm.training.grad_accum > n_train:
+        problems.append(SuiteError(suite.source, "reward_model.training.batch_size",
+                                   f"{rm.training.batch_size} pairs a step is more than the {n_train} training pairs"))
+    if problems:
+        raise problems[0] if len(problems) == 1 else SuiteErrors(problems)
+    return f"batch sizes: at most the {n_train} training pairs"
+
+
+# ---------------------------------------------------------------- generation backend
+def check_backend(suite: Suite) -> str:
+    backend = suite.generation.backend
+    if backend == "vllm":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise SuiteError(suite.source, "generation.backend", "vllm is not installed here "
+                                                                "(pip install -e '.[vllm]' on a CUDA machine), or use backend: hf")
+    return f"generation: {backend} backend available"
 
 
 # ---------------------------------------------------------------- launcher
@@ -104,13 +163,17 @@ def check_accelerate_config(suite: Suite) -> str:
 # ---------------------------------------------------------------- data
 def check_data(suite: Suite) -> str:
     """A local or builtin source must load; a hub dataset needs the network (not downloaded here)."""
+    return _check_data_counts(suite)[0]
+
+
+def _check_data_counts(suite: Suite) -> tuple[str, int | None]:
+    """(what was checked, training pairs after the held-out splits; None when not known here)."""
     cfg = suite.data
     if not cfg.path and cfg.source in _ROW_SOURCES:
-        return _check_hub_data(suite)
+        return _check_hub_data(suite), None
     from bench.data.sources import load_pairs
+    from bench.data.splits import split_pairs
 
-    if not cfg.path:  # builtin task: a few pairs prove the task name and its options
-        cfg = cfg.model_copy(update={"limit": min(cfg.limit or 16, 16)})
     try:
         loaded = load_pairs(cfg, progress=False)
     except NetworkRequiredError:
@@ -120,9 +183,15 @@ def check_data(suite: Suite) -> str:
     if not loaded.pairs:
         raise SuiteError(suite.source, "data.path" if cfg.path else "data",
                          f"no usable pairs (skipped: {dict(loaded.skipped)})")
+    try:
+        splits = split_pairs(loaded.pairs, eval_prompts=cfg.eval_prompts, drift_pairs=cfg.drift_pairs,
+                             seed=cfg.shuffle_seed)
+    except BenchError as err:
+        raise SuiteError(suite.source, "data", str(err).removeprefix("data: ")) from None
     skipped = f", skipped {dict(loaded.skipped)}" if loaded.skipped else ""
     where = cfg.path or f"builtin task {cfg.source}"
-    return f"data: {where}: {len(loaded.pairs)} pairs readable{skipped}"
+    return f"data: {where}: {len(loaded.pairs)} pairs readable{skipped}, {len(splits.train)} for training", \
+        len(splits.train)
 
 
 def _check_hub_data(suite: Suite) -> str:
@@ -157,31 +226,108 @@ def check_model(suite: Suite, name: str, field_name: str) -> str:
         raise NetworkRequiredError(f"{suite.source}: {field_name}: {err}") from None
     except ModelNotFoundError as err:
         raise SuiteError(suite.source, field_name, str(err)) from None
+    if Path(resolved).is_dir():
+        problem = weights_problem(Path(resolved))
+        if problem:
+            raise SuiteError(suite.source, field_name, problem)
     return f"{field_name}: {resolved}"
+
+
+def weights_problem(folder: Path) -> str | None:
+    """None when the directory's weight files can be opened; else what is wrong, naming the file.
+
+    safetensors: the header is parsed and must cover the whole file (a cut file fails);
+    PyTorch .bin files are zip archives whose directory sits at the end (a cut file fails).
+    Reads headers only, never the tensors."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("pytorch_model*.bin"))
+    if not files:
+        return f"model directory {folder} has no weights (*.safetensors or pytorch_model*.bin)"
+    for path in files:
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt") as fh:
+                    fh.keys()
+            else:
+                with zipfile.ZipFile(path) as zf:
+                    zf.namelist()
+        except Exception as err:  # noqa: BLE001 - every library error means: unreadable
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            return f"weights file {path} is unreadable ({first})"
+    return None
 
 
 # ---------------------------------------------------------------- lm-eval tasks
 @functools.lru_cache(maxsize=4)
-def _known_tasks(include_path: str | None) -> frozenset[str]:
-    """lm-eval's task names (slow to index, about 10 s, so cached per include path)."""
+def _task_index(include_path: str | None) -> dict[str, dict]:
+    """lm-eval's tasks: name -> config (slow to index, about 10 s, so cached per include path)."""
     from lm_eval.tasks import TaskManager
 
-    return frozenset(TaskManager(include_path=include_path).all_tasks)
+    index = TaskManager(include_path=include_path).task_index
+    return {name: (getattr(entry, "cfg", None) or (entry.get("cfg") if isinstance(entry, dict) else None) or {})
+            for name, entry in index.items()}
+
+
+def _known_tasks(include_path: str | None) -> frozenset[str]:
+    return frozenset(_task_index(include_path))
 
 
 def check_lm_eval_tasks(suite: Suite) -> str:
+    """Every task name is known to lm-eval, and every task's data is local, cached or reachable."""
     tasks = suite.scoring.lm_eval.tasks
     if not tasks:
         return "lm-eval: no tasks"
     local = suite.suite_dir / "tasks"  # local task YAMLs live next to the suite file
-    known = _known_tasks(str(local) if local.is_dir() else None)
+    index = _task_index(str(local) if local.is_dir() else None)
+    problems: list[BenchError] = []
     for i, task in enumerate(tasks):
-        if task not in known:
-            near = difflib.get_close_matches(task, sorted(known), n=1)
+        field_name = f"scoring.lm_eval.tasks[{i}]"
+        if task not in index:
+            near = difflib.get_close_matches(task, sorted(index), n=1)
             hint = f"; closest known task: {near[0]!r}" if near else ""
-            raise SuiteError(suite.source, f"scoring.lm_eval.tasks[{i}]", f"unknown lm-eval task {task!r}{hint}")
-    return f"lm-eval: tasks {', '.join(tasks)} known"
+            problems.append(SuiteError(suite.source, field_name, f"unknown lm-eval task {task!r}{hint}"))
+            continue
+        hub = _task_hub_dataset(index[task])
+        if hub and not _dataset_reachable(hub):
+            problems.append(NetworkRequiredError(
+                f"{suite.source}: {field_name}: task {task!r} reads dataset {hub} from the Hugging Face hub, which "
+                "is not in the local cache, and this machine has no network; run it where there is network once "
+                "(the cache then serves it), or use a local task YAML in suites/tasks/"))
+    if problems:
+        raise problems[0] if len(problems) == 1 else SuiteErrors(problems)
+    return f"lm-eval: tasks {', '.join(tasks)} known, data available"
+
+
+def _task_hub_dataset(cfg: dict) -> str | None:
+    """The hub dataset a task reads, or None for local data (custom loaders, local builders, paths)."""
+    from bench.data.sources import _LOCAL_BUILDERS
+
+    path = cfg.get("dataset_path")
+    if not path or cfg.get("custom_dataset") or path in _LOCAL_BUILDERS or Path(os.path.expanduser(path)).exists():
+        return None
+    return path
+
+
+def _dataset_reachable(dataset: str) -> bool:
+    if os.environ.get("HF_DATASETS_OFFLINE", "0") in ("0", "", "false", "False") and \
+            os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False"):
+        from bench.net import network_available
+
+        if network_available():
+            return True
+    try:   # cached by `datasets` or by the hub client: lm-eval loads it from there offline
+        import datasets.config
+        from huggingface_hub import constants
+
+        cached = [Path(datasets.config.HF_DATASETS_CACHE) / dataset.replace("/", "___"),
+                  Path(constants.HF_HUB_CACHE) / f"datasets--{dataset.replace('/', '--')}"]
+    except Exception:  # noqa: BLE001 - an unusual setup is the same as not cached
+        return False
+    return any(p.exists() for p in cached)
 
 
 __all__ = ["ValidationSummary", "validate_suite", "check_data", "check_model", "check_lm_eval_tasks",
-           "check_accelerate_config"]
+           "check_accelerate_config", "check_batch_sizes", "check_backend"]

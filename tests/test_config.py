@@ -234,3 +234,20 @@ def test_compare_to_defaults_to_dpo_and_accepts_a_label_or_objective(tmp_path):
     two = "name: t\nseeds: [0]\nobjectives:\n  - name: dpo\n    params: {beta: 0.2}\n  - name: ipo\n"
     assert load_suite(write(tmp_path, two + "scoring: {compare_to: dpo}\n")).scoring.compare_to == "dpo"
     assert load_suite(write(tmp_path, two + "scoring: {compare_to: 'dpo[beta=0.2]'}\n")).scoring.compare_to == "dpo[beta=0.2]"
+
+
+def test_set_paths_are_relative_to_the_current_directory(tmp_path, monkeypatch):
+    """`--set data.path=../x` resolves against the shell's directory; paths in the file
+    against the file's folder (before, both against the suite's folder)."""
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "work" / "here").mkdir(parents=True)
+    (tmp_path / "work" / "pairs.jsonl").write_text('{"prompt": "Q", "chosen": " a", "rejected": " b"}\n')
+    (tmp_path / "suites" / "pairs.jsonl").write_text('{"prompt": "Q", "chosen": " a", "rejected": " b"}\n')
+    suite = write(tmp_path / "suites", MINIMAL + "data: {source: preference, path: ./pairs.jsonl}\n")
+    monkeypatch.chdir(tmp_path / "work" / "here")
+    assert load_suite(suite).data.path == str(tmp_path / "suites" / "pairs.jsonl")
+    loaded = load_suite(suite, ["data.path=../pairs.jsonl"])
+    assert loaded.data.path == str(tmp_path / "work" / "pairs.jsonl")
+    with pytest.raises(SuiteError, match=r"data file .*missing.jsonl does not exist \(a relative path in the suite "
+                                         r"file is read from the suite's folder"):
+        load_suite(suite, ["data.path=./missing.jsonl"])

@@ -117,25 +117,82 @@ def test_killed_run_resumes_to_the_same_results(finished, tmp_path):
     assert (resumed / "results.csv").read_bytes() == (out / "results.csv").read_bytes()
 
 
-def test_corrupt_checkpoint_fails_that_run_only(finished, tmp_path):
+def _cut(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def damage_one_of_each(out: Path) -> dict[str, str]:
+    """Damage one artifact of every kind a results folder caches; returns {what: the stage
+    folder it belongs to}. Also leaves temporary leftovers of killed stages behind."""
+    stages = out / "stages"
+    damaged = {}
+    data = next((stages / "data").iterdir())
+    lines = (data / "train.jsonl").read_text().splitlines(keepends=True)
+    (data / "train.jsonl").write_text("".join(lines[: len(lines) // 2]))     # 50 of 104 lines: was silent
+    damaged["train.jsonl"] = data.name
+    evals = sorted(d for d in (stages / "evaluate").iterdir() if (d / "drift.json").exists())
+    _cut(evals[0] / "judgments.parquet")
+    damaged["judgments.parquet"] = evals[0].name
+    _cut(evals[1] / "lm_eval.json")
+    damaged["lm_eval.json"] = evals[1].name
+    _cut(evals[2] / "drift.json")
+    damaged["drift.json"] = evals[2].name
+    (evals[3] / "STAGE_DONE.json").write_text("")
+    damaged["STAGE_DONE.json"] = evals[3].name
+    chosen = next((stages / "chosen").iterdir())
+    _cut(chosen / "judgments.parquet")
+    damaged["chosen judgments.parquet"] = chosen.name
+    init = next((stages / "init").iterdir())
+    _cut(init / "model.safetensors")
+    damaged["init model.safetensors"] = init.name
+    sft = next((stages / "sft").iterdir())
+    _cut(sft / "checkpoint" / "model.safetensors")
+    damaged["SFT model.safetensors"] = sft.name
+    reward = next((stages / "reward").iterdir())
+    _cut(reward / "model" / "model.safetensors")
+    damaged["reward model.safetensors"] = reward.name
+    runs = sorted((stages / "train").iterdir())
+    _cut(runs[0] / "checkpoint" / "model.safetensors")
+    damaged["policy model.safetensors"] = runs[0].name
+    cache = sorted((stages / "ref_logps").glob("*.safetensors"))[0]
+    _cut(cache)
+    damaged["reference log-prob cache"] = cache.name
+    # Not a cache: a damaged train log must not fail the finished run it records.
+    log = runs[1] / "train_log.jsonl"
+    log_lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join([log_lines[0][:7] + b"\xff\n", *log_lines[1:]]))
+    (stages / "evaluate" / ".0123456789ab.tmp-999-deadbeef").mkdir()
+    (runs[2] / "checkpoint.tmp").mkdir()
+    return damaged
+
+
+def test_each_damaged_artifact_is_found_and_only_its_stage_recomputed(finished, tmp_path):
     out, _ = finished
     broken = tmp_path / "broken"
     shutil.copytree(out, broken)
-    shutil.rmtree(broken / "stages" / "evaluate")          # force every policy to be evaluated again
-    victim = sorted((broken / "stages" / "train").iterdir())[0]
-    (victim / "checkpoint" / "model.safetensors").write_bytes(b"not a safetensors file")
+    damaged = damage_one_of_each(broken)
+    check = bench("verify", str(broken))
+    assert check.returncode == 1, check.stdout + check.stderr
+    reported = [ln for ln in check.stdout.splitlines() if ln.startswith("DAMAGED ")]
+    for stage in damaged.values():
+        assert any(stage in ln for ln in reported), (stage, check.stdout)
+    assert "2 temporary leftover(s)" in check.stdout
+
     done = bench("run", str(SUITE), "--out", str(broken), "--quiet")
-    assert done.returncode == 1, done.stderr[-3000:]
+    assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
+    for stage in damaged.values():     # one line for each damaged stage, naming it
+        if not stage.endswith(".safetensors"):
+            assert stage[:12] in done.stderr, (stage, done.stderr[-3000:])
+    assert "removed 2 temporary leftover(s)" in done.stderr
+    # every damaged stage recomputed, and nothing else (the reference cache is one of the ref_logps stage)
+    assert f"({len(damaged)} stages computed" in done.stdout, done.stdout[-500:]
+    assert (broken / "results.csv").read_bytes() == (out / "results.csv").read_bytes()
     runs = pd.read_parquet(broken / "runs.parquet")
-    trained = runs[runs.run_id != "reference"]
-    failed = trained[trained.status == "failed"]
-    assert len(failed) == 1 and failed.reason.iloc[0]
-    assert (trained.status == "ok").sum() == len(trained) - 1        # the others' results are kept
-    assert f"{len(trained) - 1}/{len(trained)} runs ok" in done.stdout and "FAILED" in done.stdout
-    results = pd.read_parquet(broken / "results.parquet")
-    ok_ids = set(trained[trained.status == "ok"].run_id)
-    assert ok_ids <= set(results[results.metric == "win_rate_vs_reference"].run_id)
+    assert (runs.status == "ok").all()
+    again = bench("verify", str(broken))
+    assert again.returncode == 0 and "all intact" in again.stdout and "leftover" not in again.stdout
 
 
 def test_accelerate_launcher_two_processes_equal_one_at_the_same_global_batch(finished, tmp_path):
@@ -155,3 +212,37 @@ def test_accelerate_launcher_two_processes_equal_one_at_the_same_global_batch(fi
     # ... and it is not a single process at 8 pairs a step in disguise (the in-process default run).
     single_at_8 = trained(finished[0])
     assert abs(trained(tmp_path / "two")["final_loss"] - single_at_8["final_loss"]) > 1e-4
+
+
+def test_ctrl_c_and_sigterm_save_training_and_the_rerun_resumes(tmp_path):
+    """SIGINT (as Ctrl-C sends it) and SIGTERM during training: one line saying where the state
+    is and how to resume; the rerun says where training resumed and finishes."""
+    out = tmp_path / "out"
+    args = [sys.executable, str(REPO / "bench.py"), "run", str(SUITE), "--out", str(out), "--quiet", "--only", "dpo",
+            "--set", "sft.enabled=false", "--set", "training.max_steps=400", "--set", "scoring.lm_eval.tasks=[]",
+            "--set", "reward_model.kind=none", "--set", "scoring.reward_model=false"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    steps = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 600
+        logs = out / "stages" / "train"
+        while time.time() < deadline and proc.poll() is None:
+            lines = [ln for log in logs.glob("*/train_log.jsonl") for ln in log.read_text().splitlines()] \
+                if logs.exists() else []
+            if len(lines) >= (steps[-1] if steps else 0) + 3:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "training finished before it could be interrupted"
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 130, stderr[-2000:]
+        assert "Traceback" not in stderr and "Aborted!" not in stderr
+        line = [ln for ln in stderr.splitlines() if ln.startswith("stopped: ")]
+        assert len(line) == 1 and f"interrupted ({sig.name}) at step " in line[0], stderr[-2000:]
+        assert "run the same command again to resume" in line[0]
+        steps.append(int(line[0].split(" at step ")[1].split()[0]))
+    assert steps[1] > steps[0]
+    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming training from step {steps[1]} of 400" in done.stderr

@@ -37,7 +37,7 @@ def _corpus_suite(tmp_path, corpus, extra=""):
     path = tmp_path / "faults.yaml"
     path.write_text(f"name: faults\nseeds: [0]\nmodel: {{policy: 'builtin:tiny-llama'}}\n"
                     f"data: {{source: preference, path: {corpus.path}, eval_prompts: 2, drift_pairs: 0{extra}}}\n"
-                    "reward_model: {kind: none}\nscoring: {reward_model: false, drift: false}\n"
+                    "training: {batch_size: 2}\nreward_model: {kind: none}\nscoring: {reward_model: false, drift: false}\n"
                     "objectives:\n  - name: dpo\n")
     return path
 

@@ -98,37 +98,67 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, tiny_model_dir, 
     assert again.status == "ok" and again.steps == 6 and calls == [4, 5, 6]
 
 
-def test_corrupt_state_is_one_line_bench_error(tmp_path, tiny_model_dir, data):
+def test_damaged_state_restarts_the_run_with_one_line(tmp_path, tiny_model_dir, data, capsys):
+    """A damaged resume state is set aside and the run starts again (it used to stop every rerun)."""
     state = tmp_path / "run" / "state"
     state.mkdir(parents=True)
     (state / "trainer_state.json").write_text("{not json")
-    with pytest.raises(BenchError) as err:
-        _run(tmp_path, "run", tiny_model_dir, data)
-    assert "state" in str(err.value) and "\n" not in str(err.value)
+    result = _run(tmp_path, "run", tiny_model_dir, data)
+    assert result.status == "ok" and result.started_at == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "damaged" in ln]
+    assert len(err) == 1 and str(state) in err[0] and "starts again from step 0" in err[0]
+
+
+def _stop_at_2(step):
+    if step == 2:
+        raise _Interrupt
+
+
+def test_state_with_a_truncated_file_is_caught_by_its_manifest(tmp_path, tiny_model_dir, data, capsys):
+    with pytest.raises(_Interrupt):
+        train(model_path=tiny_model_dir, objective=objectives.build_objective(DPO), train_data=data,
+              config=small_config(max_steps=4, save_every=1), out_dir=tmp_path / "run", progress=False,
+              on_step=_stop_at_2)
+    weights_file = tmp_path / "run" / "state" / "optimizer.pt"
+    weights_file.write_bytes(weights_file.read_bytes()[:100])
+    result = _run(tmp_path, "run", tiny_model_dir, data, max_steps=4, save_every=1)
+    assert result.status == "ok" and result.started_at == 0
+    assert "optimizer.pt: 100 bytes" in capsys.readouterr().err
 
 
 def test_state_missing_a_parameter_is_one_line_bench_error(tmp_path, tiny_model_dir, data):
-    def stop_at_2(step):
-        if step == 2:
-            raise _Interrupt
+    """A state whose files are intact but do not fit the model (not damage: a mismatch) stops."""
+    from bench.manifest import build_manifest
 
     with pytest.raises(_Interrupt):
         train(model_path=tiny_model_dir, objective=objectives.build_objective(DPO), train_data=data,
               config=small_config(max_steps=4, save_every=1), out_dir=tmp_path / "run", progress=False,
-              on_step=stop_at_2)
-    weights_file = tmp_path / "run" / "state" / "model.pt"
+              on_step=_stop_at_2)
+    state = tmp_path / "run" / "state"
+    weights_file = state / "model.pt"
     weights = torch.load(weights_file)
     dropped = sorted(weights)[0]
     torch.save({k: v for k, v in weights.items() if k != dropped}, weights_file)
+    saved = json.loads((state / "trainer_state.json").read_text())
+    saved["files"] = build_manifest(state, exclude=("trainer_state.json",))
+    (state / "trainer_state.json").write_text(json.dumps(saved))
     with pytest.raises(BenchError) as err:
         _run(tmp_path, "run", tiny_model_dir, data, max_steps=4, save_every=1)
     assert f"no saved value for parameter {dropped}" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_corrupt_checkpoint_is_one_line_bench_error(tmp_path, tiny_model_dir, data):
-    (tmp_path / "run" / "checkpoint").mkdir(parents=True)
-    with pytest.raises(BenchError, match="checkpoint"):
-        _run(tmp_path, "run", tiny_model_dir, data)
+def test_damaged_checkpoint_is_trained_again_with_one_line(tmp_path, tiny_model_dir, data, capsys):
+    first = _run(tmp_path, "run", tiny_model_dir, data)
+    weights = next(first.checkpoint.glob("*.safetensors"))
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])
+    again = _run(tmp_path, "run", tiny_model_dir, data)
+    assert again.status == "ok" and again.started_at == 0
+    assert "is incomplete or damaged" in capsys.readouterr().err
+    assert weights.read_bytes() == good           # the same training gives the same weights
+    (tmp_path / "empty" / "checkpoint").mkdir(parents=True)
+    assert _run(tmp_path, "empty", tiny_model_dir, data).status == "ok"
+    assert _run(tmp_path, "run", tiny_model_dir, data).started_at is None   # intact now: reused
 
 
 class _NaNAfter:
@@ -182,3 +212,43 @@ def test_gradient_checkpointing_changes_nothing_but_memory(tmp_path, tiny_model_
     pa, pb = load_params(plain.checkpoint), load_params(ckpt.checkpoint)
     for k in pa:
         torch.testing.assert_close(pa[k], pb[k], atol=1e-6, rtol=0)
+
+
+def test_state_is_saved_on_a_clock_without_save_every(tmp_path, tiny_model_dir, data, monkeypatch):
+    """kill -9 loses at most about a minute: here the clock is 0 s, so every step is saved."""
+    import trainers.interrupt
+
+    monkeypatch.setattr(trainers.interrupt, "SAVE_SECONDS", 0.0)
+    with pytest.raises(_Interrupt):
+        train(model_path=tiny_model_dir, objective=objectives.build_objective(DPO), train_data=data,
+              config=small_config(max_steps=6), out_dir=tmp_path / "run", progress=False, on_step=_stop_at_2)
+    assert json.loads((tmp_path / "run" / "state" / "trainer_state.json").read_text())["step"] == 2
+    resumed = _run(tmp_path, "run", tiny_model_dir, data, max_steps=6)
+    assert resumed.status == "ok" and resumed.started_at == 2
+
+
+def test_sigint_saves_state_and_says_how_to_resume(tmp_path, tiny_model_dir, data, capsys):
+    import os
+    import signal
+
+    from trainers.interrupt import TrainingInterrupted
+
+    def ctrl_c(step):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)   # as the terminal sends it; handled after this step
+
+    with pytest.raises(TrainingInterrupted) as info:
+        train(model_path=tiny_model_dir, objective=objectives.build_objective(DPO), train_data=data,
+              config=small_config(max_steps=6), out_dir=tmp_path / "run", progress=False, on_step=ctrl_c)
+    text = str(info.value)
+    assert "interrupted (SIGINT) at step 4 of 6" in text or "interrupted (SIGINT) at step 3 of 6" in text
+    assert "run the same command again to resume" in text and "\n" not in text
+    step = json.loads((tmp_path / "run" / "state" / "trainer_state.json").read_text())["step"]
+    assert f"at step {step} of 6" in text
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler      # handlers restored
+    resumed = _run(tmp_path, "run", tiny_model_dir, data, max_steps=6)
+    assert resumed.status == "ok" and resumed.started_at == step
+    assert f"resuming training from step {step} of 6" in capsys.readouterr().err
+    full = _run(tmp_path, "full", tiny_model_dir, data, max_steps=6)
+    for k, v in load_params(full.checkpoint).items():
+        torch.testing.assert_close(v, load_params(resumed.checkpoint)[k], atol=0, rtol=0)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bench.errors import NetworkRequiredError, SuiteError
+from bench.errors import BenchError, NetworkRequiredError, SuiteError, SuiteErrors
 from bench.validate import validate_suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,10 +41,13 @@ def test_overrides_reach_the_summary():
 
 
 def test_hh_rlhf_needs_the_network_offline():
-    with pytest.raises(NetworkRequiredError) as info:
+    """Offline, every resource the suite needs from the network is named, one line each."""
+    with pytest.raises(BenchError) as info:
         validate_suite(SUITES / "hh_rlhf.yaml")
-    text = str(info.value)
-    assert "\n" not in text and "hh_rlhf.yaml" in text and "data.path" in text and "network" in text
+    lines = getattr(info.value, "lines", [str(info.value)])
+    assert all("\n" not in ln and "hh_rlhf.yaml" in ln for ln in lines)
+    assert "data.path" in lines[0] and "network" in lines[0]
+    assert any("network" in ln and "scoring.lm_eval.tasks" in ln for ln in lines)
 
 
 @pytest.mark.parametrize("path", VALIDATE_FAULTS, ids=lambda p: p.stem)
@@ -65,7 +68,8 @@ def test_unknown_task_names_the_closest(tmp_path):
 def test_local_preference_file_is_read(tmp_path):
     rows = [{"prompt": f"Q{i}?", "chosen": " yes", "rejected": " no"} for i in range(5)] + [{"prompt": "only"}]
     (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    path = write(tmp_path, MINIMAL + "data: {source: preference, path: ./pairs.jsonl, eval_prompts: 1, drift_pairs: 1}\n")
+    path = write(tmp_path, MINIMAL + "data: {source: preference, path: ./pairs.jsonl, eval_prompts: 1, drift_pairs: 1}\n"
+                                     "training: {batch_size: 2}\nreward_model: {kind: none}\n")
     summary = validate_suite(path)
     assert f"data: {tmp_path / 'pairs.jsonl'}: 5 pairs readable, skipped" in str(summary)
 
@@ -127,3 +131,74 @@ def test_run_rejects_a_deepspeed_config_before_any_stage(tmp_path):
     assert result.output.strip().count("\n") == 0, result.output
     assert "accelerate.config_file" in result.output and "DEEPSPEED" in result.output
     assert not any(out.rglob("*.json")), "a stage ran before the config was checked"
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    path = write(tmp_path, "name: t\nseeds: [0, yes]\ntraining: {learning_rate: .inf}\n"
+                           "data: {source: arith, limit: 40, eval_prompts: 8, drift_pairs: 8}\nobjectives:\n  - name: dpo\n")
+    with pytest.raises(SuiteErrors) as info:
+        validate_suite(path)
+    assert [ln.split(": ")[1] for ln in info.value.lines] == ["seeds[1]", "training.learning_rate"]
+    path = write(tmp_path, "name: t\nseeds: [0]\ntraining: {batch_size: 500}\nreward_model: {kind: none}\n"
+                           "data: {source: arith, limit: 40, eval_prompts: 8, drift_pairs: 8}\n"
+                           "scoring: {reward_model: false, lm_eval: {tasks: [arith_qaa]}}\nobjectives:\n  - name: dpo\n")
+    with pytest.raises(SuiteErrors) as info:
+        validate_suite(path)
+    fields = [ln.split(": ")[1] for ln in info.value.lines]
+    assert fields == ["training.batch_size", "scoring.lm_eval.tasks[0]"]
+    result = CliRunner().invoke(__import__("bench.cli", fromlist=["main"]).main, ["validate", str(path)])
+    assert result.exit_code == 2 and result.output.count("error: ") == 2
+
+
+def test_model_directory_with_unreadable_weights_fails_validate(tmp_path, tiny_model_dir):
+    import shutil
+
+    broken = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = next(broken.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:1000])
+    path = write(tmp_path, MINIMAL + f"model: {{policy: {broken}}}\n")
+    with pytest.raises(SuiteError, match=rf"model.policy: weights file {weights} is unreadable"):
+        validate_suite(path, ["scoring.lm_eval.tasks=[]"])
+    weights.unlink()
+    with pytest.raises(SuiteError, match="has no weights"):
+        validate_suite(path, ["scoring.lm_eval.tasks=[]"])
+
+
+def test_vllm_backend_without_vllm_fails_validate(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    path = write(tmp_path, MINIMAL + "generation: {backend: vllm}\n")
+    with pytest.raises(SuiteError, match="generation.backend: vllm is not installed"):
+        validate_suite(path)
+
+
+def test_lm_eval_task_whose_data_needs_the_network(tmp_path, monkeypatch):
+    import bench.net
+
+    monkeypatch.setattr(bench.net, "network_available", lambda: False)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "no-cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-cache"))
+    path = write(tmp_path, MINIMAL + "scoring: {lm_eval: {tasks: [hellaswag]}}\n")
+    with pytest.raises(NetworkRequiredError, match=r"tasks\[0\]: task 'hellaswag' reads dataset Rowan/hellaswag"):
+        validate_suite(path)
+
+
+def test_run_rejects_an_unknown_task_before_any_stage(tmp_path):
+    from bench.runner import run_suite
+
+    with pytest.raises(SuiteError, match="unknown lm-eval task 'arith_qaa'"):
+        run_suite(SUITES / "ci_smoke.yaml", overrides=["scoring.lm_eval.tasks=[arith_qaa]"], out_dir=tmp_path / "o",
+                  progress=False)
+    assert not (tmp_path / "o" / "stages").exists()
+
+
+def test_run_rejects_a_batch_larger_than_the_data_before_sft(tmp_path):
+    from bench.runner import run_suite
+
+    with pytest.raises(SuiteError, match="training.batch_size: 4096 pairs a step is more than the 104 training pairs"):
+        run_suite(SUITES / "ci_smoke.yaml", overrides=["training.batch_size=4096"], out_dir=tmp_path / "o",
+                  progress=False)
+    assert sorted(p.name for p in (tmp_path / "o" / "stages").iterdir()) == ["data"]

@@ -1,10 +1,14 @@
 """Resume state (model, optimiser, scheduler, RNG, step) and the final HF checkpoint, atomically.
 
-Both are written to a temporary sibling directory and renamed into place, so a killed run
-leaves either the previous complete directory or none, never a half-written one.
+Both are written to a temporary sibling directory whose name no other process uses, with a
+manifest of their files (sizes and checksums, `bench.manifest`) written last, and renamed
+into place; so a killed run leaves either the previous complete directory or none, and two
+processes saving at once each leave a complete one. A file that is later truncated,
+emptied or removed is caught by the manifest when the directory is used.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -13,6 +17,8 @@ from pathlib import Path
 import torch
 
 from bench.errors import BenchError
+from bench.manifest import build_manifest, check_manifest
+from bench.stages import unique_suffix
 
 DONE_FILE = "prefbench_train.json"     # written last inside checkpoint/: marks it complete
 
@@ -21,12 +27,41 @@ class CorruptStateError(BenchError):
     """A resume state or checkpoint directory that cannot be read."""
 
 
+def _tmp_dir(final: Path) -> Path:
+    tmp = final.with_name(f"{final.name}.tmp-{unique_suffix()}")
+    tmp.mkdir(parents=True)
+    return tmp
+
+
 def _replace_dir(tmp: Path, final: Path) -> None:
-    old = final.with_name(final.name + ".old")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    """Put the complete `tmp` at `final`, replacing what is there (a newer state supersedes an
+    older one). The old directory is renamed aside, never deleted in place, so a reader sees
+    a complete directory or none; if another process puts one there in between, ours replaces
+    it in turn."""
+    for _ in range(10):
+        old = final.with_name(f"{final.name}.old-{unique_suffix()}")
+        try:
+            os.rename(final, old)
+        except FileNotFoundError:
+            old = None
+        try:
+            os.rename(tmp, final)
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            continue
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        return
+    raise BenchError(f"could not put {final} in place: other processes keep replacing it")
+
+
+def _verify(folder: Path, files: dict | None) -> None:
+    if files is not None:
+        problems = check_manifest(folder, files)
+        if problems:
+            raise ValueError(problems[0])
 
 
 def save_state(state_dir: Path, *, model_state: dict, optimizer_state: dict, scheduler, step: int,
@@ -34,15 +69,26 @@ def save_state(state_dir: Path, *, model_state: dict, optimizer_state: dict, sch
     """Everything exact resume needs. `model_state` holds the trainable parameters and
     `optimizer_state` the optimiser's, both full (unsharded) on the CPU; `rng_states` has one
     entry per process (gathered)."""
-    tmp = state_dir.with_name(state_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = _tmp_dir(state_dir)
     torch.save(model_state, tmp / "model.pt")
     torch.save(optimizer_state, tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(rng_states, tmp / "rng.pt")
-    (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
+    (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "files": build_manifest(tmp)}))
     _replace_dir(tmp, state_dir)
+
+
+def state_problem(state_dir: Path) -> str | None:
+    """None when there is no resume state or it is intact; else what is wrong with it."""
+    if not state_dir.exists():
+        return None
+    try:
+        saved = json.loads((state_dir / "trainer_state.json").read_text())
+        int(saved["step"])
+        _verify(state_dir, saved.get("files"))
+    except Exception as exc:  # any unreadable piece
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def load_state(state_dir: Path, *, load_model, load_optimizer, scheduler, rank: int) -> int:
@@ -53,14 +99,16 @@ def load_state(state_dir: Path, *, load_model, load_optimizer, scheduler, rank: 
     a corrupt state.
     """
     try:
-        step = json.loads((state_dir / "trainer_state.json").read_text())["step"]
+        saved = json.loads((state_dir / "trainer_state.json").read_text())
+        _verify(state_dir, saved.get("files"))
+        step = saved["step"]
         load_model(torch.load(state_dir / "model.pt", map_location="cpu"))
         load_optimizer(torch.load(state_dir / "optimizer.pt", map_location="cpu"))
         scheduler.load_state_dict(torch.load(state_dir / "scheduler.pt"))
         rng = torch.load(state_dir / "rng.pt")[rank]
     except Exception as exc:  # any unreadable piece: one line, and how to recover
         raise CorruptStateError(
-            f"resume state {state_dir} is corrupt ({type(exc).__name__}: {exc}); delete it to restart the run"
+            f"resume state {state_dir} is damaged ({type(exc).__name__}: {exc})"
         ) from None
     torch.set_rng_state(rng["cpu"])
     if rng.get("cuda") is not None and torch.cuda.is_available():
@@ -75,13 +123,12 @@ def rng_state() -> dict:
 def save_checkpoint(ckpt_dir: Path, *, model, tokenizer, steps: int, state_dict: dict | None = None) -> Path:
     """A standard HF directory (safetensors, config, tokenizer); LoRA adapters are merged first.
     `state_dict`: the full weights when `model`'s own parameters are shards (FSDP)."""
-    tmp = ckpt_dir.with_name(ckpt_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _tmp_dir(ckpt_dir)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()      # lm-eval and vLLM load a plain model, not an adapter
     model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
-    (tmp / DONE_FILE).write_text(json.dumps({"steps": steps}))
+    (tmp / DONE_FILE).write_text(json.dumps({"steps": steps, "files": build_manifest(tmp)}))
     _replace_dir(tmp, ckpt_dir)
     return ckpt_dir
 
@@ -91,11 +138,23 @@ def completed_steps(ckpt_dir: Path) -> int | None:
     if not ckpt_dir.exists():
         return None
     try:
-        steps = json.loads((ckpt_dir / DONE_FILE).read_text())["steps"]
+        done = json.loads((ckpt_dir / DONE_FILE).read_text())
+        steps = done["steps"]
         if not (ckpt_dir / "config.json").exists() or not any(ckpt_dir.glob("*.safetensors")):
             raise ValueError("config.json or the safetensors weights are missing")
+        _verify(ckpt_dir, done.get("files"))
     except Exception as exc:
         raise CorruptStateError(
-            f"checkpoint {ckpt_dir} is incomplete or corrupt ({type(exc).__name__}: {exc}); delete it to retrain"
+            f"checkpoint {ckpt_dir} is incomplete or damaged ({type(exc).__name__}: {exc})"
         ) from None
     return int(steps)
+
+
+def set_aside(folder: Path) -> None:
+    """Remove a damaged checkpoint or state: renamed aside first (atomic), then deleted."""
+    aside = folder.with_name(f"{folder.name}.damaged-{unique_suffix()}")
+    try:
+        os.rename(folder, aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)

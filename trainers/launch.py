@@ -33,7 +33,7 @@ def main(spec_path: str) -> None:
     if PartialState().is_main_process:
         summary = {"status": result.status, "reason": result.reason, "steps": result.steps,
                    "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-                   "log_path": str(result.log_path)}
+                   "log_path": str(result.log_path), "started_at": result.started_at}
         (Path(spec["out_dir"]) / "result.json").write_text(json.dumps(summary))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from pathlib import Path
 
 import torch
@@ -127,7 +128,7 @@ def save_cache(cache_file: Path, values: dict) -> None:
         tensors["rejected"] = torch.cat(rejected)
         tensors["rejected_lens"] = torch.tensor([len(r) for r in rejected])
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_name(cache_file.name + f".tmp{os.getpid()}")
+    tmp = cache_file.with_name(f"{cache_file.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
     save_file(tensors, str(tmp), metadata={"ids": json.dumps(ids)})
     os.replace(tmp, cache_file)
 
@@ -140,7 +141,10 @@ def load_cache(cache_file: Path) -> dict | None:
         with safe_open(str(cache_file), framework="pt") as f:
             ids = json.loads(f.metadata()["ids"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception:  # a truncated or foreign file is a cache miss, not an error
+    except Exception as err:  # a truncated or foreign file is a cache miss, not an error
+        from bench.stages import say
+
+        say(f"reference log-prob cache {cache_file} is damaged ({type(err).__name__}); recomputing it")
         return None
     chosen = torch.split(tensors["chosen"], tensors["chosen_lens"].tolist())
     rejected = (torch.split(tensors["rejected"], tensors["rejected_lens"].tolist())

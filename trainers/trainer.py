@@ -7,7 +7,8 @@ batch_size × grad_accum × processes` pairs (see `trainers.data_order`), comput
 log-probs with one forward per micro-batch (by default packed, each prompt run once for
 its chosen and rejected response: `trainers.logps`), asks the objective for per-pair
 losses and normalises their *sum* by the global batch, so 1×8, 8×1 and 2 processes × 4 all
-optimise the same loss. Resume state is written atomically every `save_every` steps; the
+optimise the same loss. Resume state is written atomically every `save_every` steps, about
+every minute regardless (`trainers.interrupt`), and on Ctrl-C/SIGTERM before stopping; the
 final checkpoint is a plain Hugging Face directory (LoRA merged).
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -24,8 +26,11 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.errors import BenchError
-from trainers.checkpoint import completed_steps, load_state, rng_state, save_checkpoint, save_state
+from bench.stages import say
+from trainers.checkpoint import (CorruptStateError, completed_steps, load_state, rng_state, save_checkpoint, save_state,
+                                 set_aside, state_problem)
 from trainers.data_order import DataOrder
+from trainers.interrupt import SaveClock, StopRequest, TrainingInterrupted
 from trainers.logps import ResponseLogps, collate_pairs, split_logps, supports_packing
 from trainers.reference import cache_key, compute_reference, load_cache, reference_logps, save_cache, sequence_length
 
@@ -37,6 +42,9 @@ class TrainResult:
     checkpoint: Path | None
     log_path: Path
     steps: int
+    # None: the finished checkpoint was reused; else the step training began at (0, or where
+    # it resumed from saved state)
+    started_at: int | None = None
 
 
 def train(*, model_path, objective, train_data, config, out_dir, reference: dict | None = None,
@@ -51,11 +59,20 @@ def train(*, model_path, objective, train_data, config, out_dir, reference: dict
     out_dir = Path(out_dir)
     log_path = out_dir / "train_log.jsonl"
     ckpt_dir = out_dir / "checkpoint"
-    done = completed_steps(ckpt_dir)
+    try:
+        done = completed_steps(ckpt_dir)
+    except CorruptStateError as err:   # damaged on disk since it was written: train this run again
+        say(f"{err}; training this run again")
+        set_aside(ckpt_dir)
+        done = None
     if done is not None:
         return TrainResult("ok", None, ckpt_dir, log_path, done)
     if not train_data:
         raise BenchError(f"{out_dir}: no training pairs left after tokenisation")
+    problem = state_problem(out_dir / "state")
+    if problem:
+        say(f"resume state {out_dir / 'state'} is damaged ({problem}); this run starts again from step 0")
+        set_aside(out_dir / "state")
     return _Run(model_path, objective, train_data, config, out_dir, reference, progress, on_step).run()
 
 
@@ -90,6 +107,7 @@ class _Run:
         self.total = config.max_steps or self.order.total_steps(config.epochs)
         self.lengths = [sequence_length(p) for p in data]
         self.log_path = out_dir / "train_log.jsonl"
+        self.desc = f"train {Path(out_dir).parent.name}/{Path(out_dir).name[:8]}"   # sft/… or train/…: not a bare bar
 
     # --- setup ---------------------------------------------------------------------------
     def _build(self):
@@ -172,11 +190,22 @@ class _Run:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "failed.json").unlink(missing_ok=True)
         self._build()
-        start = self._resume()
+        start = self.start = self._resume()
         self.ref = self._reference(start)
         self._trim_log(start)
-        bar = tqdm(total=self.total, initial=start, desc="train", unit="step",
+        if start and self.acc.is_main_process:
+            say(f"{self.out_dir}: resuming training from step {start} of {self.total} (saved state)")
+        bar = tqdm(total=self.total, initial=start, desc=self.desc, unit="step",
                    disable=not self.progress or not self.acc.is_main_process)
+        with StopRequest() as stop:
+            result = self._loop(start, bar, stop)
+        if stop.requested and result.status == "ok":   # stopped on the last step: the checkpoint is written
+            raise TrainingInterrupted(f"interrupted ({stop.requested}) after training finished; the checkpoint is "
+                                      f"in {result.checkpoint}; run the same command again to go on")
+        return result
+
+    def _loop(self, start: int, bar, stop) -> TrainResult:
+        clock = SaveClock()
         for step in range(start, self.total):
             loss, metrics = self._accumulate(step)
             norm = self._clip()
@@ -194,12 +223,29 @@ class _Run:
                 self._log(step + 1, loss, norm, lr, metrics)
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss):.4f}")
-            if self.cfg.save_every and (step + 1) % self.cfg.save_every == 0 and step + 1 < self.total:
+            every = bool(self.cfg.save_every) and (step + 1) % self.cfg.save_every == 0
+            timed, stopping = self._agree(clock.due(), stop.requested is not None)
+            if (every or timed or stopping) and step + 1 < self.total:
+                started = time.monotonic()
                 self._save_state(step + 1)
+                clock.saved(started)
+            if stopping and step + 1 < self.total:
+                bar.close()
+                raise TrainingInterrupted(
+                    f"interrupted ({stop.requested or 'by another process'}) at step {step + 1} of {self.total}; "
+                    f"training state saved in {self.out_dir / 'state'}; run the same command again to resume "
+                    f"from step {step + 1}")
             if self.on_step is not None:
                 self.on_step(step + 1)
         bar.close()
         return self._finish()
+
+    def _agree(self, timed: bool, stopping: bool) -> tuple[bool, bool]:
+        """Every process saves (a collective) on the same step: the flags are OR-ed across them."""
+        if self.procs == 1:
+            return timed, stopping
+        flags = self.acc.reduce(torch.tensor([int(timed), int(stopping)], device=self.acc.device), "max")
+        return bool(flags[0]), bool(flags[1])
 
     def _accumulate(self, step: int):
         """Forward/backward every micro-batch of the step; returns (global loss, metric sums)."""
@@ -243,8 +289,7 @@ class _Run:
         """A resumed run rewrites the steps after its state, so drop their old lines."""
         if not self.acc.is_main_process or not self.log_path.exists():
             return
-        lines = self.log_path.read_text().splitlines()
-        kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= start]
+        kept = [ln for ln, row in read_log_lines(self.log_path) if row["step"] <= start]
         self.log_path.write_text("".join(ln + "\n" for ln in kept))
 
     def _save_state(self, step: int):
@@ -275,7 +320,7 @@ class _Run:
     def _fail(self, step: int, reason: str) -> TrainResult:
         if self.acc.is_main_process:
             (self.out_dir / "failed.json").write_text(json.dumps({"step": step, "reason": reason}))
-        return TrainResult("failed", reason, None, self.log_path, step)
+        return TrainResult("failed", reason, None, self.log_path, step, getattr(self, "start", 0))
 
     def _finish(self) -> TrainResult:
         ckpt = self.out_dir / "checkpoint"
@@ -286,7 +331,21 @@ class _Run:
             save_checkpoint(ckpt, model=self.model, tokenizer=self.tokenizer, steps=self.total, state_dict=weights)
             shutil.rmtree(self.out_dir / "state", ignore_errors=True)   # the checkpoint supersedes it
         self.acc.wait_for_everyone()
-        return TrainResult("ok", None, ckpt, self.log_path, self.total)
+        return TrainResult("ok", None, ckpt, self.log_path, self.total, self.start)
+
+
+def read_log_lines(path: Path) -> list[tuple[str, dict]]:
+    """(line, row) of each readable line of a train log; a damaged line (a kill mid-write, a
+    cut file) is left out: the log is a record of the run, not what its result depends on."""
+    rows = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append((line, row))
+    return rows
 
 
 def _adamw(params, cfg, device):
