@@ -246,3 +246,36 @@ def test_ctrl_c_and_sigterm_save_training_and_the_rerun_resumes(tmp_path):
     done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resuming training from step {steps[1]} of 400" in done.stderr
+
+
+def test_two_runs_on_one_folder_at_once_one_waits_out_none_corrupts(tmp_path):
+    """Two `run`s started together on one folder: one runs, the other stops at once in one line
+    naming the holder; the folder verifies intact and a third run reuses everything."""
+    out = tmp_path / "shared"
+    args = [sys.executable, str(REPO / "bench.py"), "run", str(SUITE), "--out", str(out), "--quiet", "--only", "dpo",
+            "--set", "scoring.lm_eval.tasks=[]", "--set", "reward_model.kind=none", "--set", "scoring.reward_model=false"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    procs = [subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p, *p.communicate(timeout=900)) for p in procs]
+    codes = sorted(p.returncode for p, _, _ in results)
+    assert codes == [0, 2], [(p.returncode, err[-1500:]) for p, _, err in results]
+    loser = next(err for p, _, err in results if p.returncode == 2)
+    winner = next(p for p, _, _ in results if p.returncode == 0)
+    lines = [ln for ln in loser.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "is in use by another run (pid " in lines[0] and f"pid {winner.pid} " in lines[0]
+    check = bench("verify", str(out))
+    assert check.returncode == 0 and "all intact" in check.stdout, check.stdout
+    again = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and "(0 stages computed" in again.stdout, again.stderr[-2000:]
+
+
+def test_moved_results_folder_and_relative_out_recompute_nothing(finished, tmp_path):
+    out, _ = finished
+    moved = tmp_path / "elsewhere" / "moved"
+    shutil.copytree(out, moved)
+    relative = os.path.relpath(moved, REPO)
+    again = bench("run", str(SUITE), "--out", relative, "--quiet")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "(0 stages computed" in again.stdout
+    assert (moved / "results.csv").read_bytes() == (out / "results.csv").read_bytes()
