@@ -136,9 +136,12 @@ def evaluate_policy(policy_dir: Path, ctx: EvalContext, out_dir: Path, *, is_ref
     if ctx.lm_eval.tasks:
         from bench.scoring.lm_eval_scorer import evaluate as lm_evaluate
 
-        rows = lm_evaluate(str(policy_dir), ctx.lm_eval.tasks, include_path=ctx.lm_eval_include,
-                           limit=ctx.lm_eval.limit, num_fewshot=ctx.lm_eval.num_fewshot,
-                           batch_size=ctx.lm_eval.batch_size,
-                           backend=ctx.generation.backend, device="cuda" if torch.cuda.is_available() else "cpu")
+        from bench.progress import output_to_log
+
+        with output_to_log(out_dir / "lm_eval.log"):   # its notices and bars: kept, off the screen
+            rows = lm_evaluate(str(policy_dir), ctx.lm_eval.tasks, include_path=ctx.lm_eval_include,
+                               limit=ctx.lm_eval.limit, num_fewshot=ctx.lm_eval.num_fewshot,
+                               batch_size=ctx.lm_eval.batch_size,
+                               backend=ctx.generation.backend, device="cuda" if torch.cuda.is_available() else "cpu")
         (out_dir / "lm_eval.json").write_text(json.dumps(rows, sort_keys=True, default=str))
     return {"samples": len(generations)}

@@ -23,6 +23,23 @@ DRIFT_KEY = "logratio/chosen"   # the trainer's train_log.jsonl field for mean r
 WIN_RATE_JUDGES = (("reward_model", "win_rate_vs_reference"), ("gold", "win_rate_vs_reference"))
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
+def label_styles(labels) -> dict[str, dict]:
+    """One colour and marker per label, the same in every plot of a folder: labels sorted, then
+    colours from tab10 (tab20 past ten) and markers cycled at a different period, so two
+    labels never share both. Points are drawn half transparent so overlaps stay visible."""
+    labels = sorted({str(label) for label in labels})
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    return {label: {"color": cmap(i % cmap.N), "marker": MARKERS[(i // cmap.N + i) % len(MARKERS)]}
+            for i, label in enumerate(labels)}
+
+
+def _style(styles: dict | None, label: str) -> dict:
+    return (styles or {}).get(str(label)) or label_styles([label])[str(label)]
+
+
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -44,7 +61,8 @@ def _read_log(path: Path) -> pd.DataFrame:
     return pd.DataFrame(points, columns=["step", "value"])
 
 
-def plot_drift_curves(runs_df: pd.DataFrame | None, out_path: Path, base_dir: Path | None = None) -> Path | None:
+def plot_drift_curves(runs_df: pd.DataFrame | None, out_path: Path, base_dir: Path | None = None,
+                      styles: dict | None = None) -> Path | None:
     """Mean chosen log-ratio r_w over training steps, one line per objective (mean over seeds)."""
     if runs_df is None or "train_log" not in runs_df:
         return None
@@ -65,7 +83,9 @@ def plot_drift_curves(runs_df: pd.DataFrame | None, out_path: Path, base_dir: Pa
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label in sorted(curves):
         mean = pd.concat(curves[label]).groupby("step")["value"].mean()
-        ax.plot(mean.index, mean.to_numpy(), label=label, linewidth=1.5)
+        style = _style(styles, label)
+        ax.plot(mean.index, mean.to_numpy(), label=label, linewidth=1.5, color=style["color"], marker=style["marker"],
+                markevery=max(len(mean) // 8, 1), markersize=5, alpha=0.85)
     ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
     ax.set_xlabel("training step")
     ax.set_ylabel("chosen log-ratio r_w (mean over seeds)")
@@ -89,7 +109,8 @@ def _errors(points: pd.DataFrame, axis: str) -> np.ndarray:
     return np.nan_to_num(np.vstack([v - lo, hi - v]), nan=0.0)
 
 
-def _scatter(long: pd.DataFrame, x: tuple[str, str], xlabel: str, title: str, out_path: Path) -> Path | None:
+def _scatter(long: pd.DataFrame, x: tuple[str, str], xlabel: str, title: str, out_path: Path,
+             styles: dict | None = None) -> Path | None:
     judge = next((j for j in WIN_RATE_JUDGES if not _pair_points(long, x, j).empty), None)
     if judge is None:
         return None
@@ -97,8 +118,9 @@ def _scatter(long: pd.DataFrame, x: tuple[str, str], xlabel: str, title: str, ou
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, row in points.iterrows():
         one = points.loc[[label]]
+        style = _style(styles, label)
         ax.errorbar(row["value_x"], row["value_y"], xerr=_errors(one, "x"), yerr=_errors(one, "y"),
-                    fmt="o", capsize=3, label=label)
+                    fmt=style["marker"], color=style["color"], capsize=3, label=label, alpha=0.7, markersize=7)
     ax.axhline(0.5, color="grey", linewidth=0.8, linestyle="--")   # parity with the reference
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"win rate vs reference ({judge[0]})")
@@ -107,14 +129,14 @@ def _scatter(long: pd.DataFrame, x: tuple[str, str], xlabel: str, title: str, ou
     return _save(fig, out_path)
 
 
-def plot_winrate_vs_kl(long: pd.DataFrame, out_path: Path) -> Path | None:
+def plot_winrate_vs_kl(long: pd.DataFrame, out_path: Path, styles: dict | None = None) -> Path | None:
     """Win rate vs KL to the reference, one point per objective, error bars across seeds."""
-    return _scatter(long, ("kl", "kl_to_reference"), "KL to reference", "Win rate vs KL", out_path)
+    return _scatter(long, ("kl", "kl_to_reference"), "KL to reference", "Win rate vs KL", out_path, styles)
 
 
-def plot_winrate_vs_length(long: pd.DataFrame, out_path: Path) -> Path | None:
+def plot_winrate_vs_length(long: pd.DataFrame, out_path: Path, styles: dict | None = None) -> Path | None:
     """Win rate vs mean response tokens: length exploitation shows as a rising diagonal."""
-    return _scatter(long, ("length", "mean_tokens"), "mean response tokens", "Win rate vs length", out_path)
+    return _scatter(long, ("length", "mean_tokens"), "mean response tokens", "Win rate vs length", out_path, styles)
 
 
 def granularity_points(results_df: pd.DataFrame) -> pd.DataFrame:
@@ -206,15 +228,18 @@ def make_plots(results_dir: str | Path, results_df: pd.DataFrame, runs_df: pd.Da
     aggregate) and ``board`` (the leaderboard, for Δ vs the baseline) are reused when given."""
     folder = Path(results_dir) / "plots"
     long = long if long is not None else aggregate(results_df, runs_df)
+    labels = set(long["label"]) | (set(runs_df["label"]) if runs_df is not None and "label" in runs_df else set())
+    styles = label_styles(labels)      # one colour per objective label across every plot
     made = {
         "deltas_vs_baseline": plot_deltas(board, folder / "deltas_vs_baseline.png") if board is not None else None,
-        "drift_curves": plot_drift_curves(runs_df, folder / "drift_curves.png", base_dir=Path(results_dir)),
-        "winrate_vs_kl": plot_winrate_vs_kl(long, folder / "winrate_vs_kl.png"),
-        "winrate_vs_length": plot_winrate_vs_length(long, folder / "winrate_vs_length.png"),
+        "drift_curves": plot_drift_curves(runs_df, folder / "drift_curves.png", base_dir=Path(results_dir),
+                                          styles=styles),
+        "winrate_vs_kl": plot_winrate_vs_kl(long, folder / "winrate_vs_kl.png", styles),
+        "winrate_vs_length": plot_winrate_vs_length(long, folder / "winrate_vs_length.png", styles),
         "granularity_sweep": plot_granularity_sweep(long, results_df, folder / "granularity_sweep.png"),
     }
     return {name: path for name, path in made.items() if path is not None}
 
 
-__all__ = ["plot_deltas", "plot_drift_curves", "plot_winrate_vs_kl", "plot_winrate_vs_length",
+__all__ = ["label_styles", "plot_deltas", "plot_drift_curves", "plot_winrate_vs_kl", "plot_winrate_vs_length",
            "plot_granularity_sweep", "make_plots", "granularity_points"]

@@ -57,6 +57,9 @@ def test_full_tiny_suite_writes_results_runs_and_leaderboard(finished):
     assert (ref.value == 0.5).all()
     assert (out / "leaderboard.md").read_text().count("|") > 10
     assert "| objective |" in done.stdout and f"{len(trained)}/{len(trained)} runs ok" in done.stdout
+    # --quiet is quiet: lm-eval's notices and bars went to each evaluation's lm_eval.log
+    assert "Custom kwargs" not in done.stderr and "loglikelihood" not in done.stderr and "it/s]" not in done.stderr
+    assert any("Custom kwargs" in log.read_text() for log in (out / "stages" / "evaluate").glob("*/lm_eval.log"))
     # Every plot kind this suite can have, the drift curves read from the runs' train logs included.
     for plot in ("drift_curves", "winrate_vs_kl", "winrate_vs_length", "granularity_sweep", "deltas_vs_baseline"):
         assert (out / "plots" / f"{plot}.png").stat().st_size > 1000, plot
@@ -248,7 +251,7 @@ def test_ctrl_c_and_sigterm_save_training_and_the_rerun_resumes(tmp_path):
     assert f"resuming training from step {steps[1]} of 400" in done.stderr
 
 
-def test_two_runs_on_one_folder_at_once_one_waits_out_none_corrupts(tmp_path):
+def test_two_runs_on_one_folder_at_once_one_stops_none_corrupts(tmp_path):
     """Two `run`s started together on one folder: one runs, the other stops at once in one line
     naming the holder; the folder verifies intact and a third run reuses everything."""
     out = tmp_path / "shared"

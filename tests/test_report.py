@@ -209,3 +209,29 @@ def test_all_runs_failed_gives_failed_counts_and_no_metrics(tmp_path):
     board = leaderboard(pd.read_parquet(tmp_path / "results.parquet"), runs).set_index("label")
     assert board.loc[DPO, "failed"] == 3 and board.loc[DPO, "seeds"] == 0
     assert "| dpo[beta=0.1] | 0 | 3 |" in write_report(tmp_path)
+
+
+def test_each_objective_has_one_colour_in_every_plot(tmp_path, monkeypatch):
+    """Before, each plot took matplotlib's colour cycle in its own order, so one objective had
+    different colours in different plots."""
+    import matplotlib.axes
+
+    drawn: dict[str, set] = {}
+    for method in ("plot", "errorbar"):
+        real = getattr(matplotlib.axes.Axes, method)
+
+        def record(self, *args, _real=real, **kwargs):
+            if kwargs.get("label") in VALUES:
+                drawn.setdefault(kwargs["label"], set()).add((matplotlib.colors.to_hex(kwargs.get("color", "none")),
+                                                              kwargs.get("marker") or kwargs.get("fmt")))
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(matplotlib.axes.Axes, method, record)
+    results, runs = synthetic(tmp_path, train_logs=True)
+    # drift curves use every label, the scatter plots only those with the metric: orders differ
+    results = results[~((results["label"] == DPO) & (results["scorer"] == "kl"))]
+    write_results(tmp_path, results, runs)
+    write_report_files(tmp_path)
+    assert set(drawn) == set(VALUES)
+    assert all(len(styles) == 1 for styles in drawn.values()), drawn
+    assert len({next(iter(s))[0] for s in drawn.values()}) == len(VALUES)     # distinct colours
