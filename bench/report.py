@@ -207,7 +207,8 @@ class _SharedCounts:
     def __call__(self, scorer: str, metric: str, n_units: int) -> np.ndarray:
         key = (scorer, metric, n_units)
         if key not in self._cache:
-            self._cache[key] = stats.draw_counts(n_units, self.n_boot, stats.rng_for(self.seed, "units", scorer, metric))
+            rng = stats.rng_for(self.seed, "units", scorer, metric)
+            self._cache[key] = stats.draw_counts(n_units, self.n_boot, rng)
         return self._cache[key]
 
 
@@ -245,8 +246,9 @@ def comparisons(results_df: pd.DataFrame, runs_df: pd.DataFrame | None, units: p
     (same seed = same data order) between two trained objectives; the reference, one
     policy without training seed, is paired by unit only. Metrics without unit values
     (lm-eval, medians, losses) are compared by seed only (at least two shared seeds; the
-    p-value is then the exact sign-flip test over seeds). Holm's family is one metric: every label's comparison with the
-    baseline on it (the many-to-one comparisons of one column of the leaderboard).
+    p-value is then the exact sign-flip test over seeds). Holm's family is one metric:
+    every label's comparison with the baseline on it (the many-to-one comparisons of one
+    column of the leaderboard).
     """
     with stats.one_blas_thread():
         return _comparisons(results_df, runs_df, units, baseline, keys, n_boot=n_boot, seed=seed, counts=_counts)
@@ -288,8 +290,8 @@ def _compare(label, baseline, scorer, metric, seed_values, tables, objectives, *
     rng = stats.rng_for(seed, "compare", scorer, metric, label, baseline)
     fa, fb = _fitted_terms(tables, label, scorer, metric), _fitted_terms(tables, baseline, scorer, metric)
     if fa is not None and fb is not None:
-        a_seeds = [sd for sd in a_seeds if sd in fa.index]
-        b_seeds = [sd for sd in b_seeds if sd in fb.index]
+        a_seeds = [sd for sd in a_seeds if sd in fa.index and (not paired_seeds or sd in fb.index)]
+        b_seeds = a_seeds if paired_seeds else [sd for sd in b_seeds if sd in fb.index]
     if fa is not None and fb is not None and a_seeds and b_seeds:
         ta_, tb_ = _terms_array(fa, a_seeds), _terms_array(fb, b_seeds)
         keep = np.isfinite(ta_).all(axis=(0, 2)) & np.isfinite(tb_).all(axis=(0, 2))

@@ -263,4 +263,6 @@ def holm(p_values) -> np.ndarray:
 
 
 __all__ = ["Interval", "Delta", "rng_for", "draw_counts", "replicates", "cross_seeds", "two_way_interval",
-           "paired_delta", "bootstrap_p_value", "sign_flip_p_value", "holm", "expansion", "percentile_interval", "DEFAULT_BOOT"]
+           "paired_delta", "bootstrap_p_value", "sign_flip_p_value", "holm", "expansion", "percentile_interval",
+           "one_blas_thread",
+           "DEFAULT_BOOT"]
