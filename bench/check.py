@@ -52,6 +52,7 @@ FORMAT = 2
 DEFAULT_CONFIDENCE = 0.99
 TRAIN_LOG = "train_log"                 # the scorer name of values read from the runs' train logs
 TRAIN_LOG_METRICS = ("loss", "accuracy", "margin")
+STEP1_METRICS = ("logps/chosen", "logps/rejected")
 STEP1_ATOL = 1e-6
 IDENTITY_RTOL = 1e-4
 LN2 = math.log(2.0)
@@ -125,7 +126,8 @@ def observe(results_dir: str | Path) -> Observed:
 def train_log_summary(rows: list[dict], objective: str) -> dict[str, float]:
     """Train-log values late in training: ``loss``, ``accuracy`` (implicit reward accuracy of the
     batch), ``margin`` and the objective's own logged values (e.g. AdaDPO's ``adadpo/beta_w``),
-    each averaged over the logged steps of the second half of training and named ``x@a-b``.
+    each averaged over the logged steps of the second half of training and named ``x@a-b``;
+    and the reference log-prob sums of the first batch, ``logps/chosen@1`` and ``logps/rejected@1``.
 
     One step's value is the mean over one batch of 16-odd pairs, whose composition varies a lot
     between seeds; the mean over the second half keeps "the loss at step N" while averaging
@@ -143,6 +145,13 @@ def train_log_summary(rows: list[dict], objective: str) -> dict[str, float]:
         vals = [float(r[key]) for r in late if isinstance(r.get(key), (int, float))]
         if len(vals) == len(late):
             out[f"{key}@{span}"] = float(np.mean(vals))
+    # Step 1 scores the first batch under the reference itself (policy = reference): its log-prob
+    # sums depend on the data, the tokenisation, the response masks and the reference model, and
+    # on nothing that training does, so a masking or data bug moves them by whole nats.
+    first = rows[0] if rows[0]["step"] == 1 else None
+    for key in STEP1_METRICS:
+        if first is not None and isinstance(first.get(key), (int, float)):
+            out[f"{key}@1"] = float(first[key])
     return out
 
 
@@ -399,7 +408,11 @@ def make_baseline(results_dir: str | Path, *, anchor: str | None = None, confide
             step1.append({"label": label, "value": _round(closed[0], 10), "form": closed[1]})
     identities = [i for i in default_identities(observed.objectives)
                   if keep is None or (i["label"] in keep and i["equals"] in keep)]
-    return {"format": FORMAT, "made_by": f"python bench.py baseline {results_dir}", "confidence": confidence,
+    suites = sorted(set(read_results(results_dir)["suite"].dropna().astype(str))) or ["SUITE"]
+    made_by = (f"python bench.py run suites/{suites[0]}.yaml --out results/{suites[0]} --quiet && "
+               f"python bench.py baseline results/{suites[0]} --confidence {confidence:g}"
+               + (f" --anchor '{anchor}'" if anchor and anchor != _default_anchor(observed.objectives, trained) else ""))
+    return {"format": FORMAT, "suite": ",".join(suites), "made_by": made_by, "confidence": confidence,
             "anchor": anchor, "invariants": {"step1_loss": step1, "identities": identities},
             "metrics": metrics, "contrasts": contrasts}
 
