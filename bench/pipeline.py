@@ -82,13 +82,11 @@ def base_stage(suite, store: StageStore, data_key: str, train_pairs, *, progress
     if not sft.enabled:
         return key, base
     from trainers.objectives import build_objective
-    from trainers.tokenize import tokenize_pairs
     from trainers.trainer import train
 
     tokenizer = _load_tokenizer(base, suite)
     demos = _sft_examples(suite, train_pairs)
-    tokenized, _ = tokenize_pairs(demos, tokenizer, max_length=sft.training.max_length,
-                                  max_prompt_length=sft.training.max_prompt_length)
+    tokenized = tokenize_for_training(demos, tokenizer, sft.training, "sft")
     result = train(model_path=str(base), objective=build_objective([{"name": "nll", "weight": 1.0}]),
                    train_data=tokenized, config=sft.training, out_dir=store.work_dir("sft", key), progress=progress)
     store.count("sft", key, reused=result.started_at is None)
@@ -117,10 +115,26 @@ def _initial_model(suite, store: StageStore, key: str) -> Path:
     return store.run("init", key, build)
 
 
+def tokenize_for_training(pairs, tokenizer, config, section: str):
+    """Tokenised training examples; none left is one line naming the section and why each went."""
+    from bench.errors import BenchError
+    from trainers.tokenize import tokenize_pairs
+
+    tokenized, skipped = tokenize_pairs(pairs, tokenizer, max_length=config.max_length,
+                                        max_prompt_length=config.max_prompt_length)
+    if pairs and not tokenized:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items()))
+        raise BenchError(f"{section}: no training examples left after tokenisation of {len(pairs)} "
+                         f"(skipped {reasons}; check {section}.training.max_length and max_prompt_length)")
+    return tokenized
+
+
 def _sft_examples(suite, train_pairs):
     sft = suite.sft
     if sft.data == "chosen":
-        examples = [dataclasses.replace(p, rejected="") for p in train_pairs]
+        # Demonstrations by the records' convention (rejected "" and metadata["sft"]), so the
+        # tokeniser keeps them instead of skipping each as a pair with an empty rejected reply.
+        examples = [dataclasses.replace(p, rejected="", metadata={**p.metadata, "sft": True}) for p in train_pairs]
         return examples[: sft.num_examples] if sft.num_examples else examples
     from bench.data.tasks import get_task
 
@@ -174,6 +188,8 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
     training = suite.training
     train_data, skipped = tokenize_pairs(pairs["train"], tokenizer, max_length=training.max_length,
                                          max_prompt_length=training.max_prompt_length)
+    if pairs["train"] and not train_data:
+        tokenize_for_training(pairs["train"], tokenizer, training, "training")   # raises, naming the reasons
     data_info = {**data_info, "skipped_at_tokenization": dict(skipped)}
     ref_cache = store.root / "ref_logps"
     pack_to = training.max_length if training.packing else None

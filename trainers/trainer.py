@@ -117,6 +117,7 @@ class _Run:
         torch.manual_seed(self.cfg.seed)        # LoRA initialisation and dropout follow the seed
         self.tokenizer = load_tokenizer(self.model_path)
         self.model = load_causal_lm(self.model_path, dtype=torch.float32)
+        disable_dropout(self.model)             # as TRL: dropout noise would also move the reference pass
         if self.cfg.gradient_checkpointing:
             self.model.config.use_cache = False
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -127,13 +128,13 @@ class _Run:
             self.model = _apply_lora(self.model, self.cfg.lora)
         self.pad_id = self.tokenizer.pad_token_id
         self.pack_to = self.cfg.max_length if self.cfg.packing and supports_packing(self.model) else None
-        optimizer = _adamw([p for p in self.model.parameters() if p.requires_grad], self.cfg, self.acc.device)
+        optimizer = _adamw(self.model, self.cfg, self.acc.device)
         # FSDP replaces the parameters by shards in prepare() and points the optimiser at them,
         # so both are prepared together and gradients are clipped on the prepared parameters.
         self.wrapped, self.optimizer = self.acc.prepare(ResponseLogps(self.model), optimizer)
         self.params = [p for p in self.wrapped.parameters() if p.requires_grad]
         name = {"constant": "constant_with_warmup"}.get(self.cfg.scheduler, self.cfg.scheduler)
-        self.scheduler = get_scheduler(name, self.optimizer, num_warmup_steps=round(self.cfg.warmup_ratio * self.total),
+        self.scheduler = get_scheduler(name, self.optimizer, num_warmup_steps=warmup_steps(self.cfg.warmup_ratio, self.total),
                                        num_training_steps=self.total)
         self.model.train()
 
@@ -348,11 +349,42 @@ def read_log_lines(path: Path) -> list[tuple[str, dict]]:
     return rows
 
 
-def _adamw(params, cfg, device):
-    """AdamW; the fused kernel (one update for all tensors, not a Python loop over them) where
-    torch has it for this device and dtype, which is the same update rule."""
-    fused = device.type in ("cpu", "cuda") and all(p.dtype in (torch.float32, torch.bfloat16) for p in params)
-    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused or None)
+def warmup_steps(ratio: float, total: int) -> int:
+    """Warm-up steps as transformers' `TrainingArguments.get_warmup_steps` counts them (ceil)."""
+    return math.ceil(total * ratio)
+
+
+def disable_dropout(model) -> None:
+    """Dropout off, as TRL's `disable_dropout_in_model` (every nn.Dropout), and also the attention
+    dropout that Llama/Qwen2-style layers apply functionally from a float attribute. A LoRA
+    adapter's own dropout (added later, set by the suite) is left as configured."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+
+
+def decay_parameter_names(model) -> set[str]:
+    """Parameters that get weight decay: not biases, not norm weights (transformers' Trainer rule,
+    `Trainer.get_decay_parameter_names`)."""
+    from transformers.trainer_pt_utils import get_parameter_names
+
+    patterns = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
+    return set(get_parameter_names(model, [torch.nn.LayerNorm], patterns))
+
+
+def _adamw(model, cfg, device):
+    """AdamW over the trainable parameters, weight decay only where transformers applies it; the
+    fused kernel (one update for all tensors, not a Python loop over them) where torch has it
+    for this device and dtype, which is the same update rule."""
+    decay = decay_parameter_names(model)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in named if n in decay], "weight_decay": cfg.weight_decay},
+              {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    fused = device.type in ("cpu", "cuda") and all(p.dtype in (torch.float32, torch.bfloat16) for _, p in named)
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=fused or None)
 
 
 def _batch_sum(value, n: int) -> torch.Tensor:

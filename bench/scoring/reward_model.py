@@ -192,8 +192,10 @@ def _optimise(model, encoded, pad_id: int, config, progress: bool) -> tuple[int,
 
     device = next(model.parameters()).device
     steps = _total_steps(config, math.ceil(len(encoded) / config.batch_size))
-    opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    sched = get_scheduler(config.scheduler, opt, num_warmup_steps=int(config.warmup_ratio * steps),
+    from trainers.trainer import _adamw, warmup_steps
+
+    opt = _adamw(model, config, device)    # the policy trainer's rule: no decay on norms and biases
+    sched = get_scheduler(config.scheduler, opt, num_warmup_steps=warmup_steps(config.warmup_ratio, steps),
                           num_training_steps=steps)
     use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
     stream, loss_value = _batches(len(encoded), config.batch_size, config.seed), float("nan")
