@@ -43,6 +43,8 @@ class PolicyRecord:
     train_summary: dict = field(default_factory=dict)
     status: str = "ok"
     reason: str | None = None
+    checkpoint: str | None = None       # the trained weights (the reference's directory for it)
+    checkpoint_kept: bool = True
 
 
 def per_prompt(judgments: pd.DataFrame, column: str) -> pd.DataFrame:

@@ -5,7 +5,8 @@ problem with it becomes one `SuiteError` line naming the file and the dotted fie
 (`objectives[2].params.beta`), with the nearest valid name for a misspelt key.
 `expand_runs` turns a suite into concrete runs: objectives × grid points × seeds.
 
-Relative paths: `data.path`, `reward_model.path` and `model.policy` are resolved against
+Relative paths: `data.path`, `reward_model.path`, `model.policy` and
+`scoring.lm_eval.include_path` are resolved against
 the directory of the suite file when they start with `./` or `../` (so a suite and its
 data can move together), and against the current directory when given with `--set` on the
 command line; `~` is expanded; any other value is kept as written (absolute paths, hub ids
@@ -90,6 +91,9 @@ class Suite(_Strict):
     scoring: ScoringConfig = ScoringConfig()
     launcher: Literal["inprocess", "accelerate"] = "inprocess"
     accelerate: AccelerateSection = AccelerateSection()
+    # false: a run's trained weights are deleted once its evaluation is stored (a 0.5B suite
+    # writes 21 x ~1 GB); a rerun then reuses the evaluation instead of retraining.
+    keep_checkpoints: bool = True
 
     _source: str = PrivateAttr(default="<suite>")
 
@@ -299,22 +303,27 @@ def _resolve_path(value: str | None, base: Path) -> str | None:
 
 
 def _resolve_paths(data: dict, base: Path) -> None:
-    for section, key in (("data", "path"), ("reward_model", "path"), ("model", "policy")):
-        block = data.get(section)
+    for *sections, key in (("data", "path"), ("reward_model", "path"), ("model", "policy"),
+                           ("scoring", "lm_eval", "include_path")):
+        block = data
+        for section in sections:
+            block = block.get(section) if isinstance(block, dict) else None
         if isinstance(block, dict) and isinstance(block.get(key), str):
             block[key] = _resolve_path(block[key], base)
 
 
-_PATH_FIELDS = {("data", "path"), ("reward_model", "path"), ("model", "policy")}
+_PATH_FIELDS = {("data", "path"), ("reward_model", "path"), ("model", "policy"), ("scoring", "lm_eval", "include_path")}
 
 
 def _resolve_override_path(data: dict, override: str) -> None:
     """A `--set data.path=../x` value: made absolute against the current directory."""
     key = tuple(p.strip() for p in override.partition("=")[0].split("."))
     if key in _PATH_FIELDS:
-        block = data.get(key[0])
-        if isinstance(block, dict) and isinstance(block.get(key[1]), str):
-            block[key[1]] = _resolve_path(block[key[1]], Path.cwd())
+        block = data
+        for section in key[:-1]:
+            block = block.get(section) if isinstance(block, dict) else None
+        if isinstance(block, dict) and isinstance(block.get(key[-1]), str):
+            block[key[-1]] = _resolve_path(block[key[-1]], Path.cwd())
 
 
 # ---------------------------------------------------------------- load

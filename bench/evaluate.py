@@ -45,27 +45,48 @@ def prompts_of(ctx: EvalContext) -> list[tuple[str, str]]:
     return [(pair.id, render_prompt(pair, ctx.tokenizer)) for pair in ctx.eval_pairs]
 
 
+def generator_options(section) -> dict:
+    """Constructor options of the suite's generation backend."""
+    if section.backend == "vllm":
+        return {"tensor_parallel_size": section.tensor_parallel_size, "seed": section.seed,
+                "gpu_memory_utilization": section.gpu_memory_utilization, "max_model_len": section.max_model_len}
+    return {"max_model_len": section.max_model_len}
+
+
 def generate(policy_dir: Path, ctx: EvalContext, out_dir: Path):
+    """Generate, then write the samples and the decoding settings they were made with
+    (`generation_params.json`: the resolved parameters, the checkpoint's generation_config that
+    they override, and how many prompts were cut to fit the context)."""
+    from bench.devices import release_memory
+
+    release_memory()      # whatever the previous stage left (a trained policy) goes before an engine starts
     section = ctx.generation
-    options = ({"tensor_parallel_size": section.tensor_parallel_size} if section.backend == "vllm"
-               else {"progress": ctx.progress})
-    generator = get_generator(section.backend, str(policy_dir), **options)
-    generations = generator.generate(prompts_of(ctx), GenerationConfig.from_section(section))
+    generator = get_generator(section.backend, str(policy_dir), progress=ctx.progress, **generator_options(section))
+    try:
+        config = GenerationConfig.from_section(section)
+        generations = generator.generate(prompts_of(ctx), config)
+        params = {**generator.resolved_params(config), "prompts_truncated": generator.truncated,
+                  "prompts": len(ctx.eval_pairs)}
+    finally:
+        generator.close()
     write_generations(out_dir / "generations.jsonl", generations)
-    del generator
+    (out_dir / "generation_params.json").write_text(json.dumps(params, sort_keys=True, indent=1, default=str))
     return generations
 
 
 def sample_logps(model_dir: Path, prompt_ids: dict, samples: list[tuple[str, list[int]]], *,
                  batch_size: int = 32, progress: bool = False) -> list[float]:
     """Sum of log-probs of each (prompt_id, response ids) under the model at `model_dir`."""
+    from bench.devices import placement
     from bench.models import load_causal_lm
     from trainers.reference import compute_reference
 
-    model = load_causal_lm(str(model_dir), dtype=torch.float32)
+    where = placement("kl")
+    model = load_causal_lm(str(model_dir), dtype=where.dtype, device=where.device)
     data = [TokenizedPair(id=str(i), prompt_ids=prompt_ids[pid], chosen_ids=ids, rejected_ids=None)
             for i, (pid, ids) in enumerate(samples) if ids]
     per_sample = compute_reference(model, data, batch_size=batch_size, progress=progress)
+    del model
     # An empty response (immediate stop without EOS) has log-prob 0: the empty product.
     return [float(per_sample[str(i)][0].sum()) if str(i) in per_sample else 0.0 for i in range(len(samples))]
 
@@ -138,10 +159,12 @@ def evaluate_policy(policy_dir: Path, ctx: EvalContext, out_dir: Path, *, is_ref
 
         from bench.progress import output_to_log
 
+        gen = ctx.generation
         with output_to_log(out_dir / "lm_eval.log"):   # its notices and bars: kept, off the screen
             rows = lm_evaluate(str(policy_dir), ctx.lm_eval.tasks, include_path=ctx.lm_eval_include,
                                limit=ctx.lm_eval.limit, num_fewshot=ctx.lm_eval.num_fewshot,
-                               batch_size=ctx.lm_eval.batch_size,
-                               backend=ctx.generation.backend, device="cuda" if torch.cuda.is_available() else "cpu")
+                               batch_size=ctx.lm_eval.batch_size, backend=gen.backend,
+                               tensor_parallel_size=gen.tensor_parallel_size,
+                               gpu_memory_utilization=gen.gpu_memory_utilization, max_model_len=gen.max_model_len)
         (out_dir / "lm_eval.json").write_text(json.dumps(rows, sort_keys=True, default=str))
     return {"samples": len(generations)}

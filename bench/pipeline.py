@@ -18,6 +18,21 @@ from bench.stages import StageStore
 BUILTIN_PREFIX = "builtin:"
 PAIR_FILES = ("train", "eval", "drift")
 REFERENCE_ID = "reference"
+SUITE_FILE, SUITE_HASH = "suite.resolved.yaml", "suite.resolved.sha256"
+
+
+def write_resolved_suite(suite, out: Path) -> str:
+    """The suite as run (defaults filled, --set applied, paths resolved) and its sha256, into
+    the results folder; returns the hash (also a column of runs.parquet)."""
+    import hashlib
+
+    import yaml
+
+    text = yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    (out / SUITE_FILE).write_text(text)
+    (out / SUITE_HASH).write_text(digest + "\n")
+    return digest
 
 
 @dataclass
@@ -34,6 +49,7 @@ class SuiteContext:
     eval_key: str
     data_info: dict
     progress: bool
+    fingerprints: dict = dataclasses.field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- data
@@ -54,11 +70,15 @@ def read_pairs(path: Path) -> list:
     return pairs
 
 
-def data_stage(suite, store: StageStore, progress: bool = True) -> tuple[str, dict[str, list], dict]:
+def data_stage(suite, store: StageStore, progress: bool = True,
+               fingerprints: dict | None = None) -> tuple[str, dict[str, list], dict]:
     from bench.data.sources import load_pairs
     from bench.data.splits import split_pairs
+    from bench.fingerprint import suite_fingerprints
 
-    key = content_hash("data", suite.data)
+    fingerprints = fingerprints or suite_fingerprints(suite)
+    # the file's (or hub revision's) content, not only its name: data edited in place reloads
+    key = content_hash("data", suite.data, fingerprints["data"])
 
     def build(tmp: Path):
         loaded = load_pairs(suite.data, progress=progress)
@@ -74,10 +94,17 @@ def data_stage(suite, store: StageStore, progress: bool = True) -> tuple[str, di
 
 
 # ---------------------------------------------------------------- base model / SFT reference
-def base_stage(suite, store: StageStore, data_key: str, train_pairs, *, progress: bool) -> tuple[str, Path]:
+def base_stage(suite, store: StageStore, data_key: str, train_pairs, *, progress: bool,
+               fingerprints: dict | None = None) -> tuple[str, Path]:
     """The reference policy: the base model, SFT-trained with `nll` when the suite asks."""
+    from bench.fingerprint import suite_fingerprints
+
     sft = suite.sft
-    key = content_hash("base", suite.model, sft, data_key if sft.enabled and sft.data == "chosen" else None)
+    fingerprints = fingerprints or suite_fingerprints(suite)
+    # The policy's weights (or hub commit), not only its path: new weights at the same path
+    # give a new key here and so in every stage downstream (train, evaluate).
+    key = content_hash("base", suite.model, fingerprints["policy"], sft,
+                       data_key if sft.enabled and sft.data == "chosen" else None)
     base = _initial_model(suite, store, key)
     if not sft.enabled:
         return key, base
@@ -175,13 +202,17 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
     from trainers.reference import reference_logps
     from trainers.tokenize import tokenize_pairs
 
+    from bench.fingerprint import suite_fingerprints
+
+    fingerprints = suite_fingerprints(suite)
     bar.stage("data")
-    data_key, pairs, data_info = data_stage(suite, store, progress)
+    data_key, pairs, data_info = data_stage(suite, store, progress, fingerprints)
     from bench.validate import check_batch_sizes
 
     check_batch_sizes(suite, runs, len(pairs["train"]))   # before SFT: a batch larger than the data
     bar.stage("base")
-    base_key, reference_dir = base_stage(suite, store, data_key, pairs["train"], progress=progress)
+    base_key, reference_dir = base_stage(suite, store, data_key, pairs["train"], progress=progress,
+                                         fingerprints=fingerprints)
     tokenizer = _load_tokenizer(reference_dir, suite)
     bar.stage("reward")
     reward_dir = reward_stage(suite, store, data_key, base_key, pairs["train"], progress=progress)
@@ -211,16 +242,19 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
     eval_ctx = EvalContext(
         eval_pairs=pairs["eval"], tokenizer=tokenizer, reference_dir=reference_dir, generation=suite.generation,
         reward_model_dir=reward_dir, reward_batch_size=suite.reward_model.batch_size, gold=suite.scoring.gold,
-        lm_eval=suite.scoring.lm_eval, lm_eval_include=_tasks_dir(suite_path), drift_data=drift_data,
+        lm_eval=suite.scoring.lm_eval, lm_eval_include=tasks_dir(suite), drift_data=drift_data,
         drift_reference=drift_reference, progress=progress,
     )
     # The reward model by where it is relative to the results folder (a trained one is inside it):
-    # a moved folder, or --out written relative instead of absolute, keeps every evaluation.
+    # a moved folder, or --out written relative instead of absolute, keeps every evaluation; a
+    # loaded one, and the lm-eval tasks, by their contents.
     eval_key = content_hash("eval", data_key, base_key, _portable(reward_dir, store.root), suite.generation, suite.scoring,
-                            suite.reward_model, training.max_length, training.max_prompt_length)
+                            suite.reward_model, training.max_length, training.max_prompt_length,
+                            fingerprints["reward_model"], fingerprints["lm_eval_tasks"])
     return SuiteContext(suite=suite, suite_dir=suite_path.parent, data_key=data_key, base_key=base_key,
                         reference_dir=reference_dir, tokenizer=tokenizer, train_data=train_data, ref_logps=ref_logps,
-                        eval_ctx=eval_ctx, eval_key=eval_key, data_info=data_info, progress=progress)
+                        eval_ctx=eval_ctx, eval_key=eval_key, data_info=data_info, progress=progress,
+                        fingerprints=fingerprints)
 
 
 def _portable(path: Path | None, root: Path) -> str | None:
@@ -233,8 +267,11 @@ def _portable(path: Path | None, root: Path) -> str | None:
         return str(path)
 
 
-def _tasks_dir(suite_path: Path) -> Path | None:
-    tasks = suite_path.resolve().parent / "tasks"
+def tasks_dir(suite) -> Path | None:
+    """lm-eval's include path: `scoring.lm_eval.include_path`, else `tasks/` beside the suite file."""
+    if suite.scoring.lm_eval.include_path:
+        return Path(suite.scoring.lm_eval.include_path)
+    tasks = suite.suite_dir / "tasks"
     return tasks if tasks.is_dir() else None
 
 
@@ -272,10 +309,41 @@ def train_summary(result) -> dict:
     return summary
 
 
+def evaluate_key(run, ctx: SuiteContext) -> str:
+    return content_hash("evaluate", train_key(run, ctx), ctx.eval_key)
+
+
 def evaluate_run(run, checkpoint, ctx: SuiteContext, store: StageStore) -> Path:
-    key = content_hash("evaluate", train_key(run, ctx), ctx.eval_key)
-    return store.run("evaluate", key, lambda tmp: evaluate_policy(Path(checkpoint), ctx.eval_ctx, tmp,
-                                                                  is_reference=False))
+    return store.run("evaluate", evaluate_key(run, ctx), lambda tmp: evaluate_policy(Path(checkpoint), ctx.eval_ctx,
+                                                                                     tmp, is_reference=False))
+
+
+DISCARDED = "checkpoint_discarded.json"   # in a run's train folder: its weights went after evaluation
+
+
+def discard_checkpoint(checkpoint: Path) -> None:
+    """`keep_checkpoints: false`: delete a run's weights once its evaluation is stored, leaving a
+    note (steps, when) so that a rerun reuses the evaluation instead of training again."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.exists():
+        return
+    from trainers.checkpoint import completed_steps
+
+    (checkpoint.parent / DISCARDED).write_text(json.dumps({"steps": completed_steps(checkpoint)}))
+    import shutil
+
+    shutil.rmtree(checkpoint)
+
+
+def discarded_evaluation(run, ctx: SuiteContext, store: StageStore) -> Path | None:
+    """The stored evaluation of a run whose weights were discarded, else None (then it trains:
+    a discarded run whose evaluation settings changed is trained again)."""
+    work = store.work_dir("train", train_key(run, ctx))
+    if (work / DISCARDED).exists() and not (work / "checkpoint").exists():
+        if store.is_done("evaluate", evaluate_key(run, ctx)):
+            return store.run("evaluate", evaluate_key(run, ctx), None)
+        (work / DISCARDED).unlink()
+    return None
 
 
 def evaluate_reference(ctx: SuiteContext, store: StageStore, bar) -> Path:
@@ -332,8 +400,13 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
             record.reason = f"its evaluation files are unreadable ({type(err).__name__}: {str(err)[:200]})"
     prov = provenance()
     by_id = {run.run_id: run for run in runs}
+    reference.checkpoint = str(ctx.reference_dir)
+    suite_hash = (out / SUITE_HASH).read_text().strip() if (out / SUITE_HASH).exists() else ""
+    inputs = dict(fingerprints=json.dumps(ctx.fingerprints, sort_keys=True), suite_hash=suite_hash)
     run_rows = [dict(suite=suite.name, run_id=r.run_id, label=r.label, objective=r.objective, params=r.params,
-                     seed=r.seed, status=r.status, reason=r.reason or "", train_log=_relative(r.train_summary.get("train_log"), out),
+                     seed=r.seed, status=r.status, reason=r.reason or "", checkpoint=_relative(r.checkpoint, out),
+                     checkpoint_kept=str(r.checkpoint_kept).lower(), **inputs,
+                     train_log=_relative(r.train_summary.get("train_log"), out),
                      config=json.dumps(by_id[r.run_id].training.model_dump(mode="json"), sort_keys=True)
                      if r.run_id in by_id else "{}",
                      data=json.dumps(ctx.data_info, sort_keys=True), **prov) for r in [reference, *records]]

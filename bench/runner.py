@@ -12,6 +12,7 @@ import json
 import os
 import time
 import traceback
+from types import SimpleNamespace
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +71,9 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True)
         removed = store.clean_leftovers()
         if removed:
             stage_lib.say(f"removed {len(removed)} temporary leftover(s) of killed stages under {store.root}")
+        from bench.pipeline import write_resolved_suite
+
+        write_resolved_suite(suite, out)
         bar = StageProgress(total_runs=len(runs), enabled=progress)
         try:
             records, leaderboard = _run_stages(suite, Path(suite_path), runs, store, out, bar, progress)
@@ -115,14 +119,25 @@ def _train_and_evaluate(run, ctx, store, out: Path, bar) -> PolicyRecord:
     record = PolicyRecord(run_id=run.run_id, label=run.label, objective=pipeline.objective_name(run),
                           params=json.dumps(run.params, sort_keys=True), seed=run.seed)
     try:
+        evaluated = pipeline.discarded_evaluation(run, ctx, store)
+        if evaluated is not None:      # weights deleted after an evaluation that still holds
+            work = store.work_dir("train", pipeline.train_key(run, ctx))
+            steps = json.loads((work / pipeline.DISCARDED).read_text())["steps"]
+            record.train_summary = pipeline.train_summary(SimpleNamespace(steps=steps, log_path=work / "train_log.jsonl"))
+            record.checkpoint, record.checkpoint_kept, record.eval_dir = str(work / "checkpoint"), False, evaluated
+            return record
         bar.stage("train", run)
         result = pipeline.train_run(run, ctx, store)
         record.train_summary = pipeline.train_summary(result)
         if result.status != "ok":
             _fail(record, result.reason or "training failed", out)
             return record
+        record.checkpoint = str(result.checkpoint)
         bar.stage("evaluate", run)
         record.eval_dir = pipeline.evaluate_run(run, result.checkpoint, ctx, store)
+        if not ctx.suite.keep_checkpoints:
+            pipeline.discard_checkpoint(result.checkpoint)
+            record.checkpoint_kept = False
     except BenchError as err:
         _fail(record, str(err), out)
     except Exception as err:  # isolate: one broken run must not lose the others' results

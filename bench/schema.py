@@ -121,10 +121,24 @@ class GenerationConfigSection(Strict):
     batch_size: PositiveInt = 64
     tensor_parallel_size: PositiveInt = 1
     seed: Seed = 0
+    # vLLM's share of GPU memory (of the engines of generation and of lm-eval), and the context
+    # limit of both backends (None: the model's). Prompts longer than the limit minus
+    # max_new_tokens keep their end and are counted (bench.generation.base.truncate_prompts).
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    max_model_len: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _samples_differ(self):
+        if self.n > 1 and self.temperature == 0:
+            raise ValueError("n > 1 with temperature 0 gives n identical greedy samples; "
+                             "set generation.temperature > 0 or n: 1")
+        return self
 
 
 class LmEvalConfig(Strict):
     tasks: list[str] = Field(default_factory=list)
+    # folder of local task YAMLs; default: the `tasks/` folder beside the suite file
+    include_path: str | None = None
     limit: PositiveInt | None = None
     num_fewshot: int | None = Field(None, ge=0)
     batch_size: PositiveInt = 16

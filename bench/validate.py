@@ -280,8 +280,12 @@ def check_lm_eval_tasks(suite: Suite) -> str:
     tasks = suite.scoring.lm_eval.tasks
     if not tasks:
         return "lm-eval: no tasks"
-    local = suite.suite_dir / "tasks"  # local task YAMLs live next to the suite file
-    index = _task_index(str(local) if local.is_dir() else None)
+    from bench.pipeline import tasks_dir
+
+    local = tasks_dir(suite)  # scoring.lm_eval.include_path, else tasks/ next to the suite file
+    if local is not None and not local.is_dir():
+        raise SuiteError(suite.source, "scoring.lm_eval.include_path", f"{local} is not a directory")
+    index = _task_index(str(local) if local is not None else None)
     problems: list[BenchError] = []
     for i, task in enumerate(tasks):
         field_name = f"scoring.lm_eval.tasks[{i}]"

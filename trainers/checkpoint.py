@@ -120,12 +120,18 @@ def rng_state() -> dict:
     return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
 
 
-def save_checkpoint(ckpt_dir: Path, *, model, tokenizer, steps: int, state_dict: dict | None = None) -> Path:
+def save_checkpoint(ckpt_dir: Path, *, model, tokenizer, steps: int, state_dict: dict | None = None,
+                    dtype: torch.dtype | None = None) -> Path:
     """A standard HF directory (safetensors, config, tokenizer); LoRA adapters are merged first.
-    `state_dict`: the full weights when `model`'s own parameters are shards (FSDP)."""
+    `state_dict`: the full weights when `model`'s own parameters are shards (FSDP). `dtype`:
+    the weights' dtype on disk (floating-point tensors cast; the model is cast in place)."""
     tmp = _tmp_dir(ckpt_dir)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()      # lm-eval and vLLM load a plain model, not an adapter
+    if dtype is not None:
+        model.to(dtype)
+        if state_dict is not None:
+            state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
     model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     (tmp / DONE_FILE).write_text(json.dumps({"steps": steps, "files": build_manifest(tmp)}))

@@ -108,9 +108,10 @@ def reference_logps(model_path, tokenized, *, batch_size: int, cache_dir, progre
         return cached
     from bench.models import load_causal_lm
 
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_causal_lm(str(model_path), dtype=torch.float32, device=device)
+    from bench.devices import placement
+
+    where = placement("reference")
+    model = load_causal_lm(str(model_path), dtype=where.dtype, device=device or where.device)
     values = compute_reference(model, tokenized, batch_size=batch_size, progress=progress, pack_to=pack_to)
     del model
     save_cache(cache_file, values)

@@ -73,7 +73,11 @@ def train(*, model_path, objective, train_data, config, out_dir, reference: dict
     if problem:
         say(f"resume state {out_dir / 'state'} is damaged ({problem}); this run starts again from step 0")
         set_aside(out_dir / "state")
-    return _Run(model_path, objective, train_data, config, out_dir, reference, progress, on_step).run()
+    run = _Run(model_path, objective, train_data, config, out_dir, reference, progress, on_step)
+    try:
+        return run.run()
+    finally:
+        run.release()
 
 
 def _mixed_precision(precision: str) -> str:
@@ -109,6 +113,16 @@ class _Run:
         self.log_path = out_dir / "train_log.jsonl"
         self.desc = f"train {Path(out_dir).parent.name}/{Path(out_dir).name[:8]}"   # sft/… or train/…: not a bare bar
 
+    def release(self) -> None:
+        """Drop the model, optimiser and accelerate's references to them and return their
+        memory: the next stage (a generation engine) must find the GPU free."""
+        from bench.devices import release_memory
+
+        self.acc.free_memory()
+        for name in ("model", "wrapped", "optimizer", "scheduler", "params", "ref"):
+            self.__dict__.pop(name, None)
+        release_memory()
+
     # --- setup ---------------------------------------------------------------------------
     def _build(self):
         from bench.models import load_causal_lm, load_tokenizer
@@ -118,6 +132,7 @@ class _Run:
         self.tokenizer = load_tokenizer(self.model_path)
         self.model = load_causal_lm(self.model_path, dtype=torch.float32)
         disable_dropout(self.model)             # as TRL: dropout noise would also move the reference pass
+        self.use_cache = getattr(self.model.config, "use_cache", None)   # restored in the checkpoint
         if self.cfg.gradient_checkpointing:
             self.model.config.use_cache = False
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -329,7 +344,13 @@ class _Run:
         # (and a LoRA model is merged first).
         weights = self._gathered_states(optimizer=False)[0] if self.sharded else None
         if self.acc.is_main_process:
-            save_checkpoint(ckpt, model=self.model, tokenizer=self.tokenizer, steps=self.total, state_dict=weights)
+            # Saved in the dtype it was trained in (bf16 autocast -> bf16 weights, as the model
+            # is used downstream), with the KV cache that gradient checkpointing switched off on again.
+            if self.use_cache is not None:
+                self.model.config.use_cache = self.use_cache
+            dtype = torch.bfloat16 if self.acc.mixed_precision == "bf16" else torch.float32
+            save_checkpoint(ckpt, model=self.model, tokenizer=self.tokenizer, steps=self.total, state_dict=weights,
+                            dtype=dtype)
             shutil.rmtree(self.out_dir / "state", ignore_errors=True)   # the checkpoint supersedes it
         self.acc.wait_for_everyone()
         return TrainResult("ok", None, ckpt, self.log_path, self.total, self.start)

@@ -89,6 +89,28 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
 
 
+def truncate_prompts(encoded: list[list[int]], max_model_len: int | None, max_new_tokens: int,
+                     bos_id: int | None = None) -> tuple[list[list[int]], int]:
+    """The one prompt-truncation rule of every backend: a prompt longer than
+    `max_model_len - max_new_tokens` keeps its last tokens (they lead into the response; a
+    leading BOS is kept too), so prompt plus generation fit the context and no request fails.
+    Returns (prompts, how many were cut); no limit (None) cuts nothing."""
+    if max_model_len is None:
+        return encoded, 0
+    room = max_model_len - max_new_tokens
+    if room < 1:
+        raise BenchError(f"generation.max_new_tokens ({max_new_tokens}) leaves no room for a prompt in the "
+                         f"context of {max_model_len} tokens (generation.max_model_len or the model's)")
+    out, cut = [], 0
+    for ids in encoded:
+        if len(ids) > room:
+            cut += 1
+            keep_bos = bos_id is not None and ids[0] == bos_id
+            ids = ([bos_id] + ids[len(ids) - room + 1:]) if keep_bos else ids[len(ids) - room:]
+        out.append(ids)
+    return out, cut
+
+
 def write_generations(path, generations) -> Path:
     """One JSON object per line; written to a temporary name, then renamed (never half-written)."""
     path = Path(path)

@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig as HFGenerationConfig
 
-from bench.generation.base import Generation, GenerationConfig, encode_prompt
+from bench.generation.base import Generation, GenerationConfig, encode_prompt, truncate_prompts
 from bench.models import load_causal_lm, load_tokenizer
 
 
@@ -20,17 +20,28 @@ class HFGenerator:
     """Generate with a transformers causal LM loaded from `model_path` (bf16 on GPU, fp32 on CPU)."""
 
     def __init__(self, model_path: str, *, device: str | None = None, dtype=None,
-                 trust_remote_code: bool = False, progress: bool = True):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+                 trust_remote_code: bool = False, progress: bool = True, max_model_len: int | None = None):
+        from bench.devices import placement
+
+        where = placement("generation")
+        self.device = torch.device(device) if device else where.device
+        dtype = dtype or where.dtype
         self.tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
         self.model = load_causal_lm(model_path, dtype=dtype, trust_remote_code=trust_remote_code,
                                     device=self.device).eval()
         self.progress = progress
         self.eos_ids = _eos_ids(self.tokenizer, self.model)
+        # The context limit: the suite's max_model_len, else the model's positions.
+        self.max_model_len = max_model_len or getattr(self.model.config, "max_position_embeddings", None)
+        self.truncated = 0
 
     def encode(self, text: str) -> list[int]:
         return encode_prompt(self.tokenizer, text)
+
+    def resolved_params(self, config: GenerationConfig) -> dict:
+        """The decoding settings generate() runs with, and the checkpoint's own ones it overrides."""
+        return {"backend": "hf", **self._hf_config(config, 0).to_diff_dict(),
+                "checkpoint_generation_config": self.model.generation_config.to_diff_dict()}
 
     def generate(self, prompts: list[tuple[str, str]], config: GenerationConfig, *,
                  min_new_tokens: int = 0) -> list[Generation]:
@@ -40,7 +51,8 @@ class HFGenerator:
         alone): the same prompts, batch size and seed give the same texts.
         `min_new_tokens` suppresses EOS before that many tokens (used by `perf generate`).
         """
-        encoded = [self.encode(text) for _, text in prompts]
+        encoded, self.truncated = truncate_prompts([self.encode(text) for _, text in prompts], self.max_model_len,
+                                                   config.max_new_tokens, self.tokenizer.bos_token_id)
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
         hf_config = self._hf_config(config, min_new_tokens)
@@ -55,14 +67,24 @@ class HFGenerator:
                                   for k in range(config.n)]
         return [gen for i in range(len(prompts)) for gen in results[i]]
 
+    def close(self) -> None:
+        """Free the model (the next stage's engine needs the memory)."""
+        from bench.devices import release_memory
+
+        self.model = None
+        release_memory()
+
     def _hf_config(self, config: GenerationConfig, min_new_tokens: int) -> HFGenerationConfig:
-        sampling = {} if config.greedy else {
-            # top_k=0 disables HF's default top-50 cut, matching vLLM's (no top-k) default
-            "temperature": config.temperature, "top_p": config.top_p, "top_k": 0}
+        # Every setting that changes which token is picked is given explicitly: generate() fills
+        # the ones left unset from the checkpoint's generation_config (a released model's
+        # repetition_penalty, top_k...), which vLLM does not, so the suite alone decides.
+        # top_k=0 disables HF's default top-50 cut, matching vLLM's (no top-k) default.
         return HFGenerationConfig(
             max_new_tokens=config.max_new_tokens, min_new_tokens=min_new_tokens or None,
-            do_sample=not config.greedy, num_return_sequences=config.n, use_cache=True,
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(self.eos_ids), **sampling)
+            do_sample=not config.greedy, num_return_sequences=config.n, use_cache=True, num_beams=1,
+            temperature=1.0 if config.greedy else config.temperature, top_p=1.0 if config.greedy else config.top_p,
+            top_k=0, min_p=0.0, typical_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0, length_penalty=1.0,
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(self.eos_ids))
 
     def _generate_batch(self, batch: list[list[int]], hf_config) -> list[list[int]]:
         """Left-pad a batch, generate, return each row's new tokens (prompt removed)."""

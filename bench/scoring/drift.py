@@ -74,7 +74,10 @@ def compute_drift(policy_model_path, ref_logps: dict, tokenized_pairs, *, batch_
     missing = [p.id for p in pairs if p.id not in ref_logps]
     if missing:
         raise KeyError(f"reference log-probs lack pair {missing[0]!r} ({len(missing)} missing)")
-    model = load_causal_lm(str(policy_model_path), dtype=torch.float32, device=device).eval()
+    from bench.devices import placement
+
+    where = placement("drift")
+    model = load_causal_lm(str(policy_model_path), dtype=where.dtype, device=device or where.device).eval()
     pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("pc", "pr", "rc", "rr", "cm", "rm")}
     with torch.inference_mode():

@@ -2,8 +2,8 @@
 
 The numbers are lm-eval's own (metric, stderr, version), reshaped into tidy rows; nothing
 is re-implemented here. Local task YAMLs (e.g. `suites/tasks/arith_qa.yaml`) are found
-through `include_path`. lm-eval's hub access is switched off for the call: the embedded
-default must run offline and a local task reads a local file.
+through `include_path`. lm-eval's hub access is switched off for the call only when the
+machine has no network (a local task reads a local file either way).
 """
 from __future__ import annotations
 
@@ -105,33 +105,59 @@ def _num(x):
     return float(x) if isinstance(x, (int, float)) else None
 
 
+def model_args(backend: str, model_path: str, *, dtype: str, tensor_parallel_size: int = 1,
+               gpu_memory_utilization: float = 0.85, max_model_len: int | None = None) -> str:
+    """lm-eval's `model_args` for either backend: the same dtype (`bench.devices.placement`), the
+    same parallelism (vLLM: tensor parallel; hf: the model split over the GPUs) and context limit."""
+    args = [f"pretrained={model_path}", f"dtype={dtype}"]
+    if backend == "vllm":
+        args += [f"tensor_parallel_size={tensor_parallel_size}", f"gpu_memory_utilization={gpu_memory_utilization}"]
+        if max_model_len:
+            args.append(f"max_model_len={max_model_len}")
+    else:
+        if tensor_parallel_size > 1:
+            args.append("parallelize=True")
+        if max_model_len:
+            args.append(f"max_length={max_model_len}")
+    return ",".join(args)
+
+
 def evaluate(checkpoint, tasks: Sequence[str], *, include_path=None, limit: int | float | None = None,
              num_fewshot: int | None = None, batch_size: int = 16, backend: str = "hf",
-             device: str | None = "cpu", dtype: str | None = None) -> list[dict]:
+             tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
+             max_model_len: int | None = None) -> list[dict]:
     """Run lm-eval on ``checkpoint`` (HF dir or hub id) and return tidy result rows.
 
-    ``backend`` is lm-eval's model type: "hf" (transformers) or "vllm". ``dtype`` defaults
-    to float32 for hf (exact on CPU) and auto for vLLM.
+    ``backend`` is lm-eval's model type: "hf" (transformers) or "vllm"; the device and dtype
+    are `bench.devices.placement("lm_eval")`'s under both. The hub is switched off for the
+    call only when this machine has no network: hub tasks (hellaswag...) then fail in one
+    line instead of hanging, while with network they download as lm-eval does.
     """
     if backend not in ("hf", "vllm"):
         raise BenchError(f"lm-eval backend must be 'hf' or 'vllm', got {backend!r}")
     tasks = list(tasks)
     if not tasks:
         return []
+    from bench.devices import placement, release_memory
     from bench.models import resolve_model
+    from bench.net import network_available
 
     model_path = resolve_model(str(checkpoint))
-    with offline_hub():
+    where = placement("lm_eval")
+    hub = contextlib.nullcontext() if network_available() else offline_hub()
+    with hub:
         import lm_eval
 
         manager = _task_manager(include_path)
         _check_tasks(manager, tasks)
-        dtype = dtype or ("float32" if backend == "hf" else "auto")
+        args = model_args(backend, model_path, dtype=where.dtype_name, tensor_parallel_size=tensor_parallel_size,
+                          gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len)
         out = lm_eval.simple_evaluate(
-            model=backend, model_args=f"pretrained={model_path},dtype={dtype}", tasks=tasks,
-            task_manager=manager, limit=limit, num_fewshot=num_fewshot, batch_size=batch_size,
-            device=device if backend == "hf" else None, log_samples=False,
+            model=backend, model_args=args, tasks=tasks, task_manager=manager, limit=limit,
+            num_fewshot=num_fewshot, batch_size=batch_size,
+            device=str(where.device) if backend == "hf" else None, log_samples=False,
         )
+    release_memory()    # lm-eval's model (or vLLM engine) is unreferenced now: return its memory
     if out is None:  # simple_evaluate returns None on non-zero ranks of a distributed run
         return []
     return tidy_results(out, lm_eval_version())

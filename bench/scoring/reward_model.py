@@ -92,21 +92,58 @@ class RewardModelScorer:
                  progress: bool = True):
         from bench.models import load_reward_model, load_tokenizer
 
+        from bench.devices import placement
+
         self.path = str(path_or_id)
+        where = placement("reward_model")
         self.tokenizer = load_tokenizer(self.path, trust_remote_code=trust_remote_code)
-        self.model = load_reward_model(self.path, dtype=torch.float32, trust_remote_code=trust_remote_code,
-                                       device=device).eval()
+        self.model = load_reward_model(self.path, dtype=where.dtype, trust_remote_code=trust_remote_code,
+                                       device=device or where.device).eval()
         if self.model.config.num_labels != 1:
             raise BenchError(f"reward model {self.path} has {self.model.config.num_labels} labels; a reward model has 1")
         self.pad_id = _ensure_pad(self.model, self.tokenizer)
         self.batch_size, self.progress = batch_size, progress
 
+    def encode(self, prompts: Sequence[str], responses: Sequence[str], messages=None) -> list[list[int]]:
+        """The model's input ids of each (prompt, response), in the layout of its kind."""
+        if is_encoder(self.tokenizer):
+            return encode_pairs_for_encoder(self.tokenizer, prompts, responses, _max_length(self.model))
+        texts, templated = render_texts(self.tokenizer, prompts, responses, messages)
+        return encode(self.tokenizer, texts, templated, _max_length(self.model))
+
     def score(self, prompts: Sequence[str], responses: Sequence[str], messages=None) -> list[float]:
         """One score per (prompt, response), in input order."""
-        texts, templated = render_texts(self.tokenizer, prompts, responses, messages)
-        ids = encode(self.tokenizer, texts, templated, _max_length(self.model))
+        ids = self.encode(prompts, responses, messages)
         return score_ids(self.model, ids, self.pad_id, batch_size=self.batch_size, progress=self.progress)
 
+
+def is_encoder(tokenizer) -> bool:
+    """An encoder reward model (BERT/DeBERTa/RoBERTa kind): its tokenizer has CLS and SEP tokens.
+    It pools from the first token ([CLS]) and was trained on (question, answer) pair encodings;
+    decoder classifiers (Llama/Qwen2 kind) read the last token and take one text."""
+    return tokenizer.cls_token is not None and tokenizer.sep_token is not None
+
+
+def encode_pairs_for_encoder(tokenizer, prompts: Sequence[str], responses: Sequence[str],
+                             max_length: int | None) -> list[list[int]]:
+    """`[CLS] prompt [SEP] response [SEP]` as the model cards score (tokenizer(question, answer)),
+    through the tokenizer's own post-processor. Too long: the prompt loses its start first (its
+    end is the question being answered), then the response its end; the special tokens, [CLS]
+    first, always stay."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
+    core = tokenizer.backend_tokenizer
+    room = (max_length - core.num_special_tokens_to_add(True)) if max_length else None
+    out = []
+    for prompt, response in zip(prompts, responses):
+        q = core.encode(prompt.strip(), add_special_tokens=False)
+        a = core.encode(response.strip(), add_special_tokens=False)
+        if room is not None and len(q) + len(a) > room:
+            keep_a = max(room - min(len(q), room // 2), room - len(q))
+            a.truncate(keep_a, direction="right")
+            q.truncate(room - len(a), direction="left")
+        out.append(core.post_process(q, a, add_special_tokens=True).ids)
+    return out
 
 def score_ids(model, ids: list[list[int]], pad_id: int, *, batch_size: int, progress: bool = False) -> list[float]:
     """Scores by length-sorted batches (little padding), returned in the original order."""

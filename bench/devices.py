@@ -1,0 +1,53 @@
+"""Where every model that a stage loads runs, and in which dtype: one function decides.
+
+`placement(role)` answers for the policy under generation, the reference, the reward model,
+KL and drift log-probs and lm-eval: the first CUDA device when there is one (bf16 where the
+GPU has it, else fp16 for inference), otherwise the CPU in fp32 (exact, and what CPU
+kernels are fast in). Training keeps fp32 master weights and takes its autocast precision
+from `training.precision` (trainers.trainer), so it asks only for the device.
+
+`release_memory()` is called between stages: a trained policy is freed before a generation
+engine starts, and the CUDA cache is emptied so the next engine (vLLM reserves a fixed
+fraction of *free* memory) finds it free.
+"""
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass
+
+import torch
+
+ROLES = ("generation", "reference", "reward_model", "kl", "drift", "lm_eval", "train")
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def dtype_name(self) -> str:
+        """The dtype as lm-eval and vLLM spell it ("bfloat16", "float16", "float32")."""
+        return str(self.dtype).removeprefix("torch.")
+
+
+def placement(role: str) -> Placement:
+    """Device and dtype of a model loaded for `role` (one of ROLES)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown model role {role!r}; one of {', '.join(ROLES)}")
+    if torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())
+        if role in ("train", "reference"):
+            # fp32 master weights, autocast decides the compute dtype; the reference log-probs
+            # enter the training loss beside the policy's, so they are computed as exactly.
+            return Placement(device, torch.float32)
+        return Placement(device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return Placement(torch.device("cpu"), torch.float32)
+
+
+def release_memory() -> None:
+    """Collect unreferenced models (they sit in reference cycles) and empty the CUDA cache, so
+    the next stage's model or engine finds the memory free."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
