@@ -100,6 +100,12 @@ class _Run:
 
         self.model_path, self.objective, self.data, self.cfg = str(model_path), objective, data, config
         self.out_dir, self.reference, self.progress, self.on_step = out_dir, reference, progress, on_step
+        from accelerate.state import AcceleratorState
+
+        # The mixed-precision setting lives in a process-wide singleton: clear it, so an SFT stage
+        # in bf16 and runs in fp32 (or lm-eval's own Accelerator) can follow each other in one
+        # process. The distributed state (PartialState) is kept.
+        AcceleratorState._reset_state()
         # cpu=True without a GPU: accelerate only sets up multi-process CPU (gloo) DDP when told.
         self.acc = Accelerator(mixed_precision=_mixed_precision(config.precision), cpu=not torch.cuda.is_available())
         self.procs, self.rank = self.acc.num_processes, self.acc.process_index
