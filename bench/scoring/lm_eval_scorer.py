@@ -157,7 +157,12 @@ def evaluate(checkpoint, tasks: Sequence[str], *, include_path=None, limit: int 
             num_fewshot=num_fewshot, batch_size=batch_size,
             device=str(where.device) if backend == "hf" else None, log_samples=False,
         )
-    release_memory()    # lm-eval's model (or vLLM engine) is unreferenced now: return its memory
+    if backend == "vllm":   # lm-eval's engine is unreferenced now; vLLM's own cleanup returns its memory
+        with contextlib.suppress(ImportError):
+            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+            cleanup_dist_env_and_memory()
+    release_memory()
     if out is None:  # simple_evaluate returns None on non-zero ranks of a distributed run
         return []
     return tidy_results(out, lm_eval_version())
