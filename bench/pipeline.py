@@ -225,7 +225,7 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
     ref_cache = store.root / "ref_logps"
     pack_to = training.max_length if training.packing else None
     ref_logps = None
-    cached_before = set(ref_cache.glob("*.safetensors")) if ref_cache.is_dir() else set()
+    cached_before = _cache_files(ref_cache)
     if any(run.needs_reference for run in runs):
         bar.stage("ref_logps")
         ref_logps = reference_logps(str(reference_dir), train_data, batch_size=training.batch_size * 2,
@@ -236,9 +236,8 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
                                        max_prompt_length=training.max_prompt_length)
         drift_reference = reference_logps(str(reference_dir), drift_data, batch_size=training.batch_size * 2,
                                           cache_dir=ref_cache, progress=progress, pack_to=pack_to)
-    if ref_logps is not None or drift_reference is not None:   # a new cache file: computed now
-        written = (set(ref_cache.glob("*.safetensors")) if ref_cache.is_dir() else set()) - cached_before
-        store.count("ref_logps", base_key, reused=not written)
+    if ref_logps is not None or drift_reference is not None:   # a new or rewritten cache file: computed now
+        store.count("ref_logps", base_key, reused=_cache_files(ref_cache) == cached_before)
     eval_ctx = EvalContext(
         eval_pairs=pairs["eval"], tokenizer=tokenizer, reference_dir=reference_dir, generation=suite.generation,
         reward_model_dir=reward_dir, reward_batch_size=suite.reward_model.batch_size, gold=suite.scoring.gold,
@@ -255,6 +254,13 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
                         reference_dir=reference_dir, tokenizer=tokenizer, train_data=train_data, ref_logps=ref_logps,
                         eval_ctx=eval_ctx, eval_key=eval_key, data_info=data_info, progress=progress,
                         fingerprints=fingerprints)
+
+
+def _cache_files(folder: Path) -> dict[str, tuple[int, int]]:
+    """name -> (size, modification time) of the reference caches: a rewritten one differs."""
+    if not folder.is_dir():
+        return {}
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.glob("*.safetensors")}
 
 
 def _portable(path: Path | None, root: Path) -> str | None:
