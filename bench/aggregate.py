@@ -137,6 +137,10 @@ def judgment_rows(policy: pd.DataFrame, reference: pd.DataFrame, chosen: pd.Data
         pol, ref = _aligned(policy, reference, "gold")
         out.append(("gold", "accuracy", metrics.mean_ci(pol.mean(axis=1), **boot)))
         out.append(("gold", "win_rate_vs_reference", metrics.win_rate(pol, ref, **boot)))
+    if "finish_reason" in policy:
+        # Samples stopped by the token budget, not by EOS: a verifier scores them as cut.
+        truncated = (policy["finish_reason"] == "length").to_numpy(float)
+        out.append(("generation", "truncation_rate", _point(truncated.mean(), truncated.size)))
     tokens = per_prompt(policy, "num_tokens").to_numpy(float)
     chars = per_prompt(policy, "num_chars").to_numpy(float)
     ref_tokens = per_prompt(reference, "num_tokens").to_numpy(float)

@@ -44,6 +44,43 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
     return tok
 
 
+# The word-level tokenizer: a pre-token is an optional leading space plus a whole number,
+# a word or one other character (or a lone whitespace character). Whole numbers and words
+# as single tokens make per-token log-ratios carry the decisions (a step's result is one
+# token), where a character tokenizer spreads them thin over formatting characters.
+WORD_PATTERN = r" ?(?:[0-9]+|[A-Za-z]+|[^\sA-Za-z0-9])|\s"
+WORD_MAX_NUMBER = 999
+
+
+def build_word_tokenizer(words=()) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer built in code: numbers 0..999, `words`, and every printable
+    character, each with and without a leading space; anything else is <unk>."""
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS.values())}
+    pieces = [str(n) for n in range(WORD_MAX_NUMBER + 1)] + list(words) + [c for c in CHARACTERS if not c.isspace()]
+    for piece in pieces:
+        vocab.setdefault(piece, len(vocab))
+        vocab.setdefault(" " + piece, len(vocab))
+    for ch in CHARACTERS:
+        if ch.isspace():
+            vocab.setdefault(ch, len(vocab))
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL_TOKENS["unk_token"]))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, **SPECIAL_TOKENS)
+    tok.padding_side = "right"
+    tok.model_max_length = 4096
+    return tok
+
+
+def build_builtin_tokenizer(kind: str, words=()) -> PreTrainedTokenizerFast:
+    """The builtin model's tokenizer by name: "char" or "word" (see the two builders)."""
+    if kind == "word":
+        return build_word_tokenizer(words)
+    if kind == "char":
+        return build_char_tokenizer()
+    raise ValueError(f"unknown builtin tokenizer {kind!r} (char or word)")
+
+
 def tiny_llama_config(tokenizer, *, hidden_size=64, layers=2, heads=4, max_positions=512, num_labels=None):
     cfg = LlamaConfig(
         vocab_size=len(tokenizer),

@@ -131,12 +131,14 @@ def _initial_model(suite, store: StageStore, key: str) -> Path:
 
         resolved = resolve_model(policy)   # a local directory or a loadable hub id; else one clear line
         return Path(resolved) if Path(resolved).exists() else resolved
-    from bench.models import build_char_tokenizer, build_tiny_causal_lm
+    from bench.data.tasks import builtin_words
+    from bench.models import build_builtin_tokenizer, build_tiny_causal_lm
 
     size = suite.model.builtin
+    tokenizer = build_builtin_tokenizer(size.tokenizer, builtin_words(suite.data.source))
 
     def build(tmp: Path) -> None:
-        build_tiny_causal_lm(tmp, build_char_tokenizer(), hidden_size=size.hidden_size, layers=size.layers,
+        build_tiny_causal_lm(tmp, tokenizer, hidden_size=size.hidden_size, layers=size.layers,
                              heads=size.heads, seed=0)
 
     return store.run("init", key, build)
@@ -177,7 +179,14 @@ def _load_tokenizer(model_dir, suite):
 
 
 # ---------------------------------------------------------------- reward model
-def reward_stage(suite, store: StageStore, data_key: str, base_key: str, train_pairs, *, progress) -> Path | None:
+def reward_stage(suite, store: StageStore, data_key: str, base_key: str, reference_dir: Path, train_pairs, *,
+                 progress) -> Path | None:
+    """The judge: a loaded reward model, or one trained (Bradley–Terry) on the train pairs.
+
+    A trained one starts from the reference policy (the SFT model), as InstructGPT's reward
+    model starts from its SFT model: it then already reads the task, and the score head
+    learns what separates chosen from rejected rather than the language from scratch.
+    """
     cfg = suite.reward_model
     if cfg.kind == "none" or not suite.scoring.reward_model:
         return None
@@ -187,14 +196,20 @@ def reward_stage(suite, store: StageStore, data_key: str, base_key: str, train_p
         return Path(resolve_model(cfg.path))
     from bench.scoring.reward_model import train_reward_model
 
-    builtin = suite.model.policy.startswith(BUILTIN_PREFIX)
-    key = content_hash("reward", cfg, data_key, None if builtin else base_key)
+    key = content_hash("reward", cfg, data_key, base_key)
 
     def build(tmp: Path):
-        train_reward_model(train_pairs, None if builtin else suite.model.policy, tmp / "model",
-                           config=cfg.training, progress=progress)
+        train_reward_model(train_pairs, str(reference_dir), tmp / "model", config=cfg.training, progress=progress,
+                           pair_kind=_pair_kind_function(suite))
 
     return store.run("reward", key, build) / "model"
+
+
+def _pair_kind_function(suite):
+    """The builtin task's pair classifier (which confound a pair carries), else None."""
+    from bench.data.tasks import builtin_pair_kind
+
+    return builtin_pair_kind(suite.data.source)
 
 
 # ---------------------------------------------------------------- everything before training
@@ -214,8 +229,11 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
     base_key, reference_dir = base_stage(suite, store, data_key, pairs["train"], progress=progress,
                                          fingerprints=fingerprints)
     tokenizer = _load_tokenizer(reference_dir, suite)
+    from bench.budget import check_generation_budget
+
+    check_generation_budget(suite, pairs["eval"], tokenizer)
     bar.stage("reward")
-    reward_dir = reward_stage(suite, store, data_key, base_key, pairs["train"], progress=progress)
+    reward_dir = reward_stage(suite, store, data_key, base_key, reference_dir, pairs["train"], progress=progress)
     training = suite.training
     train_data, skipped = tokenize_pairs(pairs["train"], tokenizer, max_length=training.max_length,
                                          max_prompt_length=training.max_prompt_length)
@@ -421,5 +439,27 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
              for record in [reference, *records]]
     write_units(out, units)
     write_settings(out, StatsSettings(compare_to=suite.scoring.compare_to, n_boot=n_boot, seed=seed))
+    _write_validity(ctx, out, reference_eval, [reference, *records])
     return write_report(out)
+
+
+def _write_validity(ctx: SuiteContext, out: Path, reference_eval: Path, records) -> None:
+    """What each scorer measured (bench.validity): judge accuracy by pair kind, budget, tasks."""
+    import pandas as pd
+
+    from bench import validity
+    from bench.budget import longest_response_tokens
+
+    judgments = {}
+    for record in records:
+        path = record.eval_dir / "judgments.parquet" if record.eval_dir is not None else None
+        if path is not None and path.is_file():
+            judgments[f"{record.label} seed={record.seed}" if record.run_id != REFERENCE_ID else REFERENCE_ID] = \
+                pd.read_parquet(path, columns=["finish_reason"])
+    lm_eval_file = reference_eval / "lm_eval.json"
+    facts = validity.collect(
+        reward_dir=ctx.eval_ctx.reward_model_dir, budget=ctx.suite.generation.max_new_tokens,
+        longest_chosen=longest_response_tokens(ctx.eval_ctx.eval_pairs, ctx.tokenizer), judgments=judgments,
+        reference_lm_eval=json.loads(lm_eval_file.read_text()) if lm_eval_file.is_file() else [])
+    validity.write(out, facts)
 

@@ -35,14 +35,17 @@ from bench.errors import BenchError
 from bench.results import LM_EVAL_PREFIX, REFERENCE, metric_info, read_results, read_runs, read_units
 
 # Leaderboard columns in display order; lm-eval tasks follow, one column per task.
+# Verified correctness leads: a learned reward model can reward an artefact (the embedded
+# default's rewards filler; see its validity section), a verifier cannot.
 LEADERBOARD_METRICS = [
+    ("gold", "accuracy"),
+    ("gold", "win_rate_vs_reference"),
     ("reward_model", "win_rate_vs_reference"),
     ("reward_model", "lc_win_rate_vs_reference"),
     ("reward_model", "win_rate_vs_chosen"),
-    ("gold", "accuracy"),
-    ("gold", "win_rate_vs_reference"),
     ("reward_model", "mean_reward"),
     ("length", "mean_tokens"),
+    ("generation", "truncation_rate"),
     ("drift", "logratio_chosen"),
     ("drift", "logratio_chosen_per_token"),
     ("drift", "chosen_logp_down"),
@@ -645,7 +648,9 @@ def write_report(results_dir: str | Path, *, plots: bool = True) -> str:
     """Write ``leaderboard.{md,tex,html,csv}`` (and the plots under ``plots/``) into a results
     folder; return the markdown leaderboard."""
     board, _ = write_report_files(results_dir, plots=plots)
-    return render(board, "md")
+    from bench.validity import section
+
+    return render(board, "md") + section(results_dir)
 
 
 def write_report_files(results_dir: str | Path, *, plots: bool = True,
@@ -671,6 +676,10 @@ def write_report_files(results_dir: str | Path, *, plots: bool = True,
     for fmt, suffix in _SUFFIX.items():
         path = folder / f"leaderboard.{suffix}"
         text = render(board, fmt)
+        if fmt == "md":
+            from bench.validity import section
+
+            text += section(folder)
         atomic_write(path, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
         written[fmt] = path
     if plots:

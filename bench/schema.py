@@ -65,6 +65,9 @@ class BuiltinModel(Strict):
     hidden_size: PositiveInt = 64
     layers: PositiveInt = 2
     heads: PositiveInt = 4
+    # char: one token per character; word: whole numbers and the task's words are tokens
+    # (bench.models.build_word_tokenizer), so a solution step's result is one token.
+    tokenizer: Literal["char", "word"] = "char"
 
 
 class ModelConfig(Strict):
@@ -126,6 +129,8 @@ class GenerationConfigSection(Strict):
     # max_new_tokens keep their end and are counted (bench.generation.base.truncate_prompts).
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
     max_model_len: PositiveInt | None = None
+    # A budget below the longest chosen eval response is refused (bench.budget) unless set.
+    allow_truncation: bool = False
 
     @model_validator(mode="after")
     def _samples_differ(self):

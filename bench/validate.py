@@ -84,6 +84,7 @@ def validate_suite(path, overrides=()) -> ValidationSummary:
     attempt(check_lm_eval_tasks, suite)
     if suite.launcher == "accelerate":
         attempt(check_accelerate_config, suite)
+    attempt(check_budget, suite)   # last: it builds the data split
     if errors:
         raise errors[0] if len(errors) == 1 else SuiteErrors(errors)
     return summary
@@ -158,6 +159,37 @@ def check_accelerate_config(suite: Suite) -> str:
 
     cpu_note = "" if torch.cuda.is_available() or kind != "FSDP" else " (no GPU here: accelerate runs it as DDP on CPUs)"
     return f"launcher: accelerate, {options.num_processes} processes, {kind} from {path}{cpu_note}"
+
+
+# ---------------------------------------------------------------- generation budget
+def check_budget(suite: Suite) -> str:
+    """The generation budget against the eval split's longest chosen response (bench.budget),
+    when the data and the tokenizer can be had here; the runner checks again before generating."""
+    from bench.budget import check_generation_budget
+    from bench.data.sources import load_pairs
+    from bench.data.splits import split_pairs
+
+    cfg = suite.data
+    if not cfg.path and cfg.source in _ROW_SOURCES:
+        return "generation budget: checked at run time (the data is on the hub)"
+    try:
+        tokenizer = _policy_tokenizer(suite)
+        pairs = load_pairs(cfg, progress=False).pairs
+    except BenchError:
+        return "generation budget: checked at run time (data or tokenizer not available here)"
+    split = split_pairs(pairs, eval_prompts=cfg.eval_prompts, drift_pairs=cfg.drift_pairs, seed=cfg.shuffle_seed)
+    return check_generation_budget(suite, split.eval, tokenizer)
+
+
+def _policy_tokenizer(suite: Suite):
+    if suite.model.policy.startswith(BUILTIN_PREFIX):
+        from bench.data.tasks import builtin_words
+        from bench.models import build_builtin_tokenizer
+
+        return build_builtin_tokenizer(suite.model.builtin.tokenizer, builtin_words(suite.data.source))
+    from bench.models import load_tokenizer
+
+    return load_tokenizer(suite.model.policy, trust_remote_code=suite.model.trust_remote_code)
 
 
 # ---------------------------------------------------------------- data

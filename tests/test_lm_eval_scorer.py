@@ -60,15 +60,21 @@ def test_unknown_task_is_one_line_naming_it(tiny_model_dir):
 
 
 def test_task_data_matches_the_arith_format():
+    """Four complete worked solutions per problem: exactly one reaches the right answer
+    through right steps (the gold index), three slip at one step and end wrong."""
     rows = [json.loads(line) for line in (TASKS_DIR / "arith_qa.jsonl").read_text().splitlines()]
-    assert 100 <= len(rows) <= 200
+    assert 200 <= len(rows) <= 400
     from bench.scoring.gold import get_verifier
 
     verify = get_verifier("arith")
     for r in rows:
         assert r["question"].startswith("Compute ") and r["question"].endswith(".\n")
-        assert len(set(r["choices"])) == 4 and r["choices"][r["gold"]] == str(r["answer"])
-        # the gold choice, written the way a response states it, passes the gold verifier
-        assert verify(f"Answer: {r['choices'][r['gold']]}", {"answer": r["answer"]}) == 1.0
         expr = r["question"][len("Compute "):-2]
         assert eval(expr, {"__builtins__": {}}) == r["answer"]  # noqa: S307 - digits and + - * only
+        assert len(set(r["choices"])) == 4
+        right = [i for i, c in enumerate(r["choices"]) if verify(c, {"answer": r["answer"]}) == 1.0]
+        assert right == [r["gold"]]
+        for choice in r["choices"]:   # every step of the gold solution is true arithmetic
+            steps = [s.strip() for s in choice.split("Answer:")[0].split(".") if s.strip()]
+            ok = all(eval(s.split("=")[0], {"__builtins__": {}}) == int(s.split("=")[1]) for s in steps)  # noqa: S307
+            assert ok == (choice == r["choices"][r["gold"]])

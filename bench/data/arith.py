@@ -31,6 +31,8 @@ _FILLER = (
     " Every step is checked twice.",
     " This is a careful solution.",
 )
+# Every word the task writes: the word-level builtin tokenizer gives each its own token.
+WORDS = tuple(sorted({w for text in ("Compute Answer", "Let me double check", *_FILLER) for w in re.findall(r"[A-Za-z]+", text)}))
 _MAX_TRIES_PER_ITEM = 200  # rejection sampling: fail loudly when the problem space is too small
 
 
@@ -195,6 +197,14 @@ def make_sft_demos(n: int, seed: int, error_rate: float = 0.3, **options) -> lis
 
 def _messages(prompt: str) -> tuple[dict, ...]:
     return ({"role": "user", "content": prompt.strip()},)
+
+
+def pair_kind(pair: PreferencePair) -> str:
+    """Which confound a pair carries: "correctness_only" (neither response padded: they
+    differ in one wrong step), "chosen_padded", "rejected_padded" or "both_padded"."""
+    chosen, rejected = bool(pair.metadata.get("chosen_filler")), bool(pair.metadata.get("rejected_filler"))
+    return {(False, False): "correctness_only", (True, False): "chosen_padded",
+            (False, True): "rejected_padded", (True, True): "both_padded"}[(chosen, rejected)]
 
 
 def extract_answer(text: str) -> int | None:

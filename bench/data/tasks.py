@@ -16,10 +16,13 @@ class BuiltinTask:
     make_sft_demos: Callable    # (n, seed, error_rate, **options) -> list[PreferencePair]
     verify: Callable            # (text, metadata) -> float in {0.0, 1.0}
     default_size: int           # pairs made when the suite sets no data.limit
+    words: tuple[str, ...] = () # the task's vocabulary (whole-word tokens of the word tokenizer)
+    pair_kind: Callable | None = None   # (pair) -> which confound it carries, for scorer validity
 
 
 _REGISTRY = {
-    "arith": BuiltinTask("arith", arith.make_pairs, arith.make_sft_demos, arith.verify, default_size=2000),
+    "arith": BuiltinTask("arith", arith.make_pairs, arith.make_sft_demos, arith.verify, default_size=2000,
+                         words=arith.WORDS, pair_kind=arith.pair_kind),
 }
 TASKS = sorted(_REGISTRY)
 
@@ -30,3 +33,13 @@ def get_task(name: str) -> BuiltinTask:
         return _REGISTRY[name]
     near = difflib.get_close_matches(name, TASKS, n=1, cutoff=0.0)
     raise BenchError(f"unknown builtin task {name!r}; did you mean {near[0]!r}? (tasks: {', '.join(TASKS)})")
+
+
+def builtin_words(source: str) -> tuple[str, ...]:
+    """The vocabulary of builtin task `source`; () for data that is not a builtin task."""
+    return _REGISTRY[source].words if source in _REGISTRY else ()
+
+
+def builtin_pair_kind(source: str):
+    """The pair classifier of builtin task `source` (None for other data)."""
+    return _REGISTRY[source].pair_kind if source in _REGISTRY else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import os
 from collections.abc import Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -59,13 +60,20 @@ def offline_hub() -> Iterator[None]:
 
 
 def _task_manager(include_path):
-    from lm_eval.tasks import TaskManager
-
     paths = [str(Path(p).resolve()) for p in ([include_path] if isinstance(include_path, (str, Path)) else include_path or [])]
     for p in paths:
         if not Path(p).is_dir():
             raise BenchError(f"lm-eval include_path {p} is not a directory")
-    return TaskManager(include_path=paths or None)
+    return _cached_task_manager(tuple(paths))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_task_manager(paths: tuple[str, ...]):
+    """One TaskManager per include path per process: building one indexes every task YAML
+    lm-eval ships (about 10 s), which dominated the evaluation of a tiny policy."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=list(paths) or None)
 
 
 def _check_tasks(manager, tasks: Sequence[str]) -> None:

@@ -256,8 +256,27 @@ def _optimise(model, encoded, pad_id: int, config, progress: bool) -> tuple[int,
     return steps, loss_value
 
 
+def heldout_accuracy_by_kind(model, tokenizer, pairs, pad_id: int, max_length: int, pair_kind=None) -> dict:
+    """Held-out pair accuracy per kind of pair: what the judge has learnt to reward.
+
+    `pair_kind(pair)` names the confound a pair carries (a builtin task knows it); without
+    one, pairs are grouped by which response is longer in characters, the confound of
+    real preference data. Returns {kind: {"accuracy": a, "n": n}}.
+    """
+    def by_length(pair) -> str:
+        diff = len(pair.chosen) - len(pair.rejected)
+        return "chosen_longer" if diff > 0 else "chosen_shorter" if diff < 0 else "equal_length"
+
+    classify = pair_kind or by_length
+    groups: dict[str, list] = {}
+    for pair in pairs:
+        groups.setdefault(classify(pair), []).append(pair)
+    return {kind: {"accuracy": pair_accuracy(model, _encode_pairs(tokenizer, group, max_length), pad_id),
+                   "n": len(group)} for kind, group in sorted(groups.items())}
+
+
 def train_reward_model(pairs, base_model_path, out_dir, *, config, progress: bool = True,
-                       heldout_fraction: float = 0.1, device=None) -> Path:
+                       heldout_fraction: float = 0.1, device=None, pair_kind=None) -> Path:
     """Train a Bradley–Terry reward model on preference pairs; returns the saved HF dir.
 
     ``base_model_path`` None builds the tiny Llama reward model with the char tokenizer;
@@ -288,6 +307,7 @@ def train_reward_model(pairs, base_model_path, out_dir, *, config, progress: boo
         steps, final_loss = _optimise(model, enc_train, pad_id, config, progress)
         report = {"train_accuracy": pair_accuracy(model, enc_train, pad_id),
                   "heldout_accuracy": pair_accuracy(model, enc_held, pad_id),
+                  "heldout_by_kind": heldout_accuracy_by_kind(model, tokenizer, heldout, pad_id, max_len, pair_kind),
                   "n_train": len(train), "n_heldout": len(heldout), "steps": steps, "final_loss": final_loss,
                   "seed": config.seed, "base_model": None if base_model_path is None else str(base_model_path)}
         shutil.rmtree(tmp / "base", ignore_errors=True)

@@ -1,42 +1,51 @@
 """Regenerate arith_qa.jsonl, the data of the local lm-eval task `arith_qa` (deterministic).
 
-Questions are the builtin `arith` task's prompts ("Compute 37+8*6-5.\\n"); the choices are
-the true answer, the wrong final answer of that problem's flawed solution (the error a
-student makes), and two nearby integers; the gold index is shuffled by a fixed seed.
-Run from the repository root: ``PYTHONPATH=. python suites/tasks/make_arith_qa.py``.
+Each item is a builtin `arith` problem ("Compute 37+8*6-5.\\n") with four complete worked
+solutions as the choices: the correct one and three that slip at one step (different
+steps or slips), written exactly as the task's responses are, without filler. lm-eval
+scores each choice by its log-likelihood after the prompt, so the task asks what the
+policies were trained to do (prefer a correct derivation to a flawed one) instead of
+asking for a bare answer the models never produce. Difficulty matches the embedded
+default's task options (suites/smoke.yaml). Items are drawn with their own seed; they
+can share a problem with a suite's pairs (the problem space is small), never its texts'
+random slips. Run from the repository root:
+``PYTHONPATH=. python suites/tasks/make_arith_qa.py``.
 """
 from __future__ import annotations
 
 import json
 import random
-import re
 from pathlib import Path
 
-from bench.data.arith import make_pairs
+from bench.data.arith import ArithOptions, _flawed, render, solve, _prompts
 
-N_ITEMS, SEED = 150, 9001
+N_ITEMS, SEED, N_CHOICES = 300, 9001, 4
+# The embedded default's difficulty (suites/smoke.yaml data.task_options).
+OPTIONS = ArithOptions(max_operands=3, max_operand=12, max_factor=5)
 OUT = Path(__file__).with_name("arith_qa.jsonl")
 
 
-def _choices(rng: random.Random, answer: int, wrong: int) -> list[int]:
-    options = {answer, wrong}
-    while len(options) < 4:  # near misses: the plausible slips of mental arithmetic
-        options.add(answer + rng.choice([-1, 1]) * rng.randint(1, 10))
-    ordered = sorted(options - {answer, wrong})
-    choices = [answer, wrong, *ordered]
-    rng.shuffle(choices)
-    return choices
+def _item(rng: random.Random, prompt: str, nums, ops) -> dict:
+    steps, answer = solve(nums, ops)
+    correct = render(steps, answer)
+    choices = {correct}
+    for _ in range(200):
+        if len(choices) == N_CHOICES:
+            break
+        bad_steps, wrong, _ = _flawed(rng, nums, ops, OPTIONS)
+        choices.add(render(bad_steps, wrong))
+    ordered = sorted(choices)
+    rng.shuffle(ordered)
+    return {"question": prompt, "choices": ordered, "gold": ordered.index(correct), "answer": answer}
 
 
 def main() -> None:
     rng = random.Random(SEED)
     rows = []
-    for pair in make_pairs(N_ITEMS, seed=SEED, length_confound=0.0, rejected_filler=0.0):
-        answer = int(pair.metadata["answer"])
-        wrong = int(re.findall(r"Answer:\s*(-?\d+)", pair.rejected)[-1])
-        choices = _choices(rng, answer, wrong)
-        rows.append({"id": pair.id, "question": pair.prompt, "choices": [str(c) for c in choices],
-                     "gold": choices.index(answer), "answer": answer})
+    for i, (prompt, nums, ops) in enumerate(_prompts(rng, N_ITEMS, OPTIONS, half=0)):
+        item = _item(rng, prompt, nums, ops)
+        if len(item["choices"]) == N_CHOICES:
+            rows.append({"id": f"arith_qa:{SEED}:{i}", **item})
     OUT.write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(f"wrote {len(rows)} items to {OUT}")
 
