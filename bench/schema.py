@@ -67,7 +67,7 @@ class BuiltinModel(Strict):
     heads: PositiveInt = 4
     # char: one token per character; word: whole numbers and the task's words are tokens
     # (bench.models.build_word_tokenizer), so a solution step's result is one token.
-    tokenizer: Literal["char", "word"] = "char"
+    tokenizer: Literal["char", "word"] = "word"
 
 
 class ModelConfig(Strict):

@@ -88,8 +88,10 @@ def test_bad_builtin_task_option_names_data(tmp_path):
 
 
 def test_local_models_resolve_and_hub_models_need_network(tmp_path, tiny_model_dir, tiny_reward_model_dir):
+    # a character-level model: its budget must hold the longest arith answer in characters
     path = write(tmp_path, MINIMAL + f"model: {{policy: {tiny_model_dir}}}\n"
-                           f"reward_model: {{kind: load, path: {tiny_reward_model_dir}}}\n")
+                           f"reward_model: {{kind: load, path: {tiny_reward_model_dir}}}\n"
+                           "generation: {max_new_tokens: 128}\n")
     text = str(validate_suite(path))
     assert f"model.policy: {tiny_model_dir}" in text and f"reward_model.path: {tiny_reward_model_dir}" in text
     with pytest.raises(NetworkRequiredError, match=r"suite.yaml: reward_model.path: .*no network"):
