@@ -28,7 +28,7 @@ def test_rows_have_the_fields(harness_rows):
         assert row["task"] == "arith_qa" and row["filter"] == "none"
         assert 0.0 <= row["value"] <= 1.0 and row["stderr"] > 0
         assert row["n"] == LIMIT and row["n_shot"] == 0
-        assert row["task_version"] == 1.0
+        assert row["task_version"] == 2.0   # version 2: choices are worked solutions
         assert row["lm_eval_version"].startswith("0.4")
         # acc over 20 items is a multiple of 1/20 and its stderr is the sample one
         k = round(row["value"] * LIMIT)
