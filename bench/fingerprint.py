@@ -16,13 +16,23 @@ from pathlib import Path
 BUILTIN_PREFIX = "builtin:"
 
 
+def _files(root: Path) -> list[Path]:
+    """The files a fingerprint covers: a file itself, or a directory's files except Python's
+    byte-code caches and hidden files (lm-eval importing a task's utils.py writes
+    __pycache__/ beside it, which must not change the tasks' key)."""
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
 @functools.lru_cache(maxsize=64)
 def _sha256(path: str, stamp: tuple) -> str:
     """sha256 over a file's bytes, or over a directory's relative file names and bytes.
     `stamp` (sizes and mtimes) is part of the cache key: an edited file is hashed again."""
     h = hashlib.sha256()
     root = Path(path)
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    files = _files(root)
     for file in files:
         if root.is_dir():
             h.update(str(file.relative_to(root)).encode() + b"\0")
@@ -33,7 +43,7 @@ def _sha256(path: str, stamp: tuple) -> str:
 
 
 def _stamp(path: Path) -> tuple:
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    files = _files(path)
     return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
 
 

@@ -82,6 +82,15 @@ def test_suite_fingerprints_cover_policy_data_reward_model_and_tasks(tmp_path, i
     assert set(fps) == {"policy", "data", "reward_model", "lm_eval_tasks"}
     assert all(v.startswith("sha256:") for v in fps.values())
     assert fps["policy"] != fps["reward_model"]
+    # byte-code written beside a task's utils.py (lm-eval imports it) is not content
+    tasks = tmp_path / "tasks"
+    shutil.copytree("suites/tasks", tasks, ignore=shutil.ignore_patterns("__pycache__"))
+    before = fingerprint(str(tasks))
+    (tasks / "__pycache__").mkdir()
+    (tasks / "__pycache__" / "arith_qa_utils.cpython-311.pyc").write_bytes(b"\0")
+    assert fingerprint(str(tasks)) == before
+    (tasks / "arith_qa.yaml").write_text((tasks / "arith_qa.yaml").read_text() + "\n# edited\n")
+    assert fingerprint(str(tasks)) != before
 
 
 def test_checkpoint_saved_in_training_dtype_with_use_cache_restored(tmp_path, tiny_model_dir, char_tokenizer):
