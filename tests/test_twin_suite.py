@@ -30,7 +30,6 @@ SIZE_AND_PATH_KEYS = {
     "reward_model.batch_size",
     "generation.backend",                             # vLLM needs CUDA; hf gives the same records
     "generation.max_new_tokens", "generation.batch_size",
-    "generation.allow_truncation",                    # size: the shrunk token budget cuts replies on purpose
     "scoring.lm_eval.tasks",                          # hub tasks -> hub-kind tasks on local json
     "scoring.lm_eval.include_path",                   # path: where those task YAMLs are
     "scoring.lm_eval.limit", "scoring.lm_eval.batch_size", "scoring.bootstrap_samples",
