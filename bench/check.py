@@ -304,8 +304,9 @@ def default_identities(objectives: dict[str, tuple[str, dict]]) -> list[dict]:
             continue
         beta = params.get("beta")
         for other, (other_name, other_params) in sorted(objectives.items()):
+            # a DPO label with training overrides (a control at another learning rate) is not the twin
             if other_name == "dpo" and other_params.get("beta") == beta \
-                    and not other_params.get("label_smoothing"):
+                    and not other_params.get("label_smoothing") and set(other_params) <= _DPO_KEYS:
                 pairs.append({"label": label, "equals": other, "rtol": IDENTITY_RTOL})
                 break
     return pairs
@@ -417,8 +418,13 @@ def make_baseline(results_dir: str | Path, *, anchor: str | None = None, confide
             "metrics": metrics, "contrasts": contrasts}
 
 
+_DPO_KEYS = {"beta", "label_smoothing"}
+
+
 def _default_anchor(objectives: dict[str, tuple[str, dict]], trained: list[str]) -> str | None:
-    dpo = [label for label in trained if objectives.get(label, ("",))[0] == "dpo"]
+    # plain DPO first: a DPO label with training overrides (e.g. a zero-effect control) is not the anchor
+    dpo = sorted((label for label in trained if objectives.get(label, ("",))[0] == "dpo"),
+                 key=lambda label: not set(objectives[label][1]) <= _DPO_KEYS)
     return dpo[0] if dpo else (trained[0] if trained else None)
 
 

@@ -196,3 +196,15 @@ def test_cli_baseline_and_check_exit_codes(tmp_path):
     assert res.exit_code == 2 and res.output.count("\n") == 1 and "baseline file not found" in res.output
     res = runner.invoke(main, ["baseline", str(tmp_path / "old"), "-o", base, "--anchor", "nope"])
     assert res.exit_code == 2 and "--anchor nope: no such trained label" in res.output
+
+
+def test_identity_and_anchor_skip_a_dpo_control_with_training_overrides():
+    """A zero-effect control (DPO at another learning rate) is not ADPO m=1's twin nor the anchor."""
+    from bench.check import _default_anchor, default_identities
+
+    objectives = {"control-lr0": ("dpo", {"beta": 0.1, "label_smoothing": 0.0, "learning_rate": 1e-12}),
+                  "dpo[beta=0.1]": ("dpo", {"beta": 0.1, "label_smoothing": 0.0}),
+                  "adpo[m=1]": ("adpo", {"beta": 0.1, "granularity": "adaptive", "m": 1})}
+    assert default_identities(objectives) == [{"label": "adpo[m=1]", "equals": "dpo[beta=0.1]", "rtol": 1e-4}] \
+        or default_identities(objectives)[0]["equals"] == "dpo[beta=0.1]"
+    assert _default_anchor(objectives, sorted(objectives)) == "dpo[beta=0.1]"
