@@ -219,6 +219,10 @@ def test_state_is_saved_on_a_clock_without_save_every(tmp_path, tiny_model_dir, 
     import trainers.interrupt
 
     monkeypatch.setattr(trainers.interrupt, "SAVE_SECONDS", 0.0)
+    # Without the stretch to 10x the last save's cost: on a fast machine a save costs more than
+    # a tiny step, so the stretched clock would (rightly) skip step 2 and the test would depend on timing.
+    monkeypatch.setattr(trainers.interrupt.SaveClock, "saved",
+                        lambda self, started: setattr(self, "last", trainers.interrupt.time.monotonic()))
     with pytest.raises(_Interrupt):
         train(model_path=tiny_model_dir, objective=objectives.build_objective(DPO), train_data=data,
               config=small_config(max_steps=6), out_dir=tmp_path / "run", progress=False, on_step=_stop_at_2)
