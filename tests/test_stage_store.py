@@ -118,17 +118,23 @@ def _race_worker(root: str, start_at: float, tag: str, queue) -> None:
         queue.put((tag, f"{type(err).__name__}: {err}"))
 
 
-def test_two_processes_building_the_same_stages_both_succeed(tmp_path):
+def _race(worker, folder, timeout: float) -> dict:
+    """Two spawned processes A and B run `worker` on `folder`, released at the same instant;
+    returns {tag: "ok" or the error each reported}."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     start_at = time.time() + 3
-    procs = [ctx.Process(target=_race_worker, args=(str(tmp_path), start_at, tag, queue)) for tag in ("A", "B")]
+    procs = [ctx.Process(target=worker, args=(str(folder), start_at, tag, queue)) for tag in ("A", "B")]
     for p in procs:
         p.start()
-    results = dict(queue.get(timeout=120) for _ in procs)
+    results = dict(queue.get(timeout=timeout) for _ in procs)
     for p in procs:
         p.join(timeout=60)
-    assert results == {"A": "ok", "B": "ok"}
+    return results
+
+
+def test_two_processes_building_the_same_stages_both_succeed(tmp_path):
+    assert _race(_race_worker, tmp_path, 120) == {"A": "ok", "B": "ok"}
     for i in range(12):
         assert stage_problem(tmp_path / "stages" / "race" / f"key{i}") is None
     assert leftovers(tmp_path) == []
@@ -158,16 +164,7 @@ def _checkpoint_worker(folder: str, start_at: float, tag: str, queue) -> None:
 
 def test_two_processes_saving_resume_state_at_once_leave_a_complete_one(tmp_path):
     """Before: both used `state.tmp` and deleted each other's half-written folder."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    start_at = time.time() + 3
-    procs = [ctx.Process(target=_checkpoint_worker, args=(str(tmp_path), start_at, tag, queue)) for tag in ("A", "B")]
-    for p in procs:
-        p.start()
-    results = dict(queue.get(timeout=180) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-    assert results == {"A": "ok", "B": "ok"}
+    assert _race(_checkpoint_worker, tmp_path, 180) == {"A": "ok", "B": "ok"}
     from trainers.checkpoint import state_problem
 
     assert state_problem(tmp_path / "state") is None
