@@ -1,9 +1,10 @@
 """User-facing errors: each renders as one clear line at the CLI, never a traceback."""
 from __future__ import annotations
 
-
-class BenchError(Exception):
-    """An error caused by the user's input (suite, data, paths), shown as one line."""
+# One family with the trainer's errors (the trainer imports nothing from bench): an error the
+# trainer raises for bad input is a BenchError, so the CLI prints it as one line too.
+from trainers.errors import ModelNotFoundError, NetworkRequiredError  # noqa: F401
+from trainers.errors import UserError as BenchError
 
 
 class SuiteError(BenchError):
@@ -17,14 +18,6 @@ class SuiteError(BenchError):
 
 class DataError(BenchError):
     """A bad data row or unreadable data source: names the row or the source."""
-
-
-class ModelNotFoundError(BenchError):
-    """A model path or hub id that cannot be resolved."""
-
-
-class NetworkRequiredError(BenchError):
-    """A hub resource was asked for while the machine has no network."""
 
 
 class SuiteErrors(SuiteError):

@@ -39,6 +39,7 @@ class EvalContext:
     drift_data: list | None     # TokenizedPair, held-out pairs
     drift_reference: dict | None
     progress: bool = True
+    trust_remote_code: bool = False   # the suite's model.trust_remote_code, for every load
 
 
 def prompts_of(ctx: EvalContext) -> list[tuple[str, str]]:
@@ -57,11 +58,12 @@ def generate(policy_dir: Path, ctx: EvalContext, out_dir: Path):
     """Generate, then write the samples and the decoding settings they were made with
     (`generation_params.json`: the resolved parameters, the checkpoint's generation_config that
     they override, and how many prompts were cut to fit the context)."""
-    from bench.devices import release_memory
+    from trainers.devices import release_memory
 
     release_memory()      # whatever the previous stage left (a trained policy) goes before an engine starts
     section = ctx.generation
-    generator = get_generator(section.backend, str(policy_dir), progress=ctx.progress, **generator_options(section))
+    generator = get_generator(section.backend, str(policy_dir), progress=ctx.progress,
+                              trust_remote_code=ctx.trust_remote_code, **generator_options(section))
     try:
         config = GenerationConfig.from_section(section)
         generations = generator.generate(prompts_of(ctx), config)
@@ -75,14 +77,12 @@ def generate(policy_dir: Path, ctx: EvalContext, out_dir: Path):
 
 
 def sample_logps(model_dir: Path, prompt_ids: dict, samples: list[tuple[str, list[int]]], *,
-                 batch_size: int = 32, progress: bool = False) -> list[float]:
+                 trust_remote_code: bool, batch_size: int = 32, progress: bool = False) -> list[float]:
     """Sum of log-probs of each (prompt_id, response ids) under the model at `model_dir`."""
-    from bench.devices import placement
-    from bench.models import load_causal_lm
+    from trainers.models import load_model
     from trainers.reference import compute_reference
 
-    where = placement("kl")
-    model = load_causal_lm(str(model_dir), dtype=where.dtype, device=where.device)
+    model = load_model(str(model_dir), trust_remote_code=trust_remote_code, role="kl")
     data = [TokenizedPair(id=str(i), prompt_ids=prompt_ids[pid], chosen_ids=ids, rejected_ids=None)
             for i, (pid, ids) in enumerate(samples) if ids]
     per_sample = compute_reference(model, data, batch_size=batch_size, progress=progress)
@@ -118,21 +118,21 @@ def judge(policy_dir: Path, generations, ctx: EvalContext, *, with_kl: bool) -> 
         # The same prompt tokens generation conditioned on (BOS handling included).
         prompt_ids = {pid: encode_prompt(ctx.tokenizer, text) for pid, text in prompts_of(ctx)}
         samples = [(g.prompt_id, response_ids(ctx.tokenizer, g)) for g in generations]
-        frame["logp_policy"] = sample_logps(policy_dir, prompt_ids, samples)
-        frame["logp_ref"] = sample_logps(ctx.reference_dir, prompt_ids, samples)
+        frame["logp_policy"] = sample_logps(policy_dir, prompt_ids, samples, trust_remote_code=ctx.trust_remote_code)
+        frame["logp_ref"] = sample_logps(ctx.reference_dir, prompt_ids, samples, trust_remote_code=ctx.trust_remote_code)
     return frame
 
 
 @functools.lru_cache(maxsize=1)
-def _reward_scorer(path: str, batch_size: int, progress: bool):
+def _reward_scorer(path: str, batch_size: int, progress: bool, trust_remote_code: bool):
     """Loaded once per suite: every policy is judged by the same reward model."""
     from bench.scoring.reward_model import RewardModelScorer
 
-    return RewardModelScorer(path, batch_size=batch_size, progress=progress)
+    return RewardModelScorer(path, batch_size=batch_size, progress=progress, trust_remote_code=trust_remote_code)
 
 
 def score_rewards(ctx: EvalContext, pairs: list, responses: list[str]) -> list[float]:
-    scorer = _reward_scorer(str(ctx.reward_model_dir), ctx.reward_batch_size, ctx.progress)
+    scorer = _reward_scorer(str(ctx.reward_model_dir), ctx.reward_batch_size, ctx.progress, ctx.trust_remote_code)
     return scorer.score([p.prompt for p in pairs], responses, [p.messages for p in pairs])
 
 
@@ -152,7 +152,8 @@ def evaluate_policy(policy_dir: Path, ctx: EvalContext, out_dir: Path, *, is_ref
     if ctx.drift_data and ctx.drift_reference is not None and not is_reference:
         from bench.scoring.drift import compute_drift
 
-        drift = compute_drift(str(policy_dir), ctx.drift_reference, ctx.drift_data, progress=ctx.progress)
+        drift = compute_drift(str(policy_dir), ctx.drift_reference, ctx.drift_data, progress=ctx.progress,
+                              trust_remote_code=ctx.trust_remote_code)
         (out_dir / "drift.json").write_text(json.dumps(drift, sort_keys=True))
     if ctx.lm_eval.tasks:
         from bench.scoring.lm_eval_scorer import evaluate as lm_evaluate
@@ -165,6 +166,7 @@ def evaluate_policy(policy_dir: Path, ctx: EvalContext, out_dir: Path, *, is_ref
                                limit=ctx.lm_eval.limit, num_fewshot=ctx.lm_eval.num_fewshot,
                                batch_size=ctx.lm_eval.batch_size, backend=gen.backend,
                                tensor_parallel_size=gen.tensor_parallel_size,
-                               gpu_memory_utilization=gen.gpu_memory_utilization, max_model_len=gen.max_model_len)
+                               gpu_memory_utilization=gen.gpu_memory_utilization, max_model_len=gen.max_model_len,
+                               trust_remote_code=ctx.trust_remote_code)
         (out_dir / "lm_eval.json").write_text(json.dumps(rows, sort_keys=True, default=str))
     return {"samples": len(generations)}

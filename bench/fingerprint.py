@@ -55,7 +55,7 @@ def local_fingerprint(path) -> str:
 def hub_revision(repo_id: str, repo_type: str = "model") -> str:
     """The commit `repo_id`'s main branch resolves to: the hub's answer with network, else the
     local cache's `refs/main`; "unresolved" when neither knows (the run then fails on loading)."""
-    from bench.net import network_available
+    from trainers.net import network_available
 
     if network_available():
         try:

@@ -52,7 +52,7 @@ def _shared_inputs(ctx, out_dir: Path) -> tuple[Path, Path | None]:
 
 
 def _write_atomically(path: Path, write) -> None:
-    from bench.stages import unique_suffix
+    from trainers.checkpoint import unique_suffix
 
     tmp = path.with_name(f"{path.name}.tmp-{unique_suffix()}")   # never another process's temporary
     write(tmp)
@@ -66,7 +66,7 @@ def train_with_accelerate(run, ctx, out_dir: Path):
     spec = {"model_path": str(ctx.reference_dir), "objective_spec": run.objective_spec,
             "config": run.training.model_dump(mode="json"), "train_data": str(data_file),
             "reference": str(reference_file) if reference_file else None, "out_dir": str(out_dir),
-            "progress": ctx.progress}
+            "progress": ctx.progress, "trust_remote_code": ctx.suite.model.trust_remote_code}
     spec_file = out_dir / "launch_spec.json"
     spec_file.write_text(json.dumps(spec, sort_keys=True))
     command = [sys.executable, "-m", *_launcher(ctx.suite.accelerate), "-m", "trainers.launch", str(spec_file)]

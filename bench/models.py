@@ -7,23 +7,18 @@ vLLM load like any other model.
 """
 from __future__ import annotations
 
-import os
 import string
 from pathlib import Path
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
     LlamaConfig,
     LlamaForCausalLM,
     LlamaForSequenceClassification,
     PreTrainedTokenizerFast,
 )
 
-from bench.errors import ModelNotFoundError, NetworkRequiredError
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 # Every printable ASCII character is one token: enough for arithmetic and for English text.
@@ -121,63 +116,3 @@ def save_with_tokenizer(model, tokenizer, out_dir) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
-
-
-def resolve_model(name_or_path: str) -> str:
-    """Return a loadable local path or hub id; fail in one line when neither can work.
-
-    A string that looks like a path (starts with '.', '/', '~' or exists) must exist.
-    A hub id is accepted when it is in the local HF cache or the network is allowed.
-    """
-    text = str(name_or_path)
-    path = Path(os.path.expanduser(text))
-    if path.exists():
-        if not (path / "config.json").exists():
-            raise ModelNotFoundError(f"model path {text} has no config.json (not a Hugging Face model directory)")
-        return str(path)
-    if text.startswith((".", "/", "~")) or text.count("/") > 1:
-        raise ModelNotFoundError(f"model path {text} does not exist")
-    if _hub_offline() and not _in_hub_cache(text):
-        raise NetworkRequiredError(
-            f"model {text} is a hub id, not in the local cache, and this machine has no network: "
-            "download it where there is network, or point the suite at a local directory"
-        )
-    return text
-
-
-def _hub_offline() -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return True
-    from bench.net import network_available
-
-    return not network_available()
-
-
-def _in_hub_cache(repo_id: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
-    except Exception:  # an unusual cache layout is the same as not cached
-        return False
-
-
-def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
-    tok = AutoTokenizer.from_pretrained(resolve_model(name_or_path), trust_remote_code=trust_remote_code)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
-
-
-def load_causal_lm(name_or_path: str, *, dtype=None, trust_remote_code: bool = False, device=None):
-    model = AutoModelForCausalLM.from_pretrained(
-        resolve_model(name_or_path), dtype=dtype, trust_remote_code=trust_remote_code
-    )
-    return model.to(device) if device is not None else model
-
-
-def load_reward_model(name_or_path: str, *, dtype=None, trust_remote_code: bool = False, device=None):
-    model = AutoModelForSequenceClassification.from_pretrained(
-        resolve_model(name_or_path), dtype=dtype, trust_remote_code=trust_remote_code
-    )
-    return model.to(device) if device is not None else model

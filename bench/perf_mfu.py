@@ -106,7 +106,7 @@ def counted_flops(pairs, counts: dict, multiplier: int) -> float:
 
 def run(*, size: str = "qwen2-0.5b", seq_len: int = 1024, batch_size: int = 8, steps: int = 12,
         warmup_steps: int = 2, gradient_checkpointing: bool = False, seed: int = 0, progress: bool = True) -> dict:
-    from bench.models import load_causal_lm
+    from trainers.models import load_model
     from bench.schema import TrainConfig
     from trainers.objectives import build_objective
     from trainers.reference import compute_reference
@@ -120,7 +120,7 @@ def run(*, size: str = "qwen2-0.5b", seq_len: int = 1024, batch_size: int = 8, s
         model_dir = build_model(Path(tmp) / "model", size, seed)
         pairs = random_pairs(steps * batch_size, seq_len, SIZES[size]["vocab_size"], seed)
 
-        model = load_causal_lm(str(model_dir), dtype=torch.float32).to(device)
+        model = load_model(str(model_dir), trust_remote_code=False, dtype=torch.float32, device=device)
         counts = parameter_counts(model)
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
         with autocast:

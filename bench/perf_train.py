@@ -64,7 +64,7 @@ def _peak_rss_mb() -> float:
 
 # ---- workers (run in a subprocess) ------------------------------------------------------
 def _worker_harness(work: Path, cfg: dict, packing: bool = True) -> dict:
-    from bench.models import load_tokenizer
+    from trainers.models import load_tokenizer
     from bench.schema import TrainConfig
     from trainers.objectives import build_objective
     from trainers.trainer import train
@@ -72,7 +72,7 @@ def _worker_harness(work: Path, cfg: dict, packing: bool = True) -> dict:
     rows = json.loads((work / "pairs.json").read_text())
     base = _rss_mb()
     start = time.perf_counter()
-    data = _tokenize(rows, load_tokenizer(str(work / "model")), cfg["max_length"])
+    data = _tokenize(rows, load_tokenizer(str(work / "model"), trust_remote_code=False), cfg["max_length"])
     config = TrainConfig(learning_rate=LR, max_steps=cfg["steps"], batch_size=cfg["batch_size"], warmup_ratio=0.0,
                          precision="fp32", max_length=cfg["max_length"], max_prompt_length=cfg["max_length"] // 2,
                          seed=cfg["seed"], log_every=cfg["steps"], packing=packing)
@@ -121,7 +121,7 @@ def _worker_trl(work: Path, cfg: dict, precompute: bool) -> dict:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from bench.models import load_tokenizer
+    from trainers.models import load_tokenizer
 
     rows = json.loads((work / "pairs.json").read_text())
     ds = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
@@ -134,7 +134,7 @@ def _worker_trl(work: Path, cfg: dict, precompute: bool) -> dict:
         disable_tqdm=not cfg["progress"], use_cpu=not torch.cuda.is_available(),
         model_init_kwargs={"dtype": torch.float32},
     )
-    tokenizer = load_tokenizer(str(work / "model"))
+    tokenizer = load_tokenizer(str(work / "model"), trust_remote_code=False)
     base = _rss_mb()
     start = time.perf_counter()
     trainer = DPOTrainer(model=str(work / "model"), args=args, train_dataset=ds, processing_class=tokenizer)

@@ -115,7 +115,8 @@ def base_stage(suite, store: StageStore, data_key: str, train_pairs, *, progress
     demos = _sft_examples(suite, train_pairs)
     tokenized = tokenize_for_training(demos, tokenizer, sft.training, "sft")
     result = train(model_path=str(base), objective=build_objective([{"name": "nll", "weight": 1.0}]),
-                   train_data=tokenized, config=sft.training, out_dir=store.work_dir("sft", key), progress=progress)
+                   train_data=tokenized, config=sft.training, out_dir=store.work_dir("sft", key), progress=progress,
+                   trust_remote_code=suite.model.trust_remote_code)
     store.count("sft", key, reused=result.started_at is None)
     if result.status != "ok":
         from bench.errors import BenchError
@@ -127,7 +128,7 @@ def base_stage(suite, store: StageStore, data_key: str, train_pairs, *, progress
 def _initial_model(suite, store: StageStore, key: str) -> Path:
     policy = suite.model.policy
     if not policy.startswith(BUILTIN_PREFIX):
-        from bench.models import resolve_model
+        from trainers.models import resolve_model
 
         resolved = resolve_model(policy)   # a local directory or a loadable hub id; else one clear line
         return Path(resolved) if Path(resolved).exists() else resolved
@@ -173,7 +174,7 @@ def _sft_examples(suite, train_pairs):
 
 
 def _load_tokenizer(model_dir, suite):
-    from bench.models import load_tokenizer
+    from trainers.models import load_tokenizer
 
     return load_tokenizer(str(model_dir), trust_remote_code=suite.model.trust_remote_code)
 
@@ -191,7 +192,7 @@ def reward_stage(suite, store: StageStore, data_key: str, base_key: str, referen
     if cfg.kind == "none" or not suite.scoring.reward_model:
         return None
     if cfg.kind == "load":
-        from bench.models import resolve_model
+        from trainers.models import resolve_model
 
         return Path(resolve_model(cfg.path))
     from bench.scoring.reward_model import train_reward_model
@@ -200,7 +201,7 @@ def reward_stage(suite, store: StageStore, data_key: str, base_key: str, referen
 
     def build(tmp: Path):
         train_reward_model(train_pairs, str(reference_dir), tmp / "model", config=cfg.training, progress=progress,
-                           pair_kind=_pair_kind_function(suite))
+                           pair_kind=_pair_kind_function(suite), trust_remote_code=suite.model.trust_remote_code)
 
     return store.run("reward", key, build) / "model"
 
@@ -247,20 +248,22 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
     if any(run.needs_reference for run in runs):
         bar.stage("ref_logps")
         ref_logps = reference_logps(str(reference_dir), train_data, batch_size=training.batch_size * 2,
-                                    cache_dir=ref_cache, progress=progress, pack_to=pack_to)
+                                    cache_dir=ref_cache, progress=progress, pack_to=pack_to,
+                                    trust_remote_code=suite.model.trust_remote_code)
     drift_data, drift_reference = None, None
     if suite.scoring.drift and pairs["drift"]:
         drift_data, _ = tokenize_pairs(pairs["drift"], tokenizer, max_length=training.max_length,
                                        max_prompt_length=training.max_prompt_length)
         drift_reference = reference_logps(str(reference_dir), drift_data, batch_size=training.batch_size * 2,
-                                          cache_dir=ref_cache, progress=progress, pack_to=pack_to)
+                                          cache_dir=ref_cache, progress=progress, pack_to=pack_to,
+                                          trust_remote_code=suite.model.trust_remote_code)
     if ref_logps is not None or drift_reference is not None:   # a new or rewritten cache file: computed now
         store.count("ref_logps", base_key, reused=_cache_files(ref_cache) == cached_before)
     eval_ctx = EvalContext(
         eval_pairs=pairs["eval"], tokenizer=tokenizer, reference_dir=reference_dir, generation=suite.generation,
         reward_model_dir=reward_dir, reward_batch_size=suite.reward_model.batch_size, gold=suite.scoring.gold,
         lm_eval=suite.scoring.lm_eval, lm_eval_include=tasks_dir(suite), drift_data=drift_data,
-        drift_reference=drift_reference, progress=progress,
+        drift_reference=drift_reference, progress=progress, trust_remote_code=suite.model.trust_remote_code,
     )
     # The reward model by where it is relative to the results folder (a trained one is inside it):
     # a moved folder, or --out written relative instead of absolute, keeps every evaluation; a
@@ -317,7 +320,8 @@ def train_run(run, ctx: SuiteContext, store: StageStore):
     else:
         result = train(model_path=str(ctx.reference_dir), objective=build_objective(run.objective_spec),
                        train_data=ctx.train_data, config=run.training, out_dir=out_dir,
-                       reference=ctx.ref_logps if run.needs_reference else None, progress=ctx.progress)
+                       reference=ctx.ref_logps if run.needs_reference else None, progress=ctx.progress,
+                       trust_remote_code=ctx.suite.model.trust_remote_code)
     store.count("train", key, reused=getattr(result, "started_at", 0) is None)
     return result
 

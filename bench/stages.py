@@ -1,7 +1,7 @@
 """Cached, atomic stages: a stage's output lives in `stages/<name>/<key>/`, complete or absent.
 
 A stage function writes into a temporary sibling directory with a name no other process
-uses; when it returns, a manifest of its files (sizes and checksums, `bench.manifest`) is
+uses; when it returns, a manifest of its files (sizes and checksums, `trainers.manifest`) is
 written into the done marker, and the directory is renamed into place (atomic on one
 filesystem). A finished stage directory is never deleted before its replacement is in
 place: a damaged one is first renamed aside. So a killed run leaves no half-written stage,
@@ -23,12 +23,13 @@ import shutil
 import socket
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Callable
 
 from bench.errors import BenchError
-from bench.manifest import build_manifest, check_manifest
+from trainers.checkpoint import unique_suffix
+from trainers.errors import say  # noqa: F401  (bench's one-line messages are the trainer's)
+from trainers.manifest import build_manifest, check_manifest
 
 DONE_MARKER = "STAGE_DONE.json"
 FILES_KEY = "__files__"           # the manifest, inside the done marker (written last)
@@ -37,17 +38,6 @@ ABSENT = "absent"
 # Names of temporary and set-aside folders and files, here and in trainers/checkpoint.py and
 # trainers/reference.py: `.<key>.tmp-<pid>-<random>`, `<name>.tmp-...`, `<name>.old-...`.
 LEFTOVER_MARKERS = (".tmp-", ".old-", ".damaged-")
-
-
-def unique_suffix() -> str:
-    return f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-
-
-def say(message: str) -> None:
-    """One line on stderr that stays readable between progress bars."""
-    from tqdm import tqdm
-
-    tqdm.write(message, file=sys.stderr)
 
 
 class StageStore:

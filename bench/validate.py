@@ -2,7 +2,7 @@
 
 Schema, objectives and hyperparameters, grid and duplicate runs (all via `load_suite`);
 the data source (a local file must exist and parse; a hub dataset needs the network);
-the policy and reward models (`bench.models.resolve_model`; `builtin:` names are built
+the policy and reward models (`trainers.models.resolve_model`; `builtin:` names are built
 in code); and the lm-eval task names (lm-eval's own TaskManager, with the suite's local
 `tasks/` folder on its include path). Each failure is one line naming file and field.
 """
@@ -187,7 +187,7 @@ def _policy_tokenizer(suite: Suite):
         from bench.models import build_builtin_tokenizer
 
         return build_builtin_tokenizer(suite.model.builtin.tokenizer, builtin_words(suite.data.source))
-    from bench.models import load_tokenizer
+    from trainers.models import load_tokenizer
 
     return load_tokenizer(suite.model.policy, trust_remote_code=suite.model.trust_remote_code)
 
@@ -228,7 +228,7 @@ def _check_data_counts(suite: Suite) -> tuple[str, int | None]:
 
 def _check_hub_data(suite: Suite) -> str:
     from bench.data.sources import HH_HUB_ID
-    from bench.net import network_available
+    from trainers.net import network_available
 
     cfg = suite.data
     hub_id = cfg.hub_id or (HH_HUB_ID if cfg.source == "hh_rlhf" else None)
@@ -250,7 +250,7 @@ def check_model(suite: Suite, name: str, field_name: str) -> str:
             near = difflib.get_close_matches(name, BUILTIN_MODELS, n=1, cutoff=0.0)
             raise SuiteError(suite.source, field_name, f"unknown builtin model {name!r}; did you mean {near[0]!r}?")
         return f"{field_name}: {name} (built in code)"
-    from bench.models import resolve_model
+    from trainers.models import resolve_model
 
     try:
         resolved = resolve_model(name)
@@ -350,7 +350,7 @@ def _task_hub_dataset(cfg: dict) -> str | None:
 def _dataset_reachable(dataset: str) -> bool:
     if os.environ.get("HF_DATASETS_OFFLINE", "0") in ("0", "", "false", "False") and \
             os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False"):
-        from bench.net import network_available
+        from trainers.net import network_available
 
         if network_available():
             return True

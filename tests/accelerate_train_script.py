@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import accelerate  # noqa: E402
 import torch  # noqa: E402
 
-from bench.models import load_tokenizer  # noqa: E402
+from trainers.models import load_tokenizer  # noqa: E402
 from tests.helpers_trainer import ensure_objectives, small_config, tokenized_pairs  # noqa: E402
 from trainers.trainer import train  # noqa: E402
 
@@ -63,7 +63,7 @@ def wrapper_kind(module) -> str:
 def main(model_dir, out_dir, batch_size, grad_accum, max_steps, wrapper="ddp", save_every="0", stop_after="0"):
     accelerate.Accelerator = RecordingAccelerator   # the trainer imports it at run time
     objectives = ensure_objectives()
-    data = tokenized_pairs(load_tokenizer(model_dir), n=16, seed=1)
+    data = tokenized_pairs(load_tokenizer(model_dir, trust_remote_code=False), n=16, seed=1)
 
     def on_step(step):
         if step == int(stop_after):

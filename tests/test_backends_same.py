@@ -15,7 +15,7 @@ from bench.generation.base import GenerationConfig, truncate_prompts
 
 # ---------------------------------------------------------------- one placement for every model
 def test_placement_is_cpu_fp32_here_and_cuda_bf16_with_a_gpu(monkeypatch):
-    from bench import devices
+    from trainers import devices
 
     for role in devices.ROLES:
         assert devices.placement(role) == devices.Placement(torch.device("cpu"), torch.float32)
@@ -32,7 +32,7 @@ def test_placement_is_cpu_fp32_here_and_cuda_bf16_with_a_gpu(monkeypatch):
 def test_every_scorer_loads_its_model_where_placement_says(monkeypatch, tmp_path, tiny_model_dir, tiny_reward_model_dir,
                                                           char_tokenizer):
     """placement() answers float64 here: every model that a stage loads comes back in float64."""
-    from bench import devices
+    from trainers import devices
     from bench.evaluate import sample_logps
     from bench.generation.hf import HFGenerator
     from bench.scoring.drift import compute_drift
@@ -44,7 +44,7 @@ def test_every_scorer_loads_its_model_where_placement_says(monkeypatch, tmp_path
     real = devices.placement
     monkeypatch.setattr(devices, "placement", lambda role: asked.append(role) or
                         devices.Placement(real(role).device, torch.float64))
-    import bench.models as models
+    import transformers as models
 
     orig = models.AutoModelForCausalLM.from_pretrained
 
@@ -56,7 +56,7 @@ def test_every_scorer_loads_its_model_where_placement_says(monkeypatch, tmp_path
     data = tokenized_pairs(char_tokenizer, n=2)
     assert HFGenerator(str(tiny_model_dir), progress=False).model.dtype == torch.float64
     assert RewardModelScorer(tiny_reward_model_dir, progress=False).model.dtype == torch.float64
-    sample_logps(tiny_model_dir, {"a": [5, 6]}, [("a", [7, 8])])
+    sample_logps(tiny_model_dir, {"a": [5, 6]}, [("a", [7, 8])], trust_remote_code=False)
     ref = reference_logps(str(tiny_model_dir), data, batch_size=2, cache_dir=tmp_path, progress=False)
     compute_drift(tiny_model_dir, ref, data, progress=False)
     assert {"generation", "reward_model", "kl", "reference", "drift"} <= set(asked)
@@ -66,7 +66,7 @@ def test_every_scorer_loads_its_model_where_placement_says(monkeypatch, tmp_path
 def test_lm_eval_asks_placement_for_device_and_dtype(monkeypatch, tiny_model_dir):
     import lm_eval
 
-    from bench import devices
+    from trainers import devices
     from bench.scoring import lm_eval_scorer
 
     seen = {}
@@ -95,7 +95,7 @@ def test_lm_eval_is_not_forced_offline_when_there_is_network(monkeypatch, tiny_m
 
     import lm_eval
 
-    from bench import net
+    from trainers import net
     from bench.scoring import lm_eval_scorer
 
     env = {}
@@ -234,7 +234,8 @@ def test_vllm_engine_gets_suite_settings_cut_prompts_and_is_shut_down(fake_vllm,
 
 
 def test_evaluation_frees_memory_before_the_engine_and_closes_it(monkeypatch, tmp_path):
-    from bench import devices, evaluate
+    from bench import evaluate
+    from trainers import devices
     from bench.schema import GenerationConfigSection
 
     order = []
@@ -256,13 +257,14 @@ def test_evaluation_frees_memory_before_the_engine_and_closes_it(monkeypatch, tm
 
     monkeypatch.setattr(devices, "release_memory", lambda: order.append("release"))
     monkeypatch.setattr(evaluate, "get_generator", lambda *a, **k: Gen())
-    ctx = types.SimpleNamespace(generation=GenerationConfigSection(), eval_pairs=[], progress=False, tokenizer=None)
+    ctx = types.SimpleNamespace(generation=GenerationConfigSection(), eval_pairs=[], progress=False, tokenizer=None,
+                                trust_remote_code=False)
     evaluate.generate(tmp_path, ctx, tmp_path)
     assert order == ["release", "engine", "close"]
 
 
 def test_trained_policy_is_released_after_training(monkeypatch, tmp_path, tiny_model_dir, char_tokenizer):
-    from bench import devices
+    from trainers import devices
     from tests.helpers_trainer import ensure_objectives, small_config, tokenized_pairs
     from trainers.trainer import train
 

@@ -59,7 +59,7 @@ def test_data_edited_in_place_is_loaded_again(tmp_path, inputs):
 def test_hub_id_is_fingerprinted_by_its_resolved_commit(tmp_path, monkeypatch):
     import huggingface_hub.constants as hub
 
-    from bench import net
+    from trainers import net
 
     monkeypatch.setattr(net, "network_available", lambda *a, **k: False)
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path))

@@ -101,9 +101,9 @@ def test_missing_file_and_bad_extension(tmp_path):
 
 def test_hub_route_on_local_files(tmp_path, monkeypatch):
     """The hub path calls datasets.load_dataset(hub_id, data_dir=..., split=...); exercised with the json builder."""
-    import bench.net
+    import trainers.net
 
-    monkeypatch.setattr(bench.net, "network_available", lambda: False)
+    monkeypatch.setattr(trainers.net, "network_available", lambda: False)
     (tmp_path / "hub").mkdir()
     # hub datasets have one type per column, so the rows here are all chat-list rows
     _write_jsonl(tmp_path / "hub" / "train.jsonl", [UF_ROW, UF_ROW2, UF_ROW])
@@ -115,9 +115,9 @@ def test_hub_route_on_local_files(tmp_path, monkeypatch):
 
 
 def test_hub_without_network_is_one_line_error(monkeypatch):
-    import bench.net
+    import trainers.net
 
-    monkeypatch.setattr(bench.net, "network_available", lambda: False)
+    monkeypatch.setattr(trainers.net, "network_available", lambda: False)
     with pytest.raises(NetworkRequiredError, match="Anthropic/hh-rlhf .*no network.*data.path"):
         load_pairs(DataConfig(source="hh_rlhf", data_dir="harmless-base"), progress=False)
     with pytest.raises(NetworkRequiredError, match="HuggingFaceH4/ultrafeedback_binarized"):

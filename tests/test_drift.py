@@ -71,18 +71,19 @@ def _direct_sum_logp(model, prompt_ids, response_ids) -> float:
 
 
 def test_compute_drift_matches_direct_log_ratios(tiny_model_dir, char_tokenizer, tmp_path):
-    from bench.models import build_tiny_causal_lm, load_causal_lm
+    from bench.models import build_tiny_causal_lm
+    from trainers.models import load_model
     from bench.scoring.drift import compute_drift
     from trainers.reference import compute_reference
 
     policy_dir = build_tiny_causal_lm(tmp_path / "policy", char_tokenizer, seed=1)
-    ref_model = load_causal_lm(str(tiny_model_dir), dtype=torch.float32).eval()
+    ref_model = load_model(str(tiny_model_dir), dtype=torch.float32, trust_remote_code=False).eval()
     pairs = _tokenized(char_tokenizer)
     with torch.inference_mode():
         ref = compute_reference(ref_model, pairs, batch_size=2, progress=False)
     m = compute_drift(policy_dir, ref, pairs, batch_size=2, progress=False)
 
-    policy = load_causal_lm(str(policy_dir), dtype=torch.float32).eval()
+    policy = load_model(str(policy_dir), dtype=torch.float32, trust_remote_code=False).eval()
     with torch.inference_mode():
         want_w = [_direct_sum_logp(policy, p.prompt_ids, p.chosen_ids)
                   - _direct_sum_logp(ref_model, p.prompt_ids, p.chosen_ids) for p in pairs]
@@ -97,12 +98,12 @@ def test_compute_drift_matches_direct_log_ratios(tiny_model_dir, char_tokenizer,
 
 
 def test_compute_drift_of_the_reference_itself_is_zero(tiny_model_dir, char_tokenizer):
-    from bench.models import load_causal_lm
+    from trainers.models import load_model
     from bench.scoring.drift import compute_drift
     from trainers.reference import compute_reference
 
     pairs = _tokenized(char_tokenizer)
     with torch.inference_mode():
-        ref = compute_reference(load_causal_lm(str(tiny_model_dir)), pairs, batch_size=3, progress=False)
+        ref = compute_reference(load_model(str(tiny_model_dir), trust_remote_code=False), pairs, batch_size=3, progress=False)
     m = compute_drift(tiny_model_dir, ref, pairs, batch_size=1, progress=False)
     assert max(abs(x) for x in m["per_pair"]["r_w"] + m["per_pair"]["r_l"]) < 1e-4

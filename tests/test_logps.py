@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.models import load_causal_lm
+from trainers.models import load_model
 from tests.helpers_trainer import arith_pairs
 from trainers import logps as logps_mod
 from trainers.logps import collate_pairs, pair_logps
@@ -14,7 +14,7 @@ from trainers.tokenize import tokenize_pairs
 @pytest.fixture(scope="module")
 def model(tiny_model_dir):
     torch.manual_seed(0)
-    return load_causal_lm(str(tiny_model_dir), dtype=torch.float32).eval()
+    return load_model(str(tiny_model_dir), dtype=torch.float32, trust_remote_code=False).eval()
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import pytest
 
 from bench.errors import ModelNotFoundError, NetworkRequiredError
-from bench.models import load_causal_lm, load_tokenizer, resolve_model
+from trainers.models import load_model, load_tokenizer, resolve_model
 
 
 def test_char_tokenizer_round_trips_text(char_tokenizer):
@@ -13,8 +13,8 @@ def test_char_tokenizer_round_trips_text(char_tokenizer):
 
 def test_tiny_model_round_trips_through_save_and_load(tiny_model_dir):
     assert (tiny_model_dir / "model.safetensors").exists()
-    model = load_causal_lm(str(tiny_model_dir))
-    tok = load_tokenizer(str(tiny_model_dir))
+    model = load_model(str(tiny_model_dir), trust_remote_code=False)
+    tok = load_tokenizer(str(tiny_model_dir), trust_remote_code=False)
     assert model.config.vocab_size == len(tok)
     assert tok.eos_token_id is not None and tok.pad_token_id is not None
 

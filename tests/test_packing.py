@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.data.records import PreferencePair
-from bench.models import load_causal_lm
+from trainers.models import load_model
 from tests.helpers_trainer import arith_pairs, ensure_objectives, small_config
 from trainers import logps as logps_mod
 from trainers.logps import collate_pairs, pair_logps, split_logps, supports_packing
@@ -18,7 +18,7 @@ from trainers.trainer import train
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir):
-    return load_causal_lm(str(tiny_model_dir), dtype=torch.float32).eval()
+    return load_model(str(tiny_model_dir), dtype=torch.float32, trust_remote_code=False).eval()
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_packed_gradient_equals_padded(model, pairs, char_tokenizer):
 
 @torch.no_grad()
 def test_eager_attention_gets_an_additive_mask(tiny_model_dir, pairs, char_tokenizer):
-    eager = load_causal_lm(str(tiny_model_dir), dtype=torch.float32).eval()
+    eager = load_model(str(tiny_model_dir), dtype=torch.float32, trust_remote_code=False).eval()
     eager.config._attn_implementation = "eager"
     eager.set_attn_implementation("eager")
     assert supports_packing(eager)
@@ -116,7 +116,7 @@ def test_a_model_that_ignores_the_mask_is_detected_and_runs_padded(tiny_model_di
     """A decoder that drops the attention mask (as a kernel without custom-mask support
     would) attends across segments: `supports_packing` says so and the reference pass
     falls back to the padded layout, so its values stay right."""
-    blind = load_causal_lm(str(tiny_model_dir), dtype=torch.float32).eval()
+    blind = load_model(str(tiny_model_dir), dtype=torch.float32, trust_remote_code=False).eval()
     body = blind.get_decoder()
     real_forward = body.forward
     monkeypatch.setattr(body, "forward", lambda *a, attention_mask=None, **k: real_forward(*a, **k))
@@ -127,7 +127,7 @@ def test_a_model_that_ignores_the_mask_is_detected_and_runs_padded(tiny_model_di
                         lambda *a, **k: seen.append(k.get("pack_to")) or real_collate(*a, **k))
     values = compute_reference(blind, pairs, batch_size=4, progress=False, pack_to=64)
     assert seen and all(p is None for p in seen)
-    clean = load_causal_lm(str(tiny_model_dir), dtype=torch.float32).eval()
+    clean = load_model(str(tiny_model_dir), dtype=torch.float32, trust_remote_code=False).eval()
     expected = split_logps(logps_mod.flat_logps(clean, collate_pairs(pairs[:1], 0)), collate_pairs(pairs[:1], 0))
     torch.testing.assert_close(values[pairs[0].id][0], expected[0][0], atol=1e-5, rtol=1e-5)
 

@@ -5,7 +5,7 @@ import shutil
 
 import torch
 
-from bench.models import load_causal_lm
+from trainers.models import load_model
 from tests.helpers_trainer import arith_pairs
 from trainers import reference as ref_mod
 from trainers.logps import collate_pairs, pair_logps
@@ -32,7 +32,7 @@ def test_cached_values_equal_live_and_are_not_recomputed(tiny_model_dir, char_to
     assert len(calls) == 2                                           # ceil(6 / 4) batches
     second = reference_logps(tiny_model_dir, data, batch_size=4, cache_dir=tmp_path, progress=False)
     assert len(calls) == 2                                           # read from the cache
-    model = load_causal_lm(str(tiny_model_dir), dtype=torch.float32).eval()
+    model = load_model(str(tiny_model_dir), dtype=torch.float32, trust_remote_code=False).eval()
     with torch.no_grad():
         chosen, rejected, cmask, rmask = pair_logps(model, collate_pairs(data, char_tokenizer.pad_token_id))
     for i, t in enumerate(data):

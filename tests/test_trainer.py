@@ -128,7 +128,7 @@ def test_state_with_a_truncated_file_is_caught_by_its_manifest(tmp_path, tiny_mo
 
 def test_state_missing_a_parameter_is_one_line_bench_error(tmp_path, tiny_model_dir, data):
     """A state whose files are intact but do not fit the model (not damage: a mismatch) stops."""
-    from bench.manifest import build_manifest
+    from trainers.manifest import build_manifest
 
     with pytest.raises(_Interrupt):
         train(model_path=tiny_model_dir, objective=objectives.build_objective(DPO), train_data=data,

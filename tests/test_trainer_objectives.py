@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench.data.records import PreferencePair
-from bench.models import load_causal_lm
+from trainers.models import load_model
 from bench.schema import LoraSpec
 from tests.helpers_trainer import ensure_objectives, load_params, small_config, tokenized_pairs
 from trainers.tokenize import tokenize_pairs
@@ -37,7 +37,7 @@ def data(char_tokenizer):
 
 @pytest.fixture(scope="module")
 def base_params(tiny_model_dir):
-    return {k: v.clone() for k, v in load_causal_lm(str(tiny_model_dir)).state_dict().items()}
+    return {k: v.clone() for k, v in load_model(str(tiny_model_dir), trust_remote_code=False).state_dict().items()}
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
@@ -67,7 +67,7 @@ def test_lora_reference_is_the_base_and_checkpoint_is_merged(tmp_path, tiny_mode
     merged = load_params(res.checkpoint)
     assert set(merged) <= set(base_params) and not any("lora" in k for k in merged)
     assert max((merged[k] - base_params[k]).abs().max().item() for k in merged) > 1e-6
-    load_causal_lm(str(res.checkpoint))     # loads as a plain HF model
+    load_model(str(res.checkpoint), trust_remote_code=False)     # loads as a plain HF model
 
 
 def test_sft_with_nll_lowers_demo_loss(tmp_path, tiny_model_dir, char_tokenizer):

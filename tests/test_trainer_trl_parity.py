@@ -70,11 +70,11 @@ def test_no_weight_decay_on_norms_and_biases(tiny_model_dir):
     """The optimiser's groups are transformers' Trainer's: decay exactly on its decay names."""
     from transformers import Qwen2Config, Qwen2ForCausalLM, Trainer
 
-    from bench.models import load_causal_lm
+    from trainers.models import load_model
 
     qwen = Qwen2ForCausalLM(Qwen2Config(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                         num_attention_heads=2, num_key_value_heads=1))   # Qwen2 has q/k/v biases
-    for model in (load_causal_lm(str(tiny_model_dir)), qwen):
+    for model in (load_model(str(tiny_model_dir), trust_remote_code=False), qwen):
         opt = _adamw(model, small_config(weight_decay=0.1), torch.device("cpu"))
         names = {id(p): n for n, p in model.named_parameters()}
         decayed = {names[id(p)] for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}

@@ -178,9 +178,9 @@ def test_vllm_backend_without_vllm_fails_validate(tmp_path):
 
 
 def test_lm_eval_task_whose_data_needs_the_network(tmp_path, monkeypatch):
-    import bench.net
+    import trainers.net
 
-    monkeypatch.setattr(bench.net, "network_available", lambda: False)
+    monkeypatch.setattr(trainers.net, "network_available", lambda: False)
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "no-cache"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-cache"))
     path = write(tmp_path, MINIMAL + "scoring: {lm_eval: {tasks: [hellaswag]}}\n")

@@ -1,7 +1,7 @@
 """Resume state (model, optimiser, scheduler, RNG, step) and the final HF checkpoint, atomically.
 
 Both are written to a temporary sibling directory whose name no other process uses, with a
-manifest of their files (sizes and checksums, `bench.manifest`) written last, and renamed
+manifest of their files (sizes and checksums, `trainers.manifest`) written last, and renamed
 into place; so a killed run leaves either the previous complete directory or none, and two
 processes saving at once each leave a complete one. A file that is later truncated,
 emptied or removed is caught by the manifest when the directory is used.
@@ -12,19 +12,24 @@ import errno
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import torch
 
-from bench.errors import BenchError
-from bench.manifest import build_manifest, check_manifest
-from bench.stages import unique_suffix
+from trainers.errors import UserError
+from trainers.manifest import build_manifest, check_manifest
 
 DONE_FILE = "prefbench_train.json"     # written last inside checkpoint/: marks it complete
 
 
-class CorruptStateError(BenchError):
+class CorruptStateError(UserError):
     """A resume state or checkpoint directory that cannot be read."""
+
+
+def unique_suffix() -> str:
+    """A name part no other process uses: temporary and set-aside folders here and in `bench`'s stage store."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
 def _tmp_dir(final: Path) -> Path:
@@ -54,7 +59,7 @@ def _replace_dir(tmp: Path, final: Path) -> None:
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
         return
-    raise BenchError(f"could not put {final} in place: other processes keep replacing it")
+    raise UserError(f"could not put {final} in place: other processes keep replacing it")
 
 
 def _verify(folder: Path, files: dict | None) -> None:

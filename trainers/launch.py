@@ -19,7 +19,7 @@ import torch
 def main(spec_path: str) -> None:
     from accelerate import PartialState
 
-    from bench.schema import TrainConfig
+    from trainers.config import TrainConfig
     from trainers.objectives import build_objective
     from trainers.tokenize import TokenizedPair
     from trainers.trainer import train
@@ -29,7 +29,8 @@ def main(spec_path: str) -> None:
     reference = torch.load(spec["reference"]) if spec.get("reference") else None
     result = train(model_path=spec["model_path"], objective=build_objective(spec["objective_spec"]),
                    train_data=data, config=TrainConfig(**spec["config"]), out_dir=spec["out_dir"],
-                   reference=reference, progress=spec.get("progress", True))
+                   reference=reference, progress=spec.get("progress", True),
+                   trust_remote_code=spec.get("trust_remote_code", False))
     if PartialState().is_main_process:
         summary = {"status": result.status, "reason": result.reason, "steps": result.steps,
                    "checkpoint": str(result.checkpoint) if result.checkpoint else None,

@@ -17,7 +17,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from trainers.errors import say
 from trainers.logps import collate_pairs, flat_logps, supports_packing
+from trainers.models import load_model
 
 CACHE_PREFIX = "ref_logps-"
 
@@ -96,7 +98,8 @@ def _per_pair(flat: torch.Tensor, rows: torch.Tensor, chunk) -> dict:
 
 
 def reference_logps(model_path, tokenized, *, batch_size: int, cache_dir, progress: bool = True,
-                    revision: str | None = None, device=None, pack_to: int | None = None) -> dict:
+                    revision: str | None = None, device=None, pack_to: int | None = None,
+                    trust_remote_code: bool = False) -> dict:
     """Reference log-probs of `tokenized` under the model at `model_path`, cached in `cache_dir`.
 
     Returns {id: (chosen 1-D float32 tensor, rejected 1-D float32 tensor or None)}. A second call
@@ -106,12 +109,7 @@ def reference_logps(model_path, tokenized, *, batch_size: int, cache_dir, progre
     cached = load_cache(cache_file)
     if cached is not None:
         return cached
-    from bench.models import load_causal_lm
-
-    from bench.devices import placement
-
-    where = placement("reference")
-    model = load_causal_lm(str(model_path), dtype=where.dtype, device=device or where.device)
+    model = load_model(str(model_path), trust_remote_code=trust_remote_code, role="reference", device=device)
     values = compute_reference(model, tokenized, batch_size=batch_size, progress=progress, pack_to=pack_to)
     del model
     save_cache(cache_file, values)
@@ -143,8 +141,6 @@ def load_cache(cache_file: Path) -> dict | None:
             ids = json.loads(f.metadata()["ids"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as err:  # a truncated or foreign file is a cache miss, not an error
-        from bench.stages import say
-
         say(f"reference log-prob cache {cache_file} is damaged ({type(err).__name__}); recomputing it")
         return None
     chosen = torch.split(tensors["chosen"], tensors["chosen_lens"].tolist())

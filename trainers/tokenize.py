@@ -21,8 +21,6 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-# The one encoding rule (BOS exactly once) that the generation backends use for prompts too.
-from bench.generation.base import encode_prompt as encode_text
 
 SKIP_TRUNCATED = "response_truncated_away"
 SKIP_EMPTY = "empty_response"
@@ -34,6 +32,17 @@ class TokenizedPair:
     prompt_ids: list[int]
     chosen_ids: list[int]            # response tokens, ending in one EOS unless cut by max_length
     rejected_ids: list[int] | None   # None for SFT demonstrations (chosen only)
+
+
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """Token ids of a rendered text, with BOS exactly once: the one encoding rule of training
+    and of every generation backend (`bench.generation`).
+
+    A chat-template rendering already starts with its BOS string, so it is tokenised
+    without special tokens; any other text gets the tokenizer's own special tokens.
+    """
+    bos = tokenizer.bos_token
+    return tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
 
 
 def templated(pair, tokenizer) -> bool:
@@ -83,9 +92,9 @@ def split_pair(pair, tokenizer) -> tuple[list[int], list[int], list[int] | None]
     rejected_text = None if _is_demo(pair) else pair.rejected
     if not (pair.chosen or "").strip() or (rejected_text is not None and not rejected_text.strip()):
         return SKIP_EMPTY
-    prompt = encode_text(tokenizer, render_prompt(pair, tokenizer))
-    full_chosen = encode_text(tokenizer, render_full(pair, pair.chosen, tokenizer))
-    full_rejected = None if rejected_text is None else encode_text(tokenizer, render_full(pair, rejected_text, tokenizer))
+    prompt = encode_prompt(tokenizer, render_prompt(pair, tokenizer))
+    full_chosen = encode_prompt(tokenizer, render_full(pair, pair.chosen, tokenizer))
+    full_rejected = None if rejected_text is None else encode_prompt(tokenizer, render_full(pair, rejected_text, tokenizer))
     # Where the response starts: the prompt's tokens may merge with the response's first ones
     # (TRL: the common prefix of prompt and prompt+response, the smaller over the two responses).
     cut = min(_common_prefix(prompt, full) for full in (full_chosen, full_rejected) if full is not None)

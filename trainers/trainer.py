@@ -25,13 +25,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bench.errors import BenchError
-from bench.stages import say
 from trainers.checkpoint import (CorruptStateError, completed_steps, load_state, rng_state, save_checkpoint, save_state,
                                  set_aside, state_problem)
 from trainers.data_order import DataOrder
+from trainers import devices
+from trainers.errors import UserError, say
 from trainers.interrupt import SaveClock, StopRequest, TrainingInterrupted
 from trainers.logps import ResponseLogps, collate_pairs, split_logps, supports_packing
+from trainers.models import load_model, load_tokenizer
 from trainers.reference import cache_key, compute_reference, load_cache, reference_logps, save_cache, sequence_length
 
 
@@ -48,13 +49,14 @@ class TrainResult:
 
 
 def train(*, model_path, objective, train_data, config, out_dir, reference: dict | None = None,
-          progress: bool = True, on_step=None) -> TrainResult:
+          progress: bool = True, on_step=None, trust_remote_code: bool = False) -> TrainResult:
     """Train `objective` on `train_data` (TokenizedPairs) from `model_path` into `out_dir`.
 
     Returns at once when `out_dir/checkpoint` is complete; resumes from `out_dir/state`
     when present. A NaN/inf loss or gradient norm ends the run with status 'failed' (reason
     also in `out_dir/failed.json`) and no checkpoint. `on_step(step)` is called after each
-    optimiser step (tests use it to interrupt a run).
+    optimiser step (tests use it to interrupt a run). `trust_remote_code`: the suite's
+    `model.trust_remote_code`, for the model and tokenizer loads.
     """
     out_dir = Path(out_dir)
     log_path = out_dir / "train_log.jsonl"
@@ -68,12 +70,12 @@ def train(*, model_path, objective, train_data, config, out_dir, reference: dict
     if done is not None:
         return TrainResult("ok", None, ckpt_dir, log_path, done)
     if not train_data:
-        raise BenchError(f"{out_dir}: no training pairs left after tokenisation")
+        raise UserError(f"{out_dir}: no training pairs left after tokenisation")
     problem = state_problem(out_dir / "state")
     if problem:
         say(f"resume state {out_dir / 'state'} is damaged ({problem}); this run starts again from step 0")
         set_aside(out_dir / "state")
-    run = _Run(model_path, objective, train_data, config, out_dir, reference, progress, on_step)
+    run = _Run(model_path, objective, train_data, config, out_dir, reference, progress, on_step, trust_remote_code)
     try:
         return run.run()
     finally:
@@ -95,11 +97,12 @@ def _is_finite(x) -> bool:
 class _Run:
     """One training run's state; methods are the loop's steps."""
 
-    def __init__(self, model_path, objective, data, config, out_dir, reference, progress, on_step):
+    def __init__(self, model_path, objective, data, config, out_dir, reference, progress, on_step, trust_remote_code):
         from accelerate import Accelerator, DistributedType
 
         self.model_path, self.objective, self.data, self.cfg = str(model_path), objective, data, config
         self.out_dir, self.reference, self.progress, self.on_step = out_dir, reference, progress, on_step
+        self.trust_remote_code = trust_remote_code
         from accelerate.state import AcceleratorState
 
         # The mixed-precision setting lives in a process-wide singleton: clear it, so an SFT stage
@@ -122,21 +125,19 @@ class _Run:
     def release(self) -> None:
         """Drop the model, optimiser and accelerate's references to them and return their
         memory: the next stage (a generation engine) must find the GPU free."""
-        from bench.devices import release_memory
-
         self.acc.free_memory()
         for name in ("model", "wrapped", "optimizer", "scheduler", "params", "ref"):
             self.__dict__.pop(name, None)
-        release_memory()
+        devices.release_memory()
 
     # --- setup ---------------------------------------------------------------------------
     def _build(self):
-        from bench.models import load_causal_lm, load_tokenizer
         from transformers import get_scheduler
 
         torch.manual_seed(self.cfg.seed)        # LoRA initialisation and dropout follow the seed
-        self.tokenizer = load_tokenizer(self.model_path)
-        self.model = load_causal_lm(self.model_path, dtype=torch.float32)
+        self.tokenizer = load_tokenizer(self.model_path, trust_remote_code=self.trust_remote_code)
+        # fp32 master weights on the CPU; the Accelerator places them (prepare, below)
+        self.model = load_model(self.model_path, trust_remote_code=self.trust_remote_code, dtype=torch.float32)
         disable_dropout(self.model)             # as TRL: dropout noise would also move the reference pass
         self.use_cache = getattr(self.model.config, "use_cache", None)   # restored in the checkpoint
         if self.cfg.gradient_checkpointing:
@@ -144,7 +145,7 @@ class _Run:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.cfg.lora is not None:
             if self.sharded:
-                raise BenchError("training.lora is not supported under FSDP (the merged checkpoint needs the "
+                raise UserError("training.lora is not supported under FSDP (the merged checkpoint needs the "
                                  "full adapter on one process); use DDP (the default accelerate config) for LoRA")
             self.model = _apply_lora(self.model, self.cfg.lora)
         self.pad_id = self.tokenizer.pad_token_id
@@ -196,7 +197,8 @@ class _Run:
         bs = self.cfg.batch_size * 2    # no activations kept: a larger batch fits
         if self.cfg.lora is None and start_step > 0:   # resumed without its cache: load the base weights again
             return reference_logps(self.model_path, self.data, batch_size=bs, cache_dir=cache_file.parent,
-                                   progress=self.progress, device=self.acc.device, pack_to=self.pack_to)
+                                   progress=self.progress, device=self.acc.device, pack_to=self.pack_to,
+                                   trust_remote_code=self.trust_remote_code)
         # Before the first step the policy *is* the reference; with LoRA the reference is the
         # model with its adapter switched off. Through the prepared wrapper: FSDP gathers shards there.
         base = self.model.disable_adapter() if self.cfg.lora is not None else nullcontext()

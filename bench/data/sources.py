@@ -172,7 +172,7 @@ def _parquet_rows(path: Path):
 
 
 def _hub_rows(hub_id: str, data_dir: str | None, split: str):
-    from bench.net import network_available
+    from trainers.net import network_available
 
     # asked BEFORE load_dataset, which would otherwise hang retrying an unreachable hub
     if hub_id not in _LOCAL_BUILDERS and not network_available():

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from bench.errors import BenchError, DataError
+# Prompts are encoded by training's rule (BOS exactly once) in every backend.
+from trainers.tokenize import encode_prompt  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -76,17 +78,6 @@ def get_generator(backend: str, model_path, **options) -> Generator:
     module_name, class_name = BACKENDS[backend].split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(str(model_path), **options)
-
-
-def encode_prompt(tokenizer, text: str) -> list[int]:
-    """Token ids of a rendered prompt, with BOS exactly once.
-
-    A chat-template rendering already starts with its BOS string, so it is tokenised
-    without special tokens; any other prompt gets the tokenizer's own special tokens (as
-    in training, see `trainers.tokenize`). Every backend tokenises through here.
-    """
-    bos = tokenizer.bos_token
-    return tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
 
 
 def truncate_prompts(encoded: list[list[int]], max_model_len: int | None, max_new_tokens: int,

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig as HFGenerationConfig
 
 from bench.generation.base import Generation, GenerationConfig, encode_prompt, truncate_prompts
-from bench.models import load_causal_lm, load_tokenizer
+from trainers.models import load_model, load_tokenizer
 
 
 class HFGenerator:
@@ -21,14 +21,10 @@ class HFGenerator:
 
     def __init__(self, model_path: str, *, device: str | None = None, dtype=None,
                  trust_remote_code: bool = False, progress: bool = True, max_model_len: int | None = None):
-        from bench.devices import placement
-
-        where = placement("generation")
-        self.device = torch.device(device) if device else where.device
-        dtype = dtype or where.dtype
         self.tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
-        self.model = load_causal_lm(model_path, dtype=dtype, trust_remote_code=trust_remote_code,
-                                    device=self.device).eval()
+        self.model = load_model(model_path, trust_remote_code=trust_remote_code, role="generation", dtype=dtype,
+                                device=torch.device(device) if device else None).eval()
+        self.device = self.model.device
         self.progress = progress
         self.eos_ids = _eos_ids(self.tokenizer, self.model)
         # The context limit: the suite's max_model_len, else the model's positions.
@@ -69,7 +65,7 @@ class HFGenerator:
 
     def close(self) -> None:
         """Free the model (the next stage's engine needs the memory)."""
-        from bench.devices import release_memory
+        from trainers.devices import release_memory
 
         self.model = None
         release_memory()

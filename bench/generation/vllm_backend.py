@@ -4,7 +4,7 @@ Imported only through the registry when the `vllm` backend is asked for, so mach
 without vLLM (CPU, CI) never import it.
 
 Lifecycle: one engine per policy, started after the trained policy has been freed
-(`bench.devices.release_memory`) with the suite's `gpu_memory_utilization` and
+(`trainers.devices.release_memory`) with the suite's `gpu_memory_utilization` and
 `max_model_len`, and shut down explicitly by `close()`: `del` alone does not return vLLM's
 memory (vLLM issues #6544, #21073), and the next engine reserves its fraction of what is free.
 """
@@ -14,11 +14,11 @@ import contextlib
 
 from bench.errors import BenchError
 from bench.generation.base import Generation, GenerationConfig, encode_prompt, truncate_prompts
-from bench.models import resolve_model
+from trainers.models import resolve_model
 
 
 class VLLMGenerator:
-    """Generate with `vllm.LLM` (the dtype of `bench.devices.placement`; `tensor_parallel_size` GPUs)."""
+    """Generate with `vllm.LLM` (the dtype of `trainers.devices.placement`; `tensor_parallel_size` GPUs)."""
 
     def __init__(self, model_path: str, *, tensor_parallel_size: int = 1, dtype: str | None = None,
                  seed: int = 0, gpu_memory_utilization: float = 0.85, max_model_len: int | None = None,
@@ -28,7 +28,7 @@ class VLLMGenerator:
         except ImportError:
             raise BenchError("generation backend 'vllm' needs the vllm package (CUDA only): "
                              "pip install vllm, or set generation.backend: hf") from None
-        from bench.devices import placement
+        from trainers.devices import placement
 
         self._vllm = vllm
         self.progress = progress
@@ -78,7 +78,7 @@ class VLLMGenerator:
             from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
 
             cleanup_dist_env_and_memory()
-        from bench.devices import release_memory
+        from trainers.devices import release_memory
 
         release_memory()
 

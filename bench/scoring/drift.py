@@ -59,13 +59,12 @@ def _pad_rows(rows: Sequence[torch.Tensor], width: int) -> torch.Tensor:
 
 
 def compute_drift(policy_model_path, ref_logps: dict, tokenized_pairs, *, batch_size: int = 16,
-                  device=None, progress: bool = True) -> dict:
+                  device=None, progress: bool = True, trust_remote_code: bool = False) -> dict:
     """Run the policy over held-out tokenized pairs and compare with cached reference log-probs.
 
     ``ref_logps`` maps pair id -> (chosen 1-D, rejected 1-D) per-token log-probs, as returned
     by `trainers.reference.reference_logps` on the same tokenized pairs.
     """
-    from bench.models import load_causal_lm
     from trainers.logps import collate_pairs, pair_logps
 
     pairs = [p for p in tokenized_pairs if p.rejected_ids is not None]  # SFT demos carry no pair
@@ -74,10 +73,9 @@ def compute_drift(policy_model_path, ref_logps: dict, tokenized_pairs, *, batch_
     missing = [p.id for p in pairs if p.id not in ref_logps]
     if missing:
         raise KeyError(f"reference log-probs lack pair {missing[0]!r} ({len(missing)} missing)")
-    from bench.devices import placement
+    from trainers.models import load_model
 
-    where = placement("drift")
-    model = load_causal_lm(str(policy_model_path), dtype=where.dtype, device=device or where.device).eval()
+    model = load_model(str(policy_model_path), trust_remote_code=trust_remote_code, role="drift", device=device).eval()
     pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("pc", "pr", "rc", "rr", "cm", "rm")}
     with torch.inference_mode():

@@ -114,10 +114,13 @@ def _num(x):
 
 
 def model_args(backend: str, model_path: str, *, dtype: str, tensor_parallel_size: int = 1,
-               gpu_memory_utilization: float = 0.85, max_model_len: int | None = None) -> str:
-    """lm-eval's `model_args` for either backend: the same dtype (`bench.devices.placement`), the
+               gpu_memory_utilization: float = 0.85, max_model_len: int | None = None,
+               trust_remote_code: bool = False) -> str:
+    """lm-eval's `model_args` for either backend: the same dtype (`trainers.devices.placement`), the
     same parallelism (vLLM: tensor parallel; hf: the model split over the GPUs) and context limit."""
     args = [f"pretrained={model_path}", f"dtype={dtype}"]
+    if trust_remote_code:   # lm-eval passes it on to from_pretrained / vllm.LLM (its default is False)
+        args.append("trust_remote_code=True")
     if backend == "vllm":
         args += [f"tensor_parallel_size={tensor_parallel_size}", f"gpu_memory_utilization={gpu_memory_utilization}"]
         if max_model_len:
@@ -133,11 +136,11 @@ def model_args(backend: str, model_path: str, *, dtype: str, tensor_parallel_siz
 def evaluate(checkpoint, tasks: Sequence[str], *, include_path=None, limit: int | float | None = None,
              num_fewshot: int | None = None, batch_size: int = 16, backend: str = "hf",
              tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
-             max_model_len: int | None = None) -> list[dict]:
+             max_model_len: int | None = None, trust_remote_code: bool = False) -> list[dict]:
     """Run lm-eval on ``checkpoint`` (HF dir or hub id) and return tidy result rows.
 
     ``backend`` is lm-eval's model type: "hf" (transformers) or "vllm"; the device and dtype
-    are `bench.devices.placement("lm_eval")`'s under both. The hub is switched off for the
+    are `trainers.devices.placement("lm_eval")`'s under both. The hub is switched off for the
     call only when this machine has no network: hub tasks (hellaswag...) then fail in one
     line instead of hanging, while with network they download as lm-eval does.
     """
@@ -146,9 +149,9 @@ def evaluate(checkpoint, tasks: Sequence[str], *, include_path=None, limit: int 
     tasks = list(tasks)
     if not tasks:
         return []
-    from bench.devices import placement, release_memory
-    from bench.models import resolve_model
-    from bench.net import network_available
+    from trainers.devices import placement, release_memory
+    from trainers.models import resolve_model
+    from trainers.net import network_available
 
     model_path = resolve_model(str(checkpoint))
     where = placement("lm_eval")
@@ -159,7 +162,8 @@ def evaluate(checkpoint, tasks: Sequence[str], *, include_path=None, limit: int 
         manager = _task_manager(include_path)
         _check_tasks(manager, tasks)
         args = model_args(backend, model_path, dtype=where.dtype_name, tensor_parallel_size=tensor_parallel_size,
-                          gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len)
+                          gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
+                          trust_remote_code=trust_remote_code)
         out = lm_eval.simple_evaluate(
             model=backend, model_args=args, tasks=tasks, task_manager=manager, limit=limit,
             num_fewshot=num_fewshot, batch_size=batch_size,

@@ -90,15 +90,12 @@ class RewardModelScorer:
 
     def __init__(self, path_or_id, *, batch_size: int = 32, device=None, trust_remote_code: bool = False,
                  progress: bool = True):
-        from bench.models import load_reward_model, load_tokenizer
-
-        from bench.devices import placement
+        from trainers.models import load_model, load_tokenizer
 
         self.path = str(path_or_id)
-        where = placement("reward_model")
         self.tokenizer = load_tokenizer(self.path, trust_remote_code=trust_remote_code)
-        self.model = load_reward_model(self.path, dtype=where.dtype, trust_remote_code=trust_remote_code,
-                                       device=device or where.device).eval()
+        self.model = load_model(self.path, trust_remote_code=trust_remote_code, head="sequence_classification",
+                                role="reward_model", device=device).eval()
         if self.model.config.num_labels != 1:
             raise BenchError(f"reward model {self.path} has {self.model.config.num_labels} labels; a reward model has 1")
         self.pad_id = _ensure_pad(self.model, self.tokenizer)
@@ -164,19 +161,19 @@ def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torc
     return -F.logsigmoid(r_chosen - r_rejected).mean()
 
 
-def _load_base(base_model_path, seed: int, tmp: Path):
-    from transformers import AutoModelForSequenceClassification
-
-    from bench.models import build_char_tokenizer, build_tiny_reward_model, load_tokenizer, resolve_model
+def _load_base(base_model_path, seed: int, tmp: Path, trust_remote_code: bool):
+    from bench.models import build_char_tokenizer, build_tiny_reward_model
+    from trainers.models import load_model, load_tokenizer
 
     torch.manual_seed(seed)  # a fresh score head on an SFT checkpoint is drawn from this seed
     if base_model_path is None:
         tokenizer = build_char_tokenizer()
         path = build_tiny_reward_model(tmp / "base", tokenizer, seed=seed)
-        return AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32), tokenizer
-    path = resolve_model(str(base_model_path))
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
-    return model, load_tokenizer(path)
+        return load_model(path, trust_remote_code=trust_remote_code, head="sequence_classification",
+                          dtype=torch.float32), tokenizer
+    model = load_model(str(base_model_path), trust_remote_code=trust_remote_code, head="sequence_classification",
+                       dtype=torch.float32, num_labels=1)
+    return model, load_tokenizer(str(base_model_path), trust_remote_code=trust_remote_code)
 
 
 def _encode_pairs(tokenizer, pairs, max_length) -> list[tuple[list[int], list[int]]]:
@@ -276,7 +273,8 @@ def heldout_accuracy_by_kind(model, tokenizer, pairs, pad_id: int, max_length: i
 
 
 def train_reward_model(pairs, base_model_path, out_dir, *, config, progress: bool = True,
-                       heldout_fraction: float = 0.1, device=None, pair_kind=None) -> Path:
+                       heldout_fraction: float = 0.1, device=None, pair_kind=None,
+                       trust_remote_code: bool = False) -> Path:
     """Train a Bradley–Terry reward model on preference pairs; returns the saved HF dir.
 
     ``base_model_path`` None builds the tiny Llama reward model with the char tokenizer;
@@ -294,7 +292,7 @@ def train_reward_model(pairs, base_model_path, out_dir, *, config, progress: boo
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        model, tokenizer = _load_base(base_model_path, config.seed, tmp)
+        model, tokenizer = _load_base(base_model_path, config.seed, tmp, trust_remote_code)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model.to(device)
         if config.gradient_checkpointing:

@@ -14,10 +14,10 @@ from typing import Any, Callable
 
 import torch
 
-from bench.errors import BenchError
+from trainers.errors import UserError
 
 
-class ObjectiveError(BenchError, ValueError):
+class ObjectiveError(UserError, ValueError):
     """A bad objective name, hyperparameter or input; `param`/`value` name the culprit."""
 
     def __init__(self, message: str, *, objective: str | None = None, param: str | None = None,
