@@ -9,7 +9,6 @@ in code); and the lm-eval task names (lm-eval's own TaskManager, with the suite'
 from __future__ import annotations
 
 import difflib
-import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -293,18 +292,14 @@ def weights_problem(folder: Path) -> str | None:
 
 
 # ---------------------------------------------------------------- lm-eval tasks
-@functools.lru_cache(maxsize=4)
-def _task_index(include_path: str | None) -> dict[str, dict]:
-    """lm-eval's tasks: name -> config (slow to index, about 10 s, so cached per include path)."""
-    from lm_eval.tasks import TaskManager
+def _task_index(include_path: str | None, tasks: tuple[str, ...]) -> dict[str, dict]:
+    """lm-eval's tasks: name -> config, from the scorer's TaskManager (local folder only when it
+    holds every task the suite names; lm-eval's whole index otherwise, for the closest-name hint)."""
+    from bench.scoring.lm_eval_scorer import task_manager
 
-    index = TaskManager(include_path=include_path).task_index
+    index = task_manager(include_path, tasks).task_index
     return {name: (getattr(entry, "cfg", None) or (entry.get("cfg") if isinstance(entry, dict) else None) or {})
             for name, entry in index.items()}
-
-
-def _known_tasks(include_path: str | None) -> frozenset[str]:
-    return frozenset(_task_index(include_path))
 
 
 def check_lm_eval_tasks(suite: Suite) -> str:
@@ -317,7 +312,7 @@ def check_lm_eval_tasks(suite: Suite) -> str:
     local = tasks_dir(suite)  # scoring.lm_eval.include_path, else tasks/ next to the suite file
     if local is not None and not local.is_dir():
         raise SuiteError(suite.source, "scoring.lm_eval.include_path", f"{local} is not a directory")
-    index = _task_index(str(local) if local is not None else None)
+    index = _task_index(str(local) if local is not None else None, tuple(tasks))
     problems: list[BenchError] = []
     for i, task in enumerate(tasks):
         field_name = f"scoring.lm_eval.tasks[{i}]"

@@ -78,3 +78,14 @@ def test_task_data_matches_the_arith_format():
             steps = [s.strip() for s in choice.split("Answer:")[0].split(".") if s.strip()]
             ok = all(eval(s.split("=")[0], {"__builtins__": {}}) == int(s.split("=")[1]) for s in steps)  # noqa: S307
             assert ok == (choice == r["choices"][r["gold"]])
+
+
+def test_local_tasks_index_only_their_folder():
+    """A suite whose tasks are all in its own folder does not pay for indexing lm-eval's ~13k task
+    YAMLs (about 10 s, twice per run); one that names a shipped task gets lm-eval's whole index."""
+    from bench.scoring.lm_eval_scorer import task_manager
+
+    local = task_manager(TASKS_DIR, ["arith_qa"])
+    assert "arith_qa" in local.all_tasks and "hellaswag" not in local.all_tasks
+    mixed = task_manager(TASKS_DIR, ["arith_qa", "hellaswag"])
+    assert {"arith_qa", "hellaswag"} <= set(mixed.all_tasks)

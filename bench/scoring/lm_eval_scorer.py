@@ -59,20 +59,26 @@ def offline_hub() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _task_manager(include_path):
+def task_manager(include_path, tasks: Sequence[str] = ()):
+    """lm-eval's TaskManager for ``tasks`` with the suite's local task folder(s) ``include_path``."""
     paths = [str(Path(p).resolve()) for p in ([include_path] if isinstance(include_path, (str, Path)) else include_path or [])]
     for p in paths:
         if not Path(p).is_dir():
             raise BenchError(f"lm-eval include_path {p} is not a directory")
-    return _cached_task_manager(tuple(paths))
+    return _cached_task_manager(tuple(paths), frozenset(tasks))
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_task_manager(paths: tuple[str, ...]):
-    """One TaskManager per include path per process: building one indexes every task YAML
-    lm-eval ships (about 10 s), which dominated the evaluation of a tiny policy."""
+def _cached_task_manager(paths: tuple[str, ...], tasks: frozenset[str]):
+    """One TaskManager per include path and task set per process. Indexing every task YAML lm-eval
+    ships takes about 10 s (twice per run: validate and evaluate), which dominated a tiny suite; when
+    every task the suite names is in its own folder, only that folder is indexed."""
     from lm_eval.tasks import TaskManager
 
+    if paths and tasks:
+        local = TaskManager(include_path=list(paths), include_defaults=False)
+        if tasks <= set(local.all_tasks):
+            return local
     return TaskManager(include_path=list(paths) or None)
 
 
@@ -159,7 +165,7 @@ def evaluate(checkpoint, tasks: Sequence[str], *, include_path=None, limit: int 
     with hub:
         import lm_eval
 
-        manager = _task_manager(include_path)
+        manager = task_manager(include_path, tasks)
         _check_tasks(manager, tasks)
         args = model_args(backend, model_path, dtype=where.dtype_name, tensor_parallel_size=tensor_parallel_size,
                           gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
