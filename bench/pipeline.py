@@ -268,7 +268,9 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
     # The reward model by where it is relative to the results folder (a trained one is inside it):
     # a moved folder, or --out written relative instead of absolute, keeps every evaluation; a
     # loaded one, and the lm-eval tasks, by their contents.
-    eval_key = content_hash("eval", data_key, base_key, _portable(reward_dir, store.root), suite.generation, suite.scoring,
+    # compare_to and bootstrap_samples shape only the aggregate, so changing them re-evaluates nothing.
+    scoring = suite.scoring.model_dump(mode="json", exclude=AGGREGATE_ONLY_SCORING)
+    eval_key = content_hash("eval", data_key, base_key, _portable(reward_dir, store.root), suite.generation, scoring,
                             suite.reward_model, training.max_length, training.max_prompt_length,
                             fingerprints["reward_model"], fingerprints["lm_eval_tasks"])
     return SuiteContext(suite=suite, suite_dir=suite_path.parent, data_key=data_key, base_key=base_key,
@@ -292,6 +294,9 @@ def _portable(path: Path | None, root: Path) -> str | None:
         return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
     except ValueError:
         return str(path)
+
+
+AGGREGATE_ONLY_SCORING = {"compare_to", "bootstrap_samples"}
 
 
 def tasks_dir(suite) -> Path | None:
@@ -406,6 +411,7 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
     """Judgments -> results.parquet/csv, runs.parquet, leaderboard and plots; returns the leaderboard."""
     import pandas as pd
 
+    from bench import aggregate_cache
     from bench.aggregate import policy_units
     from bench.report import StatsSettings, write_report, write_settings
     from bench.results import provenance, write_results, write_units
@@ -416,6 +422,14 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
     n_boot, seed = suite.scoring.bootstrap_samples, suite.generation.seed
     reference = PolicyRecord(run_id=REFERENCE_ID, label=REFERENCE_ID, objective=REFERENCE_ID, params="{}",
                              seed=seed, eval_dir=reference_eval)
+    suite_hash = (out / SUITE_HASH).read_text().strip() if (out / SUITE_HASH).exists() else ""
+    key = aggregate_cache.aggregate_key(
+        [reference, *records], extra=dict(chosen=aggregate_cache.marker_text(chosen_dir), suite_hash=suite_hash, runs=[r.run_id for r in runs],
+                                          fingerprints=ctx.fingerprints, data=ctx.data_info,
+                                          reference_dir=str(ctx.reference_dir)))
+    reused = aggregate_cache.reuse(out, key)
+    if reused is not None:
+        return reused
     rows = []
     for record in [reference, *records]:
         try:
@@ -429,7 +443,6 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
     prov = provenance()
     by_id = {run.run_id: run for run in runs}
     reference.checkpoint = str(ctx.reference_dir)
-    suite_hash = (out / SUITE_HASH).read_text().strip() if (out / SUITE_HASH).exists() else ""
     inputs = dict(fingerprints=json.dumps(ctx.fingerprints, sort_keys=True), suite_hash=suite_hash)
     run_rows = [dict(suite=suite.name, run_id=r.run_id, label=r.label, objective=r.objective, params=r.params,
                      seed=r.seed, status=r.status, reason=r.reason or "", checkpoint=_relative(r.checkpoint, out),
@@ -444,7 +457,9 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
     write_units(out, units)
     write_settings(out, StatsSettings(compare_to=suite.scoring.compare_to, n_boot=n_boot, seed=seed))
     _write_validity(ctx, out, reference_eval, [reference, *records])
-    return write_report(out)
+    leaderboard = write_report(out)
+    aggregate_cache.remember(out, key)
+    return leaderboard
 
 
 def _write_validity(ctx: SuiteContext, out: Path, reference_eval: Path, records) -> None:

@@ -96,6 +96,27 @@ def test_rerun_of_finished_suite_recomputes_nothing(finished):
     assert (out / "results.csv").read_bytes() == before
 
 
+def test_rerun_reuses_the_aggregate_unless_an_output_or_a_setting_changed(finished, tmp_path):
+    """A rerun does not redo the tables and plots (most of its time) when nothing they read changed;
+    a damaged output is rewritten, and a changed scoring setting is never served stale."""
+    src, _ = finished
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    assert bench("run", str(SUITE), "--out", str(out), "--quiet").returncode == 0   # key for this path
+    board = out / "leaderboard.md"
+    written = board.stat().st_mtime_ns
+    again = bench("run", str(SUITE), "--out", str(out), "--quiet")
+    assert again.returncode == 0 and board.stat().st_mtime_ns == written, "the aggregate was recomputed"
+    expected = board.read_text()
+    (out / "leaderboard.csv").unlink()
+    board.write_text("edited by hand\n")
+    assert bench("run", str(SUITE), "--out", str(out), "--quiet").returncode == 0
+    assert board.read_text() == expected and (out / "leaderboard.csv").is_file()
+    other = bench("run", str(SUITE), "--out", str(out), "--quiet", "--set", "scoring.compare_to=ipo")
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert "the baseline ipo" in board.read_text() and "(0 stages computed" in other.stdout
+
+
 def test_killed_run_resumes_to_the_same_results(finished, tmp_path):
     out, _ = finished
     resumed = tmp_path / "resumed"

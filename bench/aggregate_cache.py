@@ -1,0 +1,82 @@
+"""Skip the aggregate of a rerun when nothing it reads has changed.
+
+The aggregate (tables, paired bootstrap statistics, leaderboard, plots) is a pure function of
+the runs' evaluation folders, the suite and the harness's code. Recomputing it costs about
+15 s on the default suite, most of a rerun whose stages are all reused. Its key covers each
+evaluation folder's done marker (which holds the checksums of every file in it), each run's
+record (status, reason, training summary), the resolved suite and the code of `bench` and
+`trainers`; its outputs' checksums are kept beside the key, so a deleted or edited output
+is rewritten, never served.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+from pathlib import Path
+
+from bench.hashing import content_hash
+from bench.stages import DONE_MARKER
+
+KEY_FILE = ".aggregate.json"
+_NOT_OUTPUTS = {"stages", "logs", KEY_FILE}
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """Checksum of every Python file of the harness: a code change is a new input."""
+    import bench
+    import trainers
+
+    digest = hashlib.sha256()
+    for package in (bench, trainers):
+        root = Path(package.__file__).resolve().parent
+        for path in sorted(root.rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def aggregate_key(records, *, extra: dict) -> str:
+    """The aggregate's inputs, as one key. ``records`` are `PolicyRecord`s (the reference first)."""
+    parts = []
+    for record in records:
+        fields = {k: str(v) for k, v in dataclasses.asdict(record).items() if k != "train_summary"}
+        fields["train_summary"] = json.dumps(record.train_summary, sort_keys=True, default=str)
+        fields["eval_marker"] = marker_text(record.eval_dir) if record.eval_dir is not None else ""
+        parts.append(fields)
+    return content_hash("aggregate", code_digest(), json.dumps({"records": parts, **extra}, sort_keys=True, default=str))
+
+
+def marker_text(stage_dir) -> str:
+    """A stage folder's done marker: its identity and the checksums of its files ("" if unfinished)."""
+    marker = Path(stage_dir) / DONE_MARKER
+    return marker.read_text() if marker.is_file() else ""
+
+
+def _outputs(out: Path) -> dict[str, str]:
+    files = {}
+    for path in sorted(out.rglob("*")):
+        rel = path.relative_to(out)
+        if path.is_file() and rel.parts[0] not in _NOT_OUTPUTS and not rel.name.startswith("."):
+            files[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return files
+
+
+def reuse(out: Path, key: str) -> str | None:
+    """The leaderboard of an aggregate already written for ``key`` with its files intact, else None."""
+    try:
+        saved = json.loads((out / KEY_FILE).read_text())
+        if saved["key"] != key or not saved["files"] or _outputs(out) != saved["files"]:
+            return None
+        return (out / "leaderboard.md").read_text(encoding="utf-8")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def remember(out: Path, key: str) -> None:
+    """Record the key and the outputs' checksums (after every output is written)."""
+    from bench.results import atomic_write
+
+    text = json.dumps({"key": key, "files": _outputs(out)}, indent=1, sort_keys=True)
+    atomic_write(out / KEY_FILE, lambda tmp: tmp.write_text(text))
