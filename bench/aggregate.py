@@ -171,6 +171,10 @@ def policy_rows(record: PolicyRecord, *, suite: str, reference_judgments: pd.Dat
     for key in ("final_loss", "steps"):
         if key in record.train_summary:
             add("train", key, _point(record.train_summary[key], 1))
+    audit = record.train_summary.get("train_data")
+    if audit:
+        for key in ("chosen_verified", "rejected_verified"):
+            add("train_data", key, _point(audit[key], audit["n"]))
     if record.eval_dir is None:
         return rows
     judgments = _judgments(record.eval_dir)

@@ -50,6 +50,7 @@ class SuiteContext:
     data_info: dict
     progress: bool
     fingerprints: dict = dataclasses.field(default_factory=dict)
+    train_audit: dict | None = None     # gold verifier over the training pairs (bench.scoring.gold.audit_pairs)
 
 
 # ---------------------------------------------------------------- data
@@ -241,6 +242,9 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
     if pairs["train"] and not train_data:
         tokenize_for_training(pairs["train"], tokenizer, training, "training")   # raises, naming the reasons
     data_info = {**data_info, "skipped_at_tokenization": dict(skipped)}
+    from bench.scoring.gold import audit_pairs
+
+    train_audit = audit_pairs(pairs["train"], suite.scoring.gold)
     ref_cache = store.root / "ref_logps"
     pack_to = training.max_length if training.packing else None
     ref_logps = None
@@ -276,7 +280,7 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
     return SuiteContext(suite=suite, suite_dir=suite_path.parent, data_key=data_key, base_key=base_key,
                         reference_dir=reference_dir, tokenizer=tokenizer, train_data=train_data, ref_logps=ref_logps,
                         eval_ctx=eval_ctx, eval_key=eval_key, data_info=data_info, progress=progress,
-                        fingerprints=fingerprints)
+                        fingerprints=fingerprints, train_audit=train_audit)
 
 
 def _cache_files(folder: Path) -> dict[str, tuple[int, int]]:
@@ -422,6 +426,9 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
     n_boot, seed = suite.scoring.bootstrap_samples, suite.generation.seed
     reference = PolicyRecord(run_id=REFERENCE_ID, label=REFERENCE_ID, objective=REFERENCE_ID, params="{}",
                              seed=seed, eval_dir=reference_eval)
+    for record in records:   # what each run trained on, checked by the gold verifier
+        if ctx.train_audit is not None:
+            record.train_summary["train_data"] = ctx.train_audit
     suite_hash = (out / SUITE_HASH).read_text().strip() if (out / SUITE_HASH).exists() else ""
     key = aggregate_cache.aggregate_key(
         [reference, *records], extra=dict(chosen=aggregate_cache.marker_text(chosen_dir), suite_hash=suite_hash, runs=[r.run_id for r in runs],

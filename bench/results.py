@@ -87,6 +87,9 @@ METRICS: dict[tuple[str, str], MetricInfo] = {
     ("drift", "margin"): MetricInfo("implicit margin", None),
     ("train", "final_loss"): MetricInfo("final loss", None),   # losses of different objectives are incomparable
     ("train", "steps"): MetricInfo("steps", None),
+    # The training pairs through the gold verifier: every chosen response is right, every rejected one wrong.
+    ("train_data", "chosen_verified"): MetricInfo("train chosen verified", True, UNIT),
+    ("train_data", "rejected_verified"): MetricInfo("train rejected verified", False, UNIT),
 }
 LM_EVAL_PREFIX = "lm_eval:"
 # lm-eval metrics where lower is better; every other lm-eval metric (acc, exact_match...) is higher-better.

@@ -25,15 +25,14 @@ EXPECTED = {
     "beta_halved": f"train_log/loss@13-24 of {DPO}",
     "reference_from_wrong_model": "invariant step-1 loss",
     "response_mask_shifted": f"train_log/logps/chosen@1 of {DPO}",
-    "swap_20pct_pairs": None,     # not caught at this scale: see NOT_CAUGHT
+    # The model metrics do not see it (the tiny policy fits its 64 pairs whatever their labels and
+    # does not generalise from them); the gold verifier's audit of the training pairs does.
+    "swap_20pct_pairs": f"train_data/chosen_verified of {DPO}",
     "generation_budget_halved": f"length/mean_tokens of {DPO}",
     "adadpo_coefficient_dropped": f"train_log/adadpo/log_rho@13-24 of {ADADPO}",
 }
 # Bugs this gate does not catch, and why (strict xfail: the day one is caught, update this).
-NOT_CAUGHT = {
-    "swap_20pct_pairs": "the tiny policy fits its 64 training pairs whatever their labels, and does not "
-                        "generalise to held-out pairs at this scale, so no metric sees the flipped 20%",
-}
+NOT_CAUGHT: dict[str, str] = {}
 _table: dict[str, object] = {}
 
 

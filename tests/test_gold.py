@@ -40,3 +40,16 @@ def test_register_a_custom_verifier():
         VERIFIERS.pop("_len_test")
     with pytest.raises(TypeError):
         register_verifier("bad", 3)
+
+
+def test_audit_of_training_pairs_counts_each_side():
+    from types import SimpleNamespace as Pair
+
+    from bench.scoring.gold import audit_pairs
+
+    pairs = [Pair(chosen="Answer: 3", rejected="Answer: 4", metadata={"answer": 3}),
+             Pair(chosen="Answer: 5", rejected="Answer: 6", metadata={"answer": 5}),
+             Pair(chosen="Answer: 8", rejected="Answer: 7", metadata={"answer": 7}),    # labels swapped
+             Pair(chosen="Answer: 1", rejected="Answer: 1", metadata={"answer": 2})]    # both wrong
+    assert audit_pairs(pairs, "arith") == {"n": 4, "chosen_verified": 0.5, "rejected_verified": 0.25}
+    assert audit_pairs(pairs, None) is None and audit_pairs([], "arith") is None

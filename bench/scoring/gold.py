@@ -47,3 +47,19 @@ def gold_accuracy(texts: Sequence[str], metadatas: Sequence[dict], verifier: Ver
         raise ValueError(f"gold_accuracy got {len(texts)} texts but {len(metadatas)} metadata rows")
     fn = get_verifier(verifier) if isinstance(verifier, str) else verifier
     return [float(fn(t, m)) for t, m in zip(texts, metadatas)]
+
+
+def audit_pairs(pairs: Sequence, name: str | None) -> dict | None:
+    """The share of preference pairs whose chosen, and whose rejected, response the gold verifier
+    ``name`` accepts (None without a verifier or pairs).
+
+    A check of the data a run trained on, not of the model: on a task with a verifier every
+    chosen response is right and every rejected one wrong, so a loader bug that swaps labels or
+    mixes files moves these shares at once, where a tiny policy that fits any labels shows nothing.
+    """
+    if not name or not pairs:
+        return None
+    verify = get_verifier(name)
+    chosen = sum(verify(p.chosen, p.metadata) for p in pairs) / len(pairs)
+    rejected = sum(verify(p.rejected, p.metadata) for p in pairs) / len(pairs)
+    return {"n": len(pairs), "chosen_verified": float(chosen), "rejected_verified": float(rejected)}
