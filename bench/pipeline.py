@@ -201,8 +201,10 @@ def reward_stage(suite, store: StageStore, data_key: str, base_key: str, referen
     key = content_hash("reward", cfg, data_key, base_key)
 
     def build(tmp: Path):
+        # Trained by the one training loop in a work folder of its own, so a killed run resumes it.
         train_reward_model(train_pairs, str(reference_dir), tmp / "model", config=cfg.training, progress=progress,
-                           pair_kind=_pair_kind_function(suite), trust_remote_code=suite.model.trust_remote_code)
+                           pair_kind=_pair_kind_function(suite), trust_remote_code=suite.model.trust_remote_code,
+                           work_dir=store.work_dir("reward_train", key))
 
     return store.run("reward", key, build) / "model"
 

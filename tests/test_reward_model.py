@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from bench.errors import ModelNotFoundError
+from trainers.heads import BradleyTerry
 from bench.schema import TrainConfig
 from bench.scoring.reward_model import (
     REWARD_TRAIN_FILE,
     RewardModelScorer,
-    bradley_terry_loss,
     render_texts,
     train_reward_model,
 )
@@ -53,11 +53,11 @@ def test_chat_template_renders_user_then_assistant(char_tokenizer):
 
 
 def test_bradley_terry_loss_hand_values():
-    assert float(bradley_terry_loss(torch.tensor([0.0]), torch.tensor([0.0]))) == pytest.approx(math.log(2))
-    # -log σ(2) and -log σ(-1), averaged
-    want = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(1.0))) / 2
-    got = bradley_terry_loss(torch.tensor([3.0, 0.0]), torch.tensor([1.0, 1.0]))
-    assert float(got) == pytest.approx(want)
+    """Per pair -log σ(r_w - r_l): r_w - r_l = 2 gives log(1 + e^-2) = 0.126928, -1 gives
+    log(1 + e) = 1.313262, 0 gives log 2 = 0.693147 (worked by hand)."""
+    got = BradleyTerry()(torch.tensor([3.0, 0.0, 0.5]), torch.tensor([1.0, 1.0, 0.5]))
+    assert got.tolist() == pytest.approx([0.126928, 1.313262, 0.693147], abs=1e-6)
+    assert got.shape == (3,)      # per pair: the loop sums and normalises by the global batch
 
 
 def test_missing_path_is_one_line():
@@ -123,3 +123,64 @@ def test_a_left_padding_tokenizer_scores_the_same(tiny_reward_model_dir):
     left = RewardModelScorer(tiny_reward_model_dir, batch_size=8, progress=False)
     left.tokenizer.padding_side = "left"
     assert left.score(PROMPTS, RESPONSES) == pytest.approx(right.score(PROMPTS, RESPONSES), abs=1e-5)
+
+
+# ---------------------------------------------------------------- one training loop
+def _rm_data(tokenizer, n=12):
+    from bench.scoring.reward_model import _encode_pairs
+    from trainers.tokenize import TokenizedPair
+
+    encoded = _encode_pairs(tokenizer, _pairs(n), 64)
+    return [TokenizedPair(id=str(i), prompt_ids=[], chosen_ids=c, rejected_ids=r) for i, (c, r) in enumerate(encoded)]
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_reward_model_training_resumed_equals_uninterrupted(tmp_path, tiny_reward_model_dir, char_tokenizer):
+    from safetensors.torch import load_file
+
+    from trainers.trainer import train
+
+    data = _rm_data(char_tokenizer)
+    cfg = TrainConfig(learning_rate=1e-2, max_steps=6, batch_size=2, save_every=3, seed=1, scheduler="cosine")
+    full = train(model_path=tiny_reward_model_dir, objective=BradleyTerry(), train_data=data, config=cfg,
+                 out_dir=tmp_path / "full", progress=False)
+
+    def kill_at_4(step):     # state saved at 3; step 4 is lost and must be redone
+        if step == 4:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(model_path=tiny_reward_model_dir, objective=BradleyTerry(), train_data=data, config=cfg,
+              out_dir=tmp_path / "resumed", progress=False, on_step=kill_at_4)
+    steps = []
+    resumed = train(model_path=tiny_reward_model_dir, objective=BradleyTerry(), train_data=data, config=cfg,
+                    out_dir=tmp_path / "resumed", progress=False, on_step=steps.append)
+    assert resumed.started_at == 3 and steps == [4, 5, 6]
+    a = load_file(str(full.checkpoint / "model.safetensors"))
+    b = load_file(str(resumed.checkpoint / "model.safetensors"))
+    assert a.keys() == b.keys() and "score.weight" in a
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
+    moved = load_file(str(tiny_reward_model_dir / "model.safetensors"))["score.weight"]
+    assert not torch.equal(moved, a["score.weight"])     # it trained
+
+
+def test_reward_model_uses_the_trainers_schedule(tmp_path, tiny_reward_model_dir, tiny_model_dir, char_tokenizer):
+    """`constant` warms up (transformers' constant_with_warmup) for the reward model as for a
+    policy: the same learning rate at every step of the same config."""
+    from tests.helpers_trainer import ensure_objectives, tokenized_pairs
+    from trainers.optim import SCHEDULERS
+    from trainers.trainer import read_log_lines, train
+
+    cfg = TrainConfig(learning_rate=1e-3, max_steps=4, batch_size=2, warmup_ratio=0.5, scheduler="constant", seed=0)
+    rm = train(model_path=tiny_reward_model_dir, objective=BradleyTerry(), train_data=_rm_data(char_tokenizer),
+               config=cfg, out_dir=tmp_path / "rm", progress=False)
+    policy = train(model_path=tiny_model_dir, objective=ensure_objectives().build_objective([{"name": "nll", "weight": 1.0}]),
+                   train_data=tokenized_pairs(char_tokenizer, n=8), config=cfg, out_dir=tmp_path / "p", progress=False)
+    lrs = [row["lr"] for _, row in read_log_lines(rm.log_path)]
+    assert lrs == [row["lr"] for _, row in read_log_lines(policy.log_path)]
+    assert lrs == pytest.approx([0.0, 5e-4, 1e-3, 1e-3])      # 2 warm-up steps, then constant
+    assert SCHEDULERS["constant"] == "constant_with_warmup"

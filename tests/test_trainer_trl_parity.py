@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from tests.helpers_trainer import ensure_objectives, small_config, tokenized_pairs
-from trainers.trainer import _adamw, disable_dropout, train, warmup_steps
+from trainers.optim import adamw, disable_dropout, warmup_steps
+from trainers.trainer import train
 
 objectives = ensure_objectives()
 DPO = [{"name": "dpo", "weight": 1.0, "beta": 0.1}]
@@ -75,7 +76,7 @@ def test_no_weight_decay_on_norms_and_biases(tiny_model_dir):
     qwen = Qwen2ForCausalLM(Qwen2Config(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                         num_attention_heads=2, num_key_value_heads=1))   # Qwen2 has q/k/v biases
     for model in (load_model(str(tiny_model_dir), trust_remote_code=False), qwen):
-        opt = _adamw(model, small_config(weight_decay=0.1), torch.device("cpu"))
+        opt = adamw(model, small_config(weight_decay=0.1), torch.device("cpu"))
         names = {id(p): n for n, p in model.named_parameters()}
         decayed = {names[id(p)] for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
         not_decayed = {names[id(p)] for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]}

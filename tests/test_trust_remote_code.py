@@ -78,5 +78,6 @@ def test_every_stage_loads_with_the_suites_trust_remote_code(tmp_path, recorded)
     models = [(kind, where, trust) for kind, where, trust in recorded if kind != "AutoTokenizer"]
     assert STAGE_MODULES <= {where for _, where, _ in models}, models
     assert sum(where == "trainer" and kind == "AutoModelForCausalLM" for kind, where, _ in models) >= 2  # SFT, policy
+    assert ("AutoModelForSequenceClassification", "trainer", True) in models      # the reward model's training
     wrong = [(kind, where, trust) for kind, where, trust in recorded if trust is not True]
     assert not wrong, f"loads without the suite's trust_remote_code: {wrong}"

@@ -1,4 +1,5 @@
-"""THE training loop, identical for every objective (SFT is this loop with `nll`).
+"""THE training loop, identical for every objective (SFT is this loop with `nll`) and for the
+reward model (Bradley–Terry on a sequence-classification head, `trainers.heads`).
 
 One `accelerate.Accelerator` loop: the same code runs on one CPU, one GPU, or several
 processes under `accelerate launch` (DDP, or FSDP2 from an accelerate config file:
@@ -7,9 +8,10 @@ batch_size × grad_accum × processes` pairs (see `trainers.data_order`), comput
 log-probs with one forward per micro-batch (by default packed, each prompt run once for
 its chosen and rejected response: `trainers.logps`), asks the objective for per-pair
 losses and normalises their *sum* by the global batch, so 1×8, 8×1 and 2 processes × 4 all
-optimise the same loss. Resume state is written atomically every `save_every` steps, about
+optimise the same loss. Optimiser, schedule and precision: `trainers.optim`. Resume state is written atomically every `save_every` steps, about
 every minute regardless (`trainers.interrupt`), and on Ctrl-C/SIGTERM before stopping; the
-final checkpoint is a plain Hugging Face directory (LoRA merged).
+final checkpoint is a plain Hugging Face directory (LoRA merged); `trainers.state` gathers
+and restores the resume state.
 """
 from __future__ import annotations
 
@@ -25,14 +27,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from trainers.checkpoint import (CorruptStateError, completed_steps, load_state, rng_state, save_checkpoint, save_state,
-                                 set_aside, state_problem)
-from trainers.data_order import DataOrder
-from trainers import devices
+from trainers import devices, state
+from trainers.checkpoint import CorruptStateError, completed_steps, save_checkpoint, set_aside, state_problem
 from trainers.errors import UserError, say
+from trainers.heads import head_for
 from trainers.interrupt import SaveClock, StopRequest, TrainingInterrupted
-from trainers.logps import ResponseLogps, collate_pairs, split_logps, supports_packing
 from trainers.models import load_model, load_tokenizer
+from trainers.optim import adamw, apply_lora, disable_dropout, make_scheduler, mixed_precision
 from trainers.reference import cache_key, compute_reference, load_cache, reference_logps, save_cache, sequence_length
 
 
@@ -51,6 +52,9 @@ class TrainResult:
 def train(*, model_path, objective, train_data, config, out_dir, reference: dict | None = None,
           progress: bool = True, on_step=None, trust_remote_code: bool = False) -> TrainResult:
     """Train `objective` on `train_data` (TokenizedPairs) from `model_path` into `out_dir`.
+
+    `objective`: one of the objective library (a causal LM is trained) or
+    `trainers.heads.BradleyTerry` (a reward model: a one-output sequence-classification head).
 
     Returns at once when `out_dir/checkpoint` is complete; resumes from `out_dir/state`
     when present. A NaN/inf loss or gradient norm ends the run with status 'failed' (reason
@@ -82,14 +86,6 @@ def train(*, model_path, objective, train_data, config, out_dir, reference: dict
         run.release()
 
 
-def _mixed_precision(precision: str) -> str:
-    if precision == "bf16":
-        return "bf16"
-    if precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "no"
-
-
 def _is_finite(x) -> bool:
     return math.isfinite(float(x))
 
@@ -101,6 +97,7 @@ class _Run:
         from accelerate import Accelerator, DistributedType
 
         self.model_path, self.objective, self.data, self.cfg = str(model_path), objective, data, config
+        self.head = head_for(objective)
         self.out_dir, self.reference, self.progress, self.on_step = out_dir, reference, progress, on_step
         self.trust_remote_code = trust_remote_code
         from accelerate.state import AcceleratorState
@@ -110,13 +107,13 @@ class _Run:
         # process. The distributed state (PartialState) is kept.
         AcceleratorState._reset_state()
         # cpu=True without a GPU: accelerate only sets up multi-process CPU (gloo) DDP when told.
-        self.acc = Accelerator(mixed_precision=_mixed_precision(config.precision), cpu=not torch.cuda.is_available())
+        self.acc = Accelerator(mixed_precision=mixed_precision(config.precision), cpu=not torch.cuda.is_available())
         self.procs, self.rank = self.acc.num_processes, self.acc.process_index
         # FSDP (from an accelerate config): parameters are sharded over processes, so the final
         # checkpoint is written from gathered weights, and LoRA (merged on one process) is refused.
         self.sharded = self.acc.distributed_type == DistributedType.FSDP
         self.global_batch = config.batch_size * config.grad_accum * self.procs
-        self.order = DataOrder(len(data), self.global_batch, config.seed)
+        self.order = self.head.data_order(len(data), config, self.global_batch)
         self.total = config.max_steps or self.order.total_steps(config.epochs)
         self.lengths = [sequence_length(p) for p in data]
         self.log_path = out_dir / "train_log.jsonl"
@@ -132,12 +129,11 @@ class _Run:
 
     # --- setup ---------------------------------------------------------------------------
     def _build(self):
-        from transformers import get_scheduler
-
         torch.manual_seed(self.cfg.seed)        # LoRA initialisation and dropout follow the seed
         self.tokenizer = load_tokenizer(self.model_path, trust_remote_code=self.trust_remote_code)
         # fp32 master weights on the CPU; the Accelerator places them (prepare, below)
-        self.model = load_model(self.model_path, trust_remote_code=self.trust_remote_code, dtype=torch.float32)
+        self.model = load_model(self.model_path, trust_remote_code=self.trust_remote_code, head=self.head.auto,
+                                dtype=torch.float32, **self.head.load_options())
         disable_dropout(self.model)             # as TRL: dropout noise would also move the reference pass
         self.use_cache = getattr(self.model.config, "use_cache", None)   # restored in the checkpoint
         if self.cfg.gradient_checkpointing:
@@ -147,46 +143,22 @@ class _Run:
             if self.sharded:
                 raise UserError("training.lora is not supported under FSDP (the merged checkpoint needs the "
                                  "full adapter on one process); use DDP (the default accelerate config) for LoRA")
-            self.model = _apply_lora(self.model, self.cfg.lora)
-        self.pad_id = self.tokenizer.pad_token_id
-        self.pack_to = self.cfg.max_length if self.cfg.packing and supports_packing(self.model) else None
-        optimizer = _adamw(self.model, self.cfg, self.acc.device)
+            if self.head.auto != "causal_lm":
+                raise UserError("training.lora is not supported for reward-model training")
+            self.model = apply_lora(self.model, self.cfg.lora)
+        self.pad_id = self.head.prepare(self.model, self.tokenizer)
+        self.pack_to = self.cfg.max_length if self.cfg.packing and self.head.can_pack(self.model) else None
+        optimizer = adamw(self.model, self.cfg, self.acc.device)
         # FSDP replaces the parameters by shards in prepare() and points the optimiser at them,
         # so both are prepared together and gradients are clipped on the prepared parameters.
-        self.wrapped, self.optimizer = self.acc.prepare(ResponseLogps(self.model), optimizer)
+        self.wrapped, self.optimizer = self.acc.prepare(self.head.wrap(self.model), optimizer)
         self.params = [p for p in self.wrapped.parameters() if p.requires_grad]
-        name = {"constant": "constant_with_warmup"}.get(self.cfg.scheduler, self.cfg.scheduler)
-        self.scheduler = get_scheduler(name, self.optimizer, num_warmup_steps=warmup_steps(self.cfg.warmup_ratio, self.total),
-                                       num_training_steps=self.total)
+        self.scheduler = make_scheduler(self.optimizer, self.cfg, self.total)
         self.model.train()
-
-    def _resume(self) -> int:
-        state_dir = self.out_dir / "state"
-        if not state_dir.exists():
-            return 0
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                             set_optimizer_state_dict)
-
-        # Every process reads the full file; FSDP keeps its own shard of it. Frozen (LoRA base)
-        # weights are not in the file, so a missing trainable one is checked here instead.
-        full = StateDictOptions(full_state_dict=True, strict=False)
-
-        def load_model(params: dict):
-            missing = sorted(self._trainable_names() - params.keys())
-            if missing:
-                raise ValueError(f"no saved value for parameter {missing[0]}")
-            set_model_state_dict(self.wrapped, {"model." + k: v for k, v in params.items()}, options=full)
-
-        return load_state(state_dir, load_model=load_model, scheduler=self.scheduler, rank=self.rank,
-                          load_optimizer=lambda state: set_optimizer_state_dict(self.wrapped, self.optimizer, state,
-                                                                                options=full))
-
-    def _trainable_names(self) -> set[str]:
-        return {k for k, v in self.model.named_parameters() if v.requires_grad}
 
     def _reference(self, start_step: int):
         """Reference log-probs once per run: given, cached in out_dir, or one no-grad pass."""
-        if not getattr(self.objective, "needs_reference", False):
+        if not self.head.needs_reference:
             return None
         if self.reference is not None:
             return self.reference
@@ -214,7 +186,7 @@ class _Run:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "failed.json").unlink(missing_ok=True)
         self._build()
-        start = self.start = self._resume()
+        start = self.start = state.resume(self)
         self.ref = self._reference(start)
         self._trim_log(start)
         if start and self.acc.is_main_process:
@@ -251,7 +223,7 @@ class _Run:
             timed, stopping = self._agree(clock.due(), stop.requested is not None)
             if (every or timed or stopping) and step + 1 < self.total:
                 started = time.monotonic()
-                self._save_state(step + 1)
+                state.save(self, step + 1)
                 clock.saved(started)
             if stopping and step + 1 < self.total:
                 bar.close()
@@ -273,25 +245,18 @@ class _Run:
 
     def _accumulate(self, step: int):
         """Forward/backward every micro-batch of the step; returns (global loss, metric sums)."""
-        from trainers.objectives import PairLogps, pair_metrics
-
         micro = self.order.micro_batches(step, lengths=self.lengths, batch_size=self.cfg.batch_size, rank=self.rank,
                                          procs=self.procs)
         scale = self.procs / self.global_batch      # sum over pairs / global batch, after DDP's mean
         sums = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
         for j, idx in enumerate(micro):
-            batch = collate_pairs([self.data[i] for i in idx], self.pad_id, self.ref, self.pack_to).to(self.acc.device)
             sync = nullcontext() if j == len(micro) - 1 else self.acc.no_sync(self.wrapped)
             with sync:
-                chosen, rejected, cmask, rmask = split_logps(self.wrapped(batch), batch)
-                pair = PairLogps(policy_chosen=chosen, policy_rejected=rejected, ref_chosen=batch.ref_chosen,
-                                 ref_rejected=batch.ref_rejected, chosen_mask=cmask, rejected_mask=rmask)
-                out = self.objective(pair)
-                self.acc.backward(out.losses.sum() * scale)
+                losses, metrics = self.head.forward(self, [self.data[i] for i in idx])
+                self.acc.backward(losses.sum() * scale)
             with torch.no_grad():
-                sums["loss"] += out.losses.detach().double().sum().cpu()
-                shared = pair_metrics(pair)
-                for k, v in {**shared, **out.metrics}.items():
+                sums["loss"] += losses.detach().double().sum().cpu()
+                for k, v in metrics().items():
                     sums[k] += _batch_sum(v, len(idx))
         keys = sorted(sums)
         totals = self.acc.reduce(torch.stack([sums[k] for k in keys]).to(self.acc.device), "sum").cpu()
@@ -316,31 +281,6 @@ class _Run:
         kept = [ln for ln, row in read_log_lines(self.log_path) if row["step"] <= start]
         self.log_path.write_text("".join(ln + "\n" for ln in kept))
 
-    def _save_state(self, step: int):
-        states = self.acc.gather_for_metrics([rng_state()], use_gather_object=True) if self.procs > 1 else [rng_state()]
-        weights, optimizer_state = self._gathered_states(optimizer=True)
-        if self.acc.is_main_process:
-            trainable = self._trainable_names()       # LoRA: the adapter only, not the frozen base
-            save_state(self.out_dir / "state", model_state={k: v for k, v in weights.items() if k in trainable},
-                       optimizer_state=optimizer_state, scheduler=self.scheduler, step=step, rng_states=states)
-        self.acc.wait_for_everyone()
-
-    def _gathered_states(self, optimizer: bool):
-        """(model weights by the inner model's names, optimiser state or None), full and on the
-        CPU, whether the model is plain, DDP-wrapped or FSDP-sharded: torch's
-        distributed-checkpoint state dicts handle every wrapper. A collective under FSDP: every
-        process calls this; the main process gets the values."""
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                             get_optimizer_state_dict)
-
-        full = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        # The inner model's parameters and buffers: a tied weight (lm_head = embeddings) is listed
-        # once, as save_pretrained writes it.
-        names = {k for k, _ in self.model.named_parameters()} | {k for k, _ in self.model.named_buffers()}
-        weights = {k.removeprefix("model."): v for k, v in get_model_state_dict(self.wrapped, options=full).items()}
-        weights = {k: v for k, v in weights.items() if k in names}
-        return weights, get_optimizer_state_dict(self.wrapped, self.optimizer, options=full) if optimizer else None
-
     def _fail(self, step: int, reason: str) -> TrainResult:
         if self.acc.is_main_process:
             (self.out_dir / "failed.json").write_text(json.dumps({"step": step, "reason": reason}))
@@ -350,7 +290,7 @@ class _Run:
         ckpt = self.out_dir / "checkpoint"
         # Sharded parameters are gathered; otherwise save_pretrained reads the model itself
         # (and a LoRA model is merged first).
-        weights = self._gathered_states(optimizer=False)[0] if self.sharded else None
+        weights = state.gathered_states(self, optimizer=False)[0] if self.sharded else None
         if self.acc.is_main_process:
             # Saved in the dtype it was trained in (bf16 autocast -> bf16 weights, as the model
             # is used downstream), with the KV cache that gradient checkpointing switched off on again.
@@ -378,54 +318,7 @@ def read_log_lines(path: Path) -> list[tuple[str, dict]]:
     return rows
 
 
-def warmup_steps(ratio: float, total: int) -> int:
-    """Warm-up steps as transformers' `TrainingArguments.get_warmup_steps` counts them (ceil)."""
-    return math.ceil(total * ratio)
-
-
-def disable_dropout(model) -> None:
-    """Dropout off, as TRL's `disable_dropout_in_model` (every nn.Dropout), and also the attention
-    dropout that Llama/Qwen2-style layers apply functionally from a float attribute. A LoRA
-    adapter's own dropout (added later, set by the suite) is left as configured."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-        if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = 0.0
-
-
-def decay_parameter_names(model) -> set[str]:
-    """Parameters that get weight decay: not biases, not norm weights (transformers' Trainer rule,
-    `Trainer.get_decay_parameter_names`)."""
-    from transformers.trainer_pt_utils import get_parameter_names
-
-    patterns = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
-    return set(get_parameter_names(model, [torch.nn.LayerNorm], patterns))
-
-
-def _adamw(model, cfg, device):
-    """AdamW over the trainable parameters, weight decay only where transformers applies it; the
-    fused kernel (one update for all tensors, not a Python loop over them) where torch has it
-    for this device and dtype, which is the same update rule."""
-    decay = decay_parameter_names(model)
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for n, p in named if n in decay], "weight_decay": cfg.weight_decay},
-              {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
-    fused = device.type in ("cpu", "cuda") and all(p.dtype in (torch.float32, torch.bfloat16) for _, p in named)
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=fused or None)
-
-
 def _batch_sum(value, n: int) -> torch.Tensor:
     """Per-pair metric [B] -> its sum; a scalar is taken as the batch mean."""
     v = torch.as_tensor(value).detach().double().cpu()
     return v.sum() if v.dim() > 0 else v * n
-
-
-def _apply_lora(model, spec):
-    from peft import LoraConfig, get_peft_model
-
-    targets = spec.target_modules if spec.target_modules == "all-linear" else list(spec.target_modules)
-    cfg = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets,
-                     task_type="CAUSAL_LM")
-    return get_peft_model(model, cfg)

@@ -1,15 +1,15 @@
-"""Reward-model scoring and the Bradley–Terry training of the embedded default's judge.
+"""Reward-model scoring, and the data and report of the embedded default's judge.
 
 A reward model is any `AutoModelForSequenceClassification` with one output: the score of
-a (prompt, response) text read at its last non-padding token. Training minimises the
-Bradley–Terry negative log-likelihood  -log σ(r(x, y_w) - r(x, y_l))  (Bradley & Terry,
-1952; the reward-model objective of Ouyang et al., 2022, "InstructGPT", Eq. 1, and of
-Rafailov et al., 2023, "DPO", Eq. 2).
+a (prompt, response) text read at its last non-padding token. It is trained by the one
+training loop (`trainers.trainer.train` with `trainers.heads.BradleyTerry`: per pair
+-log σ(r(x, y_w) - r(x, y_l)), Bradley & Terry, 1952; Ouyang et al., 2022, Eq. 1), with the
+policy's scheduler, precision, batching, checkpoint and resume; this module prepares its
+data (held-out split, the texts as the scorer encodes them) and reports its pair accuracy.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import shutil
@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bench.errors import BenchError
+from trainers.heads import BradleyTerry, Scores, ensure_pad, pad_right
 
 REWARD_TRAIN_FILE = "reward_train.json"
 
@@ -50,34 +50,11 @@ def encode(tokenizer, texts: Sequence[str], templated: bool, max_length: int | N
     return [x[-max_length:] if max_length else x for x in ids]
 
 
-def pad_right(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right padding: the position ids of real tokens then equal those of the unpadded input,
-    and HF sequence-classification heads read the score at the last non-pad token."""
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, x in enumerate(ids):
-        input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-        mask[i, : len(x)] = 1
-    return input_ids, mask
-
-
 def forward_scores(model, ids: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
     """Scores [N] of the id sequences in one padded forward (gradients flow when enabled)."""
     device = next(model.parameters()).device
     input_ids, mask = pad_right(ids, pad_id)
-    logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-    return logits[:, 0].float()
-
-
-def _ensure_pad(model, tokenizer) -> int:
-    # HF seq-cls models find the last real token via config.pad_token_id; unset, they fail
-    # on batches or score the padding.
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model.config.pad_token_id
+    return Scores(model)(input_ids.to(device), mask.to(device))
 
 
 def _max_length(model) -> int | None:
@@ -98,7 +75,7 @@ class RewardModelScorer:
                                 role="reward_model", device=device).eval()
         if self.model.config.num_labels != 1:
             raise BenchError(f"reward model {self.path} has {self.model.config.num_labels} labels; a reward model has 1")
-        self.pad_id = _ensure_pad(self.model, self.tokenizer)
+        self.pad_id = ensure_pad(self.model, self.tokenizer)
         self.batch_size, self.progress = batch_size, progress
 
     def encode(self, prompts: Sequence[str], responses: Sequence[str], messages=None) -> list[list[int]]:
@@ -156,24 +133,14 @@ def score_ids(model, ids: list[list[int]], pad_id: int, *, batch_size: int, prog
 
 
 # ---------------------------------------------------------------- Bradley–Terry training
-def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
-    """Mean of -log σ(r_w - r_l) (Bradley & Terry, 1952; Ouyang et al., 2022, Eq. 1)."""
-    return -F.logsigmoid(r_chosen - r_rejected).mean()
-
-
-def _load_base(base_model_path, seed: int, tmp: Path, trust_remote_code: bool):
+def _base_model(base_model_path, seed: int, tmp: Path) -> str:
+    """The model the reward model starts from: the given one, or the tiny Llama reward model
+    (char tokenizer) built in code from `seed`."""
+    if base_model_path is not None:
+        return str(base_model_path)
     from bench.models import build_char_tokenizer, build_tiny_reward_model
-    from trainers.models import load_model, load_tokenizer
 
-    torch.manual_seed(seed)  # a fresh score head on an SFT checkpoint is drawn from this seed
-    if base_model_path is None:
-        tokenizer = build_char_tokenizer()
-        path = build_tiny_reward_model(tmp / "base", tokenizer, seed=seed)
-        return load_model(path, trust_remote_code=trust_remote_code, head="sequence_classification",
-                          dtype=torch.float32), tokenizer
-    model = load_model(str(base_model_path), trust_remote_code=trust_remote_code, head="sequence_classification",
-                       dtype=torch.float32, num_labels=1)
-    return model, load_tokenizer(str(base_model_path), trust_remote_code=trust_remote_code)
+    return str(build_tiny_reward_model(tmp / "base", build_char_tokenizer(), seed=seed))
 
 
 def _encode_pairs(tokenizer, pairs, max_length) -> list[tuple[list[int], list[int]]]:
@@ -204,55 +171,6 @@ def _split_heldout(pairs, fraction: float, seed: int):
     return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held]
 
 
-def _total_steps(config, n_batches: int) -> int:
-    if config.max_steps is not None:
-        return config.max_steps
-    return max(1, math.ceil(config.epochs * n_batches / config.grad_accum))
-
-
-def _batches(n: int, batch_size: int, seed: int):
-    """Endless stream of shuffled index batches, reshuffled each epoch by a seeded RNG."""
-    rng = random.Random(f"reward-order-{seed}")
-    while True:
-        idx = list(range(n))
-        rng.shuffle(idx)
-        for start in range(0, n, batch_size):
-            yield idx[start : start + batch_size]
-
-
-def _optimise(model, encoded, pad_id: int, config, progress: bool) -> tuple[int, float]:
-    """The AdamW loop; returns (optimiser steps, last step's loss)."""
-    from transformers import get_scheduler
-
-    device = next(model.parameters()).device
-    steps = _total_steps(config, math.ceil(len(encoded) / config.batch_size))
-    from trainers.trainer import _adamw, warmup_steps
-
-    opt = _adamw(model, config, device)    # the policy trainer's rule: no decay on norms and biases
-    sched = get_scheduler(config.scheduler, opt, num_warmup_steps=warmup_steps(config.warmup_ratio, steps),
-                          num_training_steps=steps)
-    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
-    stream, loss_value = _batches(len(encoded), config.batch_size, config.seed), float("nan")
-    model.train()
-    for _ in tqdm(range(steps), desc="reward model training", unit="step", disable=not progress):
-        total = 0.0
-        for _ in range(config.grad_accum):
-            chunk = [encoded[i] for i in next(stream)]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                scores = forward_scores(model, [c for c, _ in chunk] + [r for _, r in chunk], pad_id)
-            loss = bradley_terry_loss(scores[: len(chunk)], scores[len(chunk) :]) / config.grad_accum
-            loss.backward()
-            total += float(loss.detach())
-        if config.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        loss_value = total
-    model.eval()
-    return steps, loss_value
-
-
 def heldout_accuracy_by_kind(model, tokenizer, pairs, pad_id: int, max_length: int, pair_kind=None) -> dict:
     """Held-out pair accuracy per kind of pair: what the judge has learnt to reward.
 
@@ -273,15 +191,22 @@ def heldout_accuracy_by_kind(model, tokenizer, pairs, pad_id: int, max_length: i
 
 
 def train_reward_model(pairs, base_model_path, out_dir, *, config, progress: bool = True,
-                       heldout_fraction: float = 0.1, device=None, pair_kind=None,
-                       trust_remote_code: bool = False) -> Path:
+                       heldout_fraction: float = 0.1, pair_kind=None, trust_remote_code: bool = False,
+                       work_dir=None) -> Path:
     """Train a Bradley–Terry reward model on preference pairs; returns the saved HF dir.
 
     ``base_model_path`` None builds the tiny Llama reward model with the char tokenizer;
     otherwise a model dir or SFT checkpoint gets a 1-label score head. A seeded share of
     the pairs is held out; ``reward_train.json`` records train and held-out pair accuracy.
-    The directory appears only when complete (written to a temporary dir, then renamed).
+    Training runs in ``work_dir`` (resumable there; default: a temporary folder). The
+    directory ``out_dir`` appears only when complete (written to a temporary dir, then renamed).
     """
+    from transformers import AutoConfig
+
+    from trainers.models import load_model, load_tokenizer, resolve_model
+    from trainers.tokenize import TokenizedPair
+    from trainers.trainer import read_log_lines, train
+
     pairs = [p for p in pairs if p.rejected]  # SFT demonstrations have no rejected response
     if not pairs:
         raise BenchError("reward model training got no preference pairs")
@@ -292,29 +217,35 @@ def train_reward_model(pairs, base_model_path, out_dir, *, config, progress: boo
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        model, tokenizer = _load_base(base_model_path, config.seed, tmp, trust_remote_code)
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        model.to(device)
-        if config.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-        pad_id = _ensure_pad(model, tokenizer)
-        train, heldout = _split_heldout(pairs, heldout_fraction, config.seed)
-        max_len = min(config.max_length, _max_length(model) or config.max_length)
-        enc_train, enc_held = _encode_pairs(tokenizer, train, max_len), _encode_pairs(tokenizer, heldout, max_len)
-        torch.manual_seed(config.seed)
-        steps, final_loss = _optimise(model, enc_train, pad_id, config, progress)
+        base = _base_model(base_model_path, config.seed, tmp)
+        tokenizer = load_tokenizer(base, trust_remote_code=trust_remote_code)
+        positions = getattr(AutoConfig.from_pretrained(resolve_model(base), trust_remote_code=trust_remote_code),
+                            "max_position_embeddings", None)
+        max_len = min(config.max_length, positions or config.max_length)
+        train_pairs, heldout = _split_heldout(pairs, heldout_fraction, config.seed)
+        enc_train = _encode_pairs(tokenizer, train_pairs, max_len)
+        data = [TokenizedPair(id=str(i), prompt_ids=[], chosen_ids=c, rejected_ids=r) for i, (c, r) in enumerate(enc_train)]
+        result = train(model_path=base, objective=BradleyTerry(), train_data=data, config=config,
+                       out_dir=Path(work_dir) if work_dir is not None else tmp / "train", progress=progress,
+                       trust_remote_code=trust_remote_code)
+        if result.status != "ok":
+            raise BenchError(f"reward model training failed: {result.reason}")
+        model = load_model(str(result.checkpoint), trust_remote_code=trust_remote_code,
+                           head="sequence_classification", dtype=torch.float32).eval()
+        pad_id = ensure_pad(model, tokenizer)
+        log = read_log_lines(result.log_path)
         report = {"train_accuracy": pair_accuracy(model, enc_train, pad_id),
-                  "heldout_accuracy": pair_accuracy(model, enc_held, pad_id),
+                  "heldout_accuracy": pair_accuracy(model, _encode_pairs(tokenizer, heldout, max_len), pad_id),
                   "heldout_by_kind": heldout_accuracy_by_kind(model, tokenizer, heldout, pad_id, max_len, pair_kind),
-                  "n_train": len(train), "n_heldout": len(heldout), "steps": steps, "final_loss": final_loss,
+                  "n_train": len(train_pairs), "n_heldout": len(heldout), "steps": result.steps,
+                  "final_loss": log[-1][1]["loss"] if log else None,
                   "seed": config.seed, "base_model": None if base_model_path is None else str(base_model_path)}
-        shutil.rmtree(tmp / "base", ignore_errors=True)
-        model.to("cpu").save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / REWARD_TRAIN_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        final = tmp / "model"
+        shutil.copytree(result.checkpoint, final)
+        (final / REWARD_TRAIN_FILE).write_text(json.dumps(report, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
-        os.replace(tmp, out)
+        os.replace(final, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
