@@ -493,9 +493,19 @@ def _fmt(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _run_training(suite: Suite, overrides: dict, seed: int, field: str) -> TrainConfig:
+# Keys that decide how the training data is tokenised: it is tokenised once per suite (and the
+# reference log-probs computed once on it), so an objective cannot set its own.
+TOKENISATION_KEYS = ("max_length", "max_prompt_length")
+
+
+def _run_training(suite: Suite, overrides: dict, seed: int, field: str, objective: str) -> TrainConfig:
     if "seed" in overrides:
         raise SuiteError(suite.source, f"{field}.seed", "set the top-level `seeds:` list instead (one run per seed)")
+    for key in TOKENISATION_KEYS:
+        if key in overrides:
+            raise SuiteError(suite.source, f"{field}.{key}",
+                             f"{objective} sets its own {key}, but the training data is tokenised once for every "
+                             f"objective; set training.{key} for the whole suite instead")
     merged = {**suite.training.model_dump(), **overrides, "seed": seed}
     try:
         return TrainConfig(**merged)
@@ -521,7 +531,8 @@ def _entry_runs(suite: Suite, i: int, entry: ObjectiveEntry) -> list[RunSpec]:
         params.update(overrides)
         label = _label(entry, point, overrides)
         for seed in suite.seeds:
-            training = _run_training(suite, overrides, seed, f"{field}.training")
+            training = _run_training(suite, overrides, seed, f"{field}.training",
+                                     entry.label or entry.name or "+".join(t.name for t in entry.terms))
             runs.append(RunSpec(run_id=_run_id(suite, spec, training, seed), label=label, objective_spec=spec,
                                 params=params, training=training, seed=seed, needs_reference=needs_ref))
     return runs
