@@ -23,6 +23,7 @@ from bench import metrics
 from bench.results import UNIT_COLUMNS, metric_info
 
 JUDGMENTS = "judgments.parquet"
+LM_EVAL_UNITS = "lm_eval_units.json"   # {task: {metric: {doc_id: value}}}, beside lm_eval.json
 # bench.scoring.drift's keys -> the results table's metric names (bench.results.METRICS).
 LC_METRIC = "lc_win_rate_vs_reference"
 DRIFT_METRICS = {"r_w": "logratio_chosen", "r_l": "logratio_rejected", "r_w_per_token": "logratio_chosen_per_token",
@@ -220,6 +221,21 @@ def _drift(eval_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def lm_eval_units(eval_dir: Path) -> dict[tuple[str, str], pd.Series]:
+    """Per-document values of the lm-eval metrics (index: doc id); each one's mean is the run's
+    lm-eval value. Evaluations written before these were stored have none (compared by seed)."""
+    path = Path(eval_dir) / LM_EVAL_UNITS
+    if not path.is_file():
+        return {}
+    out = {}
+    for task, by_metric in json.loads(path.read_text()).items():
+        for metric, docs in by_metric.items():
+            if docs:
+                out[(f"lm_eval:{task}", metric)] = pd.Series(list(docs.values()), dtype=float,
+                                                             index=pd.Index(list(docs), name="unit"))
+    return out
+
+
 def policy_units(record: PolicyRecord, *, reference_judgments: pd.DataFrame,
                  chosen_judgments: pd.DataFrame | None) -> pd.DataFrame:
     """Tidy unit values of one evaluated policy: columns :data:`UNIT_COLUMNS`, one row per
@@ -230,6 +246,7 @@ def policy_units(record: PolicyRecord, *, reference_judgments: pd.DataFrame,
     drift = _drift(record.eval_dir)
     if drift is not None:
         series.update(drift_units(drift))
+    series.update(lm_eval_units(record.eval_dir))
     frames = [pd.DataFrame({"scorer": scorer, "metric": metric, "unit": values.index.astype(str),
                             "value": values.to_numpy(float)})
               for (scorer, metric), values in series.items()]

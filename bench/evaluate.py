@@ -6,6 +6,7 @@ Writes into the stage directory it is given:
   sample's log-prob under the policy and under the reference (for the KL estimate);
 - `drift.json`: likelihood drift on the held-out pairs (policies only);
 - `lm_eval.json`: lm-evaluation-harness rows, one per task metric.
+- `lm_eval_units.json`: each document's value of those metrics ({task: {metric: {doc_id: value}}}).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from bench.aggregate import JUDGMENTS
+from bench.aggregate import JUDGMENTS, LM_EVAL_UNITS
 from bench.generation.base import GenerationConfig, encode_prompt, get_generator, write_generations
 from bench.schema import GenerationConfigSection, LmEvalConfig
 from trainers.tokenize import TokenizedPair, render_prompt
@@ -161,12 +162,14 @@ def evaluate_policy(policy_dir: Path, ctx: EvalContext, out_dir: Path, *, is_ref
         from bench.progress import output_to_log
 
         gen = ctx.generation
+        per_doc: dict = {}
         with output_to_log(out_dir / "lm_eval.log"):   # its notices and bars: kept, off the screen
             rows = lm_evaluate(str(policy_dir), ctx.lm_eval.tasks, include_path=ctx.lm_eval_include,
                                limit=ctx.lm_eval.limit, num_fewshot=ctx.lm_eval.num_fewshot,
                                batch_size=ctx.lm_eval.batch_size, backend=gen.backend,
                                tensor_parallel_size=gen.tensor_parallel_size,
                                gpu_memory_utilization=gen.gpu_memory_utilization, max_model_len=gen.max_model_len,
-                               trust_remote_code=ctx.trust_remote_code)
+                               trust_remote_code=ctx.trust_remote_code, per_doc=per_doc)
         (out_dir / "lm_eval.json").write_text(json.dumps(rows, sort_keys=True, default=str))
+        (out_dir / LM_EVAL_UNITS).write_text(json.dumps(per_doc, sort_keys=True))
     return {"samples": len(generations)}

@@ -69,7 +69,7 @@ def test_stored_unit_values_reproduce_every_mean_and_feed_the_comparisons(finish
     out, _ = finished
     results = pd.read_parquet(out / "results.parquet")
     units = pd.read_parquet(out / "units.parquet")
-    assert {"gold", "reward_model", "length", "kl", "drift"} <= set(units.scorer)
+    assert {"gold", "reward_model", "length", "kl", "drift", "lm_eval:arith_qa"} <= set(units.scorer)
     means = units[~units.metric.str.contains(":")].groupby(["run_id", "scorer", "metric"])["value"].mean()
     stored = results.set_index(["run_id", "scorer", "metric"])["value"]
     # Every metric kept per prompt or per drift pair is the mean of its units: recomputable

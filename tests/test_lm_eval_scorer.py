@@ -89,3 +89,28 @@ def test_local_tasks_index_only_their_folder():
     assert "arith_qa" in local.all_tasks and "hellaswag" not in local.all_tasks
     mixed = task_manager(TASKS_DIR, ["arith_qa", "hellaswag"])
     assert {"arith_qa", "hellaswag"} <= set(mixed.all_tasks)
+
+
+def test_per_document_values_average_to_the_rows(tiny_model_dir):
+    """Each document's value is stored so comparisons pair policies by document; their mean is
+    lm-eval's own value for the task."""
+    per_doc: dict = {}
+    rows = evaluate(tiny_model_dir, ["arith_qa"], include_path=TASKS_DIR, limit=LIMIT, batch_size=16,
+                    per_doc=per_doc)
+    for row in rows:
+        docs = per_doc["arith_qa"][row["metric"]]
+        assert len(docs) == LIMIT and set(docs.values()) <= {0.0, 1.0}
+        assert sum(docs.values()) / len(docs) == pytest.approx(row["value"])
+
+
+def test_per_document_values_keep_one_filter_metrics_only():
+    from bench.scoring.lm_eval_scorer import per_doc_values
+
+    samples = {"t": [
+        {"doc_id": 0, "filter": "none", "metrics": ["acc"], "acc": 1.0},
+        {"doc_id": 1, "filter": "none", "metrics": ["acc"], "acc": 0.0},
+        {"doc_id": 0, "filter": "strict", "metrics": ["exact_match"], "exact_match": 1.0},
+        {"doc_id": 0, "filter": "flexible", "metrics": ["exact_match"], "exact_match": 0.0},
+        {"doc_id": 2, "filter": "none", "metrics": ["acc", "bleu"], "acc": True, "bleu": "n/a"},
+    ]}
+    assert per_doc_values(samples) == {"t": {"acc": {"0": 1.0, "1": 0.0}}}

@@ -142,8 +142,12 @@ def model_args(backend: str, model_path: str, *, dtype: str, tensor_parallel_siz
 def evaluate(checkpoint, tasks: Sequence[str], *, include_path=None, limit: int | float | None = None,
              num_fewshot: int | None = None, batch_size: int = 16, backend: str = "hf",
              tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
-             max_model_len: int | None = None, trust_remote_code: bool = False) -> list[dict]:
+             max_model_len: int | None = None, trust_remote_code: bool = False,
+             per_doc: dict | None = None) -> list[dict]:
     """Run lm-eval on ``checkpoint`` (HF dir or hub id) and return tidy result rows.
+
+    A ``per_doc`` dict is filled with each document's metric values (`per_doc_values`), whose
+    means are the rows' values: comparisons between policies then pair by document.
 
     ``backend`` is lm-eval's model type: "hf" (transformers) or "vllm"; the device and dtype
     are `trainers.devices.placement("lm_eval")`'s under both. The hub is switched off for the
@@ -173,7 +177,7 @@ def evaluate(checkpoint, tasks: Sequence[str], *, include_path=None, limit: int 
         out = lm_eval.simple_evaluate(
             model=backend, model_args=args, tasks=tasks, task_manager=manager, limit=limit,
             num_fewshot=num_fewshot, batch_size=batch_size,
-            device=str(where.device) if backend == "hf" else None, log_samples=False,
+            device=str(where.device) if backend == "hf" else None, log_samples=per_doc is not None,
         )
     if backend == "vllm":   # lm-eval's engine is unreferenced now; vLLM's own cleanup returns its memory
         with contextlib.suppress(ImportError):
@@ -183,4 +187,23 @@ def evaluate(checkpoint, tasks: Sequence[str], *, include_path=None, limit: int 
     release_memory()
     if out is None:  # simple_evaluate returns None on non-zero ranks of a distributed run
         return []
+    if per_doc is not None:
+        per_doc.update(per_doc_values(out.get("samples") or {}))
     return tidy_results(out, lm_eval_version())
+
+
+def per_doc_values(samples: dict) -> dict[str, dict[str, dict[str, float]]]:
+    """lm-eval's logged samples -> {task: {metric: {doc_id: value}}}, for the numeric metrics a task
+    reports under one filter (under several, a metric's rows are not one mean, so none is kept)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for task, examples in samples.items():
+        values: dict[str, dict[str, dict[str, float]]] = {}
+        for example in examples:
+            for metric in example.get("metrics", []):
+                value = example.get(metric)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    values.setdefault(metric, {}).setdefault(example.get("filter", "none"), {})[
+                        str(example["doc_id"])] = float(value)
+        out[task] = {metric: next(iter(by_filter.values())) for metric, by_filter in values.items()
+                     if len(by_filter) == 1}
+    return out
