@@ -32,6 +32,7 @@ class ValidationSummary:
     file: str
     runs: list[RunSpec]
     checks: list[str] = field(default_factory=list)
+    description: str = ""
 
     @property
     def num_runs(self) -> int:
@@ -39,6 +40,8 @@ class ValidationSummary:
 
     def __str__(self) -> str:
         lines = [f"suite {self.suite} ({self.file}): OK, {self.num_runs} runs"]
+        if self.description:     # what the suite is for, as its author wrote it
+            lines.append(f"  {self.description}")
         lines += [f"  {check}" for check in self.checks]
         rows = [(r.label, _short_params(r.params), str(r.seed), r.run_id) for r in self.runs]
         header = ("label", "params", "seed", "run_id")
@@ -58,7 +61,8 @@ def validate_suite(path, overrides=()) -> ValidationSummary:
     a single one as its own error, several as `SuiteErrors` (a check that cannot run because
     an earlier one failed, such as batch sizes without readable data, is skipped)."""
     suite = load_suite(path, list(overrides))   # schema errors: all of them at once
-    summary = ValidationSummary(suite=suite.name, file=str(path), runs=expand_runs(suite))
+    summary = ValidationSummary(suite=suite.name, file=str(path), runs=expand_runs(suite),
+                                description=suite.description)
     errors: list[BenchError] = []
 
     def attempt(check, *args):

@@ -29,6 +29,7 @@ def test_ci_smoke_validates_with_a_run_table():
     assert summary.num_runs == 9
     text = str(summary)
     assert text.splitlines()[0] == f"suite ci_smoke ({SUITES / 'ci_smoke.yaml'}): OK, 9 runs"
+    assert text.splitlines()[1] == "  Reduced smoke suite for the test run (all stages, all objectives, 5 steps, 1 seed)."
     assert "lm-eval: tasks arith_qa known" in text
     for run in summary.runs:
         assert run.run_id in text and run.label in text
