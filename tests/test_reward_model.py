@@ -184,3 +184,17 @@ def test_reward_model_uses_the_trainers_schedule(tmp_path, tiny_reward_model_dir
     assert lrs == [row["lr"] for _, row in read_log_lines(policy.log_path)]
     assert lrs == pytest.approx([0.0, 5e-4, 1e-3, 1e-3])      # 2 warm-up steps, then constant
     assert SCHEDULERS["constant"] == "constant_with_warmup"
+
+
+def test_reward_model_order_cuts_each_epoch_into_chunks_and_a_short_last_one():
+    from trainers.data_order import RewardModelOrder
+
+    order = RewardModelOrder(7, batch_size=3, grad_accum=2, seed=0)
+    steps = [order.micro_batches(s, lengths=None, batch_size=3) for s in range(3)]
+    chunks = [c for step in steps for c in step]
+    assert [len(c) for c in chunks] == [3, 3, 1, 3, 3, 1]           # two epochs of 7
+    assert sorted(sum(chunks[:3], [])) == list(range(7)) == sorted(sum(chunks[3:], []))
+    assert chunks[:3] != chunks[3:]                                  # reshuffled per epoch
+    again = RewardModelOrder(7, batch_size=3, grad_accum=2, seed=0)  # a resumed run: step 2 alone
+    assert again.micro_batches(2, lengths=None, batch_size=3) == steps[2]
+    assert order.total_steps(1.0) == 2                               # ceil(3 chunks / 2)

@@ -107,6 +107,10 @@ class RewardHead:
         scores = run.wrapped(input_ids.to(run.acc.device), mask.to(run.acc.device))
         r_chosen, r_rejected = scores[:n], scores[n:]
         losses = self.objective(r_chosen, r_rejected)
+        if n < run.cfg.batch_size:
+            # An epoch's short last chunk (RewardModelOrder) is averaged over its own pairs, as
+            # the reward model's loop did: the loop divides the sum by the full batch.
+            losses = losses * (run.cfg.batch_size / n)
         return losses, lambda: {"reward/chosen": r_chosen, "reward/rejected": r_rejected,
                                 "margin": r_chosen - r_rejected, "accuracy": (r_chosen > r_rejected).float()}
 
