@@ -88,7 +88,7 @@ def run(suite, overrides, out_dir, only, quiet):
     """Train every objective of SUITE, generate, score, and write the results and leaderboard."""
     import signal
 
-    from bench.runner import run_suite
+    from bench.run.runner import run_suite
 
     # SIGTERM (a scheduler, `kill`) stops like Ctrl-C: temporaries removed, training state saved.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -115,7 +115,7 @@ def _quiet_library_noise() -> None:
 @one_line_errors
 def validate(suite, overrides):
     """Check SUITE completely (schema, objectives, data, models, lm-eval tasks) without training."""
-    from bench.validate import validate_suite
+    from bench.suite.validate import validate_suite
 
     click.echo(str(validate_suite(suite, list(overrides))))
 
@@ -146,7 +146,7 @@ def objectives(as_json):
 @one_line_errors
 def report(results_dir, fmt, compare_to):
     """Print the leaderboard of a results folder (and refresh its report files and plots)."""
-    from bench.report import report_text
+    from bench.tables.report import report_text
 
     click.echo(report_text(results_dir, fmt, compare_to=compare_to))
 
@@ -162,7 +162,7 @@ def report(results_dir, fmt, compare_to):
 @one_line_errors
 def baseline(results_dir, output, anchor, confidence):
     """Write a regression baseline from a trusted results folder: per-seed values, contrasts, invariants."""
-    from bench.check import make_baseline, write_baseline
+    from bench.tables.check import make_baseline, write_baseline
 
     made = make_baseline(results_dir, anchor=anchor, confidence=confidence)
     path = write_baseline(output, made)
@@ -178,7 +178,7 @@ def verify(results_dir):
     """Check every cached file of RESULTS_DIR against its manifest, without running anything.
 
     Exit 0 when all is intact, 1 naming each damaged stage (the next `run` recomputes it)."""
-    from bench.verify import verify as run_verify
+    from bench.run.verify import verify as run_verify
 
     report = run_verify(results_dir)
     click.echo(report.text())
@@ -194,7 +194,7 @@ def verify(results_dir):
 @one_line_errors
 def check(results_dir, baseline, only, verbose):
     """Compare a results folder with a baseline; exit 1 naming each regressed metric and its allowed band."""
-    from bench.check import check as run_check
+    from bench.tables.check import check as run_check
 
     result = run_check(results_dir, baseline, labels=list(only) or None)
     if verbose:
@@ -219,7 +219,7 @@ def perf():
 @click.option("--repeats", default=1, show_default=True, help="Interleaved repeats; the fastest of each is kept.")
 def perf_train(steps, batch_size, max_length, seed, repeats):
     """Harness trainer vs TRL's DPOTrainer (default and precomputed reference): tokens/s, memory."""
-    from bench.perf_train import run as run_perf
+    from bench.perf.train import run as run_perf
 
     result = run_perf(steps=steps, batch_size=batch_size, max_length=max_length, seed=seed, repeats=repeats)
     click.echo(json.dumps(result))
@@ -237,7 +237,7 @@ def perf_train(steps, batch_size, max_length, seed, repeats):
 @one_line_errors
 def perf_mfu(size, seq_len, batch_size, steps, warmup_steps, gradient_checkpointing, seed):
     """Harness trainer tokens/s and MFU (6N/2N FLOPs against the device's measured matmul peak)."""
-    from bench.perf_mfu import run as run_perf
+    from bench.perf.mfu import run as run_perf
 
     run_perf(size=size, seq_len=seq_len, batch_size=batch_size, steps=steps, warmup_steps=warmup_steps,
              gradient_checkpointing=gradient_checkpointing, seed=seed)
@@ -250,7 +250,7 @@ def perf_mfu(size, seq_len, batch_size, steps, warmup_steps, gradient_checkpoint
 @click.option("--seed", default=0, show_default=True)
 def perf_generate(num_prompts, max_new_tokens, batch_size, seed):
     """Batched hf backend vs a one-prompt-at-a-time generate loop (and vLLM where present)."""
-    from bench.perf_generate import run as run_perf
+    from bench.perf.generate import run as run_perf
 
     result = run_perf(num_prompts=num_prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
     click.echo(json.dumps(result))

@@ -39,7 +39,7 @@ CLEAN_VARIANT = dict(threads=1, overrides=("generation.batch_size=8",))
 
 def run_gate(out: Path, *, threads: int | None = None, overrides=(), only=()):
     """Run the gate suite in-process into `out` (torch threads set for the run, then restored)."""
-    from bench.runner import run_suite
+    from bench.run.runner import run_suite
 
     before = torch.get_num_threads()
     if threads:
@@ -109,7 +109,7 @@ def _mask_shifted(mp):
 
 def _swap_20(mp):
     """Chosen and rejected swapped in every fifth training pair (a loader bug on 20% of the data)."""
-    import bench.pipeline as module
+    import bench.run.pipeline as module
 
     read = module.read_pairs
 
@@ -125,7 +125,7 @@ def _swap_20(mp):
 
 def _budget_halved(mp):
     """Generation stops at half the suite's max_new_tokens."""
-    from bench.generation.base import GenerationConfig
+    from bench.evaluation.generation.base import GenerationConfig
 
     real = GenerationConfig.from_section.__func__
 
@@ -167,7 +167,7 @@ MUTATIONS = (
 
 def run_mutation(mutation: Mutation, clean: Path, out: Path, monkeypatch):
     """Run the gate suite with `mutation` applied into `out`; return check's result for its labels."""
-    from bench.check import check
+    from bench.tables.check import check
 
     copy_shared_stages(clean, out)
     with monkeypatch.context() as mp:

@@ -19,7 +19,7 @@ def arith_pairs(n: int, seed: int = 0) -> list[PreferencePair]:
 
 def small_config(**overrides):
     """A TrainConfig for the tiny model: fp32, no warm-up surprises, a few steps."""
-    from bench.schema import TrainConfig
+    from bench.suite.schema import TrainConfig
 
     base = dict(learning_rate=1e-3, max_steps=3, batch_size=4, grad_accum=1, warmup_ratio=0.0,
                 scheduler="linear", max_grad_norm=1.0, precision="fp32", max_length=32,

@@ -10,7 +10,7 @@ import types
 import pytest
 import torch
 
-from bench.generation.base import GenerationConfig, truncate_prompts
+from bench.evaluation.generation.base import GenerationConfig, truncate_prompts
 
 
 # ---------------------------------------------------------------- one placement for every model
@@ -33,10 +33,10 @@ def test_every_scorer_loads_its_model_where_placement_says(monkeypatch, tmp_path
                                                           char_tokenizer):
     """placement() answers float64 here: every model that a stage loads comes back in float64."""
     from trainers import devices
-    from bench.evaluate import sample_logps
-    from bench.generation.hf import HFGenerator
-    from bench.scoring.drift import compute_drift
-    from bench.scoring.reward_model import RewardModelScorer
+    from bench.evaluation.evaluate import sample_logps
+    from bench.evaluation.generation.hf import HFGenerator
+    from bench.evaluation.scoring.drift import compute_drift
+    from bench.evaluation.scoring.reward_model import RewardModelScorer
     from tests.helpers_trainer import tokenized_pairs
     from trainers.reference import reference_logps
 
@@ -67,7 +67,7 @@ def test_lm_eval_asks_placement_for_device_and_dtype(monkeypatch, tiny_model_dir
     import lm_eval
 
     from trainers import devices
-    from bench.scoring import lm_eval_scorer
+    from bench.evaluation.scoring import lm_eval_scorer
 
     seen = {}
     monkeypatch.setattr(devices, "placement", lambda role: seen.setdefault("role", role) and
@@ -79,7 +79,7 @@ def test_lm_eval_asks_placement_for_device_and_dtype(monkeypatch, tiny_model_dir
 
 # ---------------------------------------------------------------- lm-eval: same under both backends
 def test_lm_eval_model_args_same_dtype_and_parallelism_under_both_backends():
-    from bench.scoring.lm_eval_scorer import model_args
+    from bench.evaluation.scoring.lm_eval_scorer import model_args
 
     hf = model_args("hf", "/m", dtype="bfloat16", tensor_parallel_size=2, max_model_len=1024)
     vllm = model_args("vllm", "/m", dtype="bfloat16", tensor_parallel_size=2, gpu_memory_utilization=0.5,
@@ -96,7 +96,7 @@ def test_lm_eval_is_not_forced_offline_when_there_is_network(monkeypatch, tiny_m
     import lm_eval
 
     from trainers import net
-    from bench.scoring import lm_eval_scorer
+    from bench.evaluation.scoring import lm_eval_scorer
 
     env = {}
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -118,7 +118,7 @@ def test_explicit_generation_params_win_over_checkpoint_generation_config(tmp_pa
     generation is still the plain argmax chain, as vLLM gives it."""
     from transformers import GenerationConfig as HFGen, LlamaForCausalLM
 
-    from bench.generation.hf import HFGenerator
+    from bench.evaluation.generation.hf import HFGenerator
     from bench.models import save_with_tokenizer, tiny_llama_config
 
     torch.manual_seed(0)
@@ -142,7 +142,7 @@ def test_explicit_generation_params_win_over_checkpoint_generation_config(tmp_pa
 
 
 def test_n_above_one_with_temperature_zero_is_refused_at_validate():
-    from bench.config import load_suite
+    from bench.suite.load import load_suite
     from bench.errors import SuiteError
 
     with pytest.raises(SuiteError, match=r"generation\.n: n > 1 with temperature 0"):
@@ -151,9 +151,9 @@ def test_n_above_one_with_temperature_zero_is_refused_at_validate():
 
 
 def test_gpu_memory_utilization_and_max_model_len_are_suite_settings():
-    from bench.config import load_suite
+    from bench.suite.load import load_suite
     from bench.errors import SuiteError
-    from bench.evaluate import generator_options
+    from bench.evaluation.evaluate import generator_options
 
     suite = load_suite("suites/smoke.yaml", ["generation.backend=vllm", "generation.gpu_memory_utilization=0.4",
                                              "generation.max_model_len=2048"])
@@ -176,7 +176,7 @@ def test_prompt_truncation_keeps_the_end_and_bos_and_counts():
 
 
 def test_hf_backend_cuts_over_long_prompts_instead_of_failing(tiny_model_dir, char_tokenizer):
-    from bench.generation.hf import HFGenerator
+    from bench.evaluation.generation.hf import HFGenerator
 
     gen = HFGenerator(str(tiny_model_dir), progress=False, max_model_len=24)
     records = gen.generate([("long", "1+2=" * 40), ("short", "1+2=")], GenerationConfig(max_new_tokens=8))
@@ -219,7 +219,7 @@ def fake_vllm(monkeypatch):
 
 
 def test_vllm_engine_gets_suite_settings_cut_prompts_and_is_shut_down(fake_vllm, tiny_model_dir, char_tokenizer):
-    from bench.generation.vllm_backend import VLLMGenerator
+    from bench.evaluation.generation.vllm_backend import VLLMGenerator
 
     fake_vllm["tokenizer"] = char_tokenizer
     gen = VLLMGenerator(str(tiny_model_dir), gpu_memory_utilization=0.3, max_model_len=16, progress=False)
@@ -234,9 +234,9 @@ def test_vllm_engine_gets_suite_settings_cut_prompts_and_is_shut_down(fake_vllm,
 
 
 def test_evaluation_frees_memory_before_the_engine_and_closes_it(monkeypatch, tmp_path):
-    from bench import evaluate
+    from bench.evaluation import evaluate
     from trainers import devices
-    from bench.schema import GenerationConfigSection
+    from bench.suite.schema import GenerationConfigSection
 
     order = []
 
@@ -285,8 +285,8 @@ def _has_vllm() -> bool:
 @pytest.mark.skipif(not _has_vllm(), reason="vLLM is not installable here (CUDA only); the stand-in module tests "
                                             "above cover the backend's calls")
 def test_real_vllm_greedy_equals_hf_greedy(tiny_model_dir):
-    from bench.generation.hf import HFGenerator
-    from bench.generation.vllm_backend import VLLMGenerator
+    from bench.evaluation.generation.hf import HFGenerator
+    from bench.evaluation.generation.vllm_backend import VLLMGenerator
 
     prompts = [(str(i), f"{i}+{i}=") for i in range(8)]
     config = GenerationConfig(max_new_tokens=8)

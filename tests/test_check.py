@@ -9,9 +9,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from bench.check import band, check, floor_for, load_baseline, make_baseline, t_quantile, write_baseline
+from bench.tables.check import band, check, floor_for, load_baseline, make_baseline, t_quantile, write_baseline
 from bench.errors import BenchError
-from bench.results import make_row, write_results
+from bench.tables.results import make_row, write_results
 
 DPO = "dpo[beta=0.1]"
 ADPO1 = "adpo[beta=0.1,granularity=adaptive,m=1]"
@@ -200,7 +200,7 @@ def test_cli_baseline_and_check_exit_codes(tmp_path):
 
 def test_identity_and_anchor_skip_a_dpo_control_with_training_overrides():
     """A zero-effect control (DPO at another learning rate) is not ADPO m=1's twin nor the anchor."""
-    from bench.check import _default_anchor, default_identities
+    from bench.tables.check import _default_anchor, default_identities
 
     objectives = {"control-lr0": ("dpo", {"beta": 0.1, "label_smoothing": 0.0, "learning_rate": 1e-12}),
                   "dpo[beta=0.1]": ("dpo", {"beta": 0.1, "label_smoothing": 0.0}),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import expand_runs, load_suite, stage_hash
+from bench.suite.load import expand_runs, load_suite, stage_hash
 from bench.errors import SuiteError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,9 +9,9 @@ import shutil
 import pytest
 import torch
 
-from bench.config import load_suite
-from bench.fingerprint import fingerprint, suite_fingerprints
-from bench.stages import StageStore
+from bench.suite.load import load_suite
+from bench.run.fingerprint import fingerprint, suite_fingerprints
+from bench.run.store import StageStore
 
 
 def _suite(tmp_path, model_dir, data_file):
@@ -32,7 +32,7 @@ def inputs(tmp_path, tiny_model_dir):
 
 def test_new_weights_at_the_same_path_give_new_keys(tmp_path, inputs, char_tokenizer):
     from bench.models import build_tiny_causal_lm
-    from bench.pipeline import base_stage
+    from bench.run.pipeline import base_stage
 
     model, data = inputs
     suite = _suite(tmp_path, model, data)
@@ -45,7 +45,7 @@ def test_new_weights_at_the_same_path_give_new_keys(tmp_path, inputs, char_token
 
 
 def test_data_edited_in_place_is_loaded_again(tmp_path, inputs):
-    from bench.pipeline import data_stage
+    from bench.run.pipeline import data_stage
 
     model, data = inputs
     store = StageStore(tmp_path / "out")

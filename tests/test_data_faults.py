@@ -9,7 +9,7 @@ import pytest
 
 from bench.data.sources import load_pairs
 from bench.errors import DataError
-from bench.schema import DataConfig
+from bench.suite.schema import DataConfig
 from tests.fault_corpus import FAULTS
 
 
@@ -108,7 +108,7 @@ def test_hh_source_survives_the_same_byte_and_nesting_faults(tmp_path):
 
 def test_a_suite_on_the_fault_corpus_runs_to_the_end(tmp_path, fault_corpus):
     """Load, split, tokenise, train, generate and aggregate over the corpus: no bad row aborts it."""
-    from bench.runner import run_suite
+    from bench.run.runner import run_suite
 
     suite = tmp_path / "faults.yaml"
     suite.write_text(

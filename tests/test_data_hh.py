@@ -9,7 +9,7 @@ import pytest
 from bench.data.hh_rlhf import parse_hh, split_turns
 from bench.data.sources import load_pairs
 from bench.errors import DataError
-from bench.schema import DataConfig
+from bench.suite.schema import DataConfig
 
 H, A = "\n\nHuman:", "\n\nAssistant:"
 

@@ -9,7 +9,7 @@ import pytest
 from bench.data import arith
 from bench.data.sources import load_pairs
 from bench.errors import BenchError, DataError, NetworkRequiredError
-from bench.schema import DataConfig
+from bench.suite.schema import DataConfig
 
 UF_ROW = {  # UltraFeedback-binarized style: the last assistant message is the response
     "prompt": "Name a colour.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.scoring.drift import drift_metrics
+from bench.evaluation.scoring.drift import drift_metrics
 
 
 def _case():
@@ -73,7 +73,7 @@ def _direct_sum_logp(model, prompt_ids, response_ids) -> float:
 def test_compute_drift_matches_direct_log_ratios(tiny_model_dir, char_tokenizer, tmp_path):
     from bench.models import build_tiny_causal_lm
     from trainers.models import load_model
-    from bench.scoring.drift import compute_drift
+    from bench.evaluation.scoring.drift import compute_drift
     from trainers.reference import compute_reference
 
     policy_dir = build_tiny_causal_lm(tmp_path / "policy", char_tokenizer, seed=1)
@@ -99,7 +99,7 @@ def test_compute_drift_matches_direct_log_ratios(tiny_model_dir, char_tokenizer,
 
 def test_compute_drift_of_the_reference_itself_is_zero(tiny_model_dir, char_tokenizer):
     from trainers.models import load_model
-    from bench.scoring.drift import compute_drift
+    from bench.evaluation.scoring.drift import compute_drift
     from trainers.reference import compute_reference
 
     pairs = _tokenized(char_tokenizer)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bench.errors import BenchError, DataError
-from bench.generation.base import (
+from bench.evaluation.generation.base import (
     Generation,
     GenerationConfig,
     encode_prompt,
@@ -107,9 +107,9 @@ def test_encode_prompt_adds_bos_once(char_tokenizer):
 def test_registry_unknown_backend_and_lazy_vllm(tiny_model_dir):
     with pytest.raises(BenchError, match=r"'sglang'.*choices: hf, vllm"):
         get_generator("sglang", tiny_model_dir)
-    code = ("import sys; from bench.generation.base import get_generator; "
+    code = ("import sys; from bench.evaluation.generation.base import get_generator; "
             f"get_generator('hf', {str(tiny_model_dir)!r}, progress=False); "
-            "assert 'vllm' not in sys.modules and 'bench.generation.vllm_backend' not in sys.modules")
+            "assert 'vllm' not in sys.modules and 'bench.evaluation.generation.vllm_backend' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(_repo_root()))
 
 
@@ -123,7 +123,7 @@ def test_jsonl_round_trip_and_bad_line(tmp_path):
 
 
 def test_config_from_suite_section():
-    from bench.schema import GenerationConfigSection
+    from bench.suite.schema import GenerationConfigSection
 
     section = GenerationConfigSection(max_new_tokens=9, temperature=0.7, n=2, seed=3, batch_size=5)
     assert GenerationConfig.from_section(section) == GenerationConfig(9, 0.7, 1.0, 2, 3, 5)
@@ -131,7 +131,7 @@ def test_config_from_suite_section():
 
 def test_vllm_request_outputs_map_to_identical_records():
     """The mapping runs without vLLM: fake RequestOutputs with vLLM's fields."""
-    from bench.generation.vllm_backend import records_of
+    from bench.evaluation.generation.vllm_backend import records_of
 
     out = SimpleNamespace(outputs=[
         SimpleNamespace(index=1, text="7", token_ids=[9] * 64, finish_reason="length"),

@@ -1,7 +1,7 @@
 """`perf generate` on a small setting: both sides do exactly the same work."""
 from __future__ import annotations
 
-from bench.perf_generate import make_prompts, run
+from bench.perf.generate import make_prompts, run
 
 
 def test_prompts_vary_in_length_and_are_seeded():

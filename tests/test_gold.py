@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from bench.errors import BenchError
-from bench.scoring.gold import VERIFIERS, get_verifier, gold_accuracy, register_verifier
+from bench.evaluation.scoring.gold import VERIFIERS, get_verifier, gold_accuracy, register_verifier
 
 
 def test_arith_checks_the_last_stated_answer():
@@ -45,7 +45,7 @@ def test_register_a_custom_verifier():
 def test_audit_of_training_pairs_counts_each_side():
     from types import SimpleNamespace as Pair
 
-    from bench.scoring.gold import audit_pairs
+    from bench.evaluation.scoring.gold import audit_pairs
 
     pairs = [Pair(chosen="Answer: 3", rejected="Answer: 4", metadata={"answer": 3}),
              Pair(chosen="Answer: 5", rejected="Answer: 6", metadata={"answer": 5}),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.errors import BenchError
-from bench.scoring.lm_eval_scorer import evaluate
+from bench.evaluation.scoring.lm_eval_scorer import evaluate
 
 TASKS_DIR = Path(__file__).resolve().parents[1] / "suites" / "tasks"
 LIMIT = 20
@@ -64,7 +64,7 @@ def test_task_data_matches_the_arith_format():
     through right steps (the gold index), three slip at one step and end wrong."""
     rows = [json.loads(line) for line in (TASKS_DIR / "arith_qa.jsonl").read_text().splitlines()]
     assert 200 <= len(rows) <= 400
-    from bench.scoring.gold import get_verifier
+    from bench.evaluation.scoring.gold import get_verifier
 
     verify = get_verifier("arith")
     for r in rows:
@@ -83,7 +83,7 @@ def test_task_data_matches_the_arith_format():
 def test_local_tasks_index_only_their_folder():
     """A suite whose tasks are all in its own folder does not pay for indexing lm-eval's ~13k task
     YAMLs (about 10 s, twice per run); one that names a shipped task gets lm-eval's whole index."""
-    from bench.scoring.lm_eval_scorer import task_manager
+    from bench.evaluation.scoring.lm_eval_scorer import task_manager
 
     local = task_manager(TASKS_DIR, ["arith_qa"])
     assert "arith_qa" in local.all_tasks and "hellaswag" not in local.all_tasks
@@ -104,7 +104,7 @@ def test_per_document_values_average_to_the_rows(tiny_model_dir):
 
 
 def test_per_document_values_keep_one_filter_metrics_only():
-    from bench.scoring.lm_eval_scorer import per_doc_values
+    from bench.evaluation.scoring.lm_eval_scorer import per_doc_values
 
     samples = {"t": [
         {"doc_id": 0, "filter": "none", "metrics": ["acc"], "acc": 1.0},

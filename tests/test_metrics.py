@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from bench import metrics as m
+from bench.tables import metrics as m
 
 
 def _length_world(n, *, seed, mean_gap, c, quality_gap=0.0):
@@ -119,7 +119,7 @@ def test_length_stats():
 def test_lc_one_step_matches_full_refits_on_resamples():
     # 300 prompts where the reward favours length and the policy a little beyond it: the
     # one-step refit of each resample is within a few thousandths of the full Newton refit.
-    from bench.stats import draw_counts
+    from bench.tables.stats import draw_counts
 
     rng = np.random.default_rng(0)
     n = 300

@@ -74,12 +74,12 @@ def test_out_that_cannot_be_created(tmp_path):
 
 
 def test_unexpected_error_is_one_line_with_the_traceback_in_a_log(monkeypatch):
-    import bench.validate
+    import bench.suite.validate
 
     def broken(*args, **kwargs):
         raise RuntimeError("something inside broke\nsecond line")
 
-    monkeypatch.setattr(bench.validate, "validate_suite", broken)
+    monkeypatch.setattr(bench.suite.validate, "validate_suite", broken)
     result = CliRunner().invoke(main, ["validate", "whatever.yaml"])
     assert result.exit_code == 2
     line = result.output.strip()
@@ -90,7 +90,7 @@ def test_unexpected_error_is_one_line_with_the_traceback_in_a_log(monkeypatch):
 
 def test_full_disk_while_logging_a_failure_is_still_one_line(tmp_path, monkeypatch):
     """The suite log cannot be written: the error still arrives as one line saying so."""
-    from bench import pipeline, runner
+    from bench.run import pipeline, runner
     from bench.errors import BenchError
 
     def broken_prepare(*args, **kwargs):

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench.perf_mfu import counted_flops, parameter_counts, run
+from bench.perf.mfu import counted_flops, parameter_counts, run
 
 
 def test_counted_flops_by_hand():

@@ -5,7 +5,7 @@ import logging
 
 from tqdm.auto import tqdm
 
-from bench.progress import output_to_log
+from bench.run.progress import output_to_log
 
 
 def test_third_party_messages_and_bars_go_to_the_log(tmp_path, capfd):
@@ -24,9 +24,9 @@ def test_third_party_messages_and_bars_go_to_the_log(tmp_path, capfd):
 
 
 def test_quiet_data_stage_draws_no_bar(tmp_path, capfd, fault_corpus):
-    from bench.config import load_suite
-    from bench.pipeline import data_stage
-    from bench.stages import StageStore
+    from bench.suite.load import load_suite
+    from bench.run.pipeline import data_stage
+    from bench.run.store import StageStore
 
     suite_file = tmp_path / "s.yaml"
     suite_file.write_text(f"name: s\nseeds: [0]\ndata: {{source: preference, path: {fault_corpus.path}, "

@@ -7,11 +7,11 @@ import math
 import pandas as pd
 import pytest
 
-from bench import plots
+from bench.tables import plots
 from bench.errors import BenchError
-from bench.report import (aggregate, leaderboard, metric_keys, render, report_text, t_interval, write_report,
+from bench.tables.report import (aggregate, leaderboard, metric_keys, render, report_text, t_interval, write_report,
                           write_report_files)
-from bench.results import make_row, write_results
+from bench.tables.results import make_row, write_results
 
 T_975_DF2 = 4.302652729749464   # Student t quantile 0.975 with 2 degrees of freedom
 DPO = "dpo[beta=0.1]"

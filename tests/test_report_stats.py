@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import stats
-from bench.aggregate import PolicyRecord, drift_units, policy_units
-from bench.report import (COMPARISONS_FILE, StatsSettings, aggregate, comparisons, leaderboard, read_settings,
+from bench.tables import stats
+from bench.tables.aggregate import PolicyRecord, drift_units, policy_units
+from bench.tables.report import (COMPARISONS_FILE, StatsSettings, aggregate, comparisons, leaderboard, read_settings,
                           render, resolve_baseline, t_interval, write_report_files, write_settings)
-from bench.results import make_row, read_units, write_results, write_units
+from bench.tables.results import make_row, read_units, write_results, write_units
 
 GOLD = ("gold", "accuracy")
 TOKENS = ("length", "mean_tokens")
@@ -202,7 +202,7 @@ def test_cost_of_the_statistics_of_a_large_folder():
 def judged_folder(tmp_path, shift: float, seeds=(0, 1, 2), n=120):
     """Judgments of the reference, dpo and a policy whose reward is dpo's + shift on every
     prompt, through the real aggregate code: results rows and unit values."""
-    from bench.aggregate import policy_rows
+    from bench.tables.aggregate import policy_rows
 
     rng = np.random.default_rng(5)
     ids = [f"q{i:03d}" for i in range(n)]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from bench.errors import BenchError
-from bench.results import (RESULT_COLUMNS, canonical_json, make_label, make_row, metric_info,
+from bench.tables.results import (RESULT_COLUMNS, canonical_json, make_label, make_row, metric_info,
                            provenance, read_results, read_runs, write_results)
 
 

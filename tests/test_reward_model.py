@@ -9,8 +9,8 @@ import torch
 
 from bench.errors import ModelNotFoundError
 from trainers.heads import BradleyTerry
-from bench.schema import TrainConfig
-from bench.scoring.reward_model import (
+from bench.suite.schema import TrainConfig
+from bench.evaluation.scoring.reward_model import (
     REWARD_TRAIN_FILE,
     RewardModelScorer,
     render_texts,
@@ -127,7 +127,7 @@ def test_a_left_padding_tokenizer_scores_the_same(tiny_reward_model_dir):
 
 # ---------------------------------------------------------------- one training loop
 def _rm_data(tokenizer, n=12):
-    from bench.scoring.reward_model import _encode_pairs
+    from bench.evaluation.scoring.reward_model import _encode_pairs
     from trainers.tokenize import TokenizedPair
 
     encoded = _encode_pairs(tokenizer, _pairs(n), 64)

@@ -8,11 +8,11 @@ import json
 import pandas as pd
 import pytest
 
-from bench.aggregate import judgment_rows
+from bench.tables.aggregate import judgment_rows
 from bench.data import arith
 from bench.errors import SuiteError
 from bench.models import build_word_tokenizer
-from bench.validate import validate_suite
+from bench.suite.validate import validate_suite
 
 SUITE = """name: budget
 seeds: [0]
@@ -32,8 +32,8 @@ def _suite(tmp_path, budget: int, extra: str = ""):
 
 
 def _longest(tmp_path) -> int:
-    from bench.budget import longest_response_tokens
-    from bench.config import load_suite
+    from bench.evaluation.budget import longest_response_tokens
+    from bench.suite.load import load_suite
     from bench.data.sources import load_pairs
     from bench.data.splits import split_pairs
 
@@ -93,7 +93,7 @@ def test_word_tokenizer_gives_numbers_and_words_one_token_and_round_trips():
 
 
 def test_heldout_accuracy_is_broken_down_by_kind_of_pair(monkeypatch):
-    from bench.scoring import reward_model
+    from bench.evaluation.scoring import reward_model
 
     pairs = arith.make_pairs(80, 1, length_confound=0.5, rejected_filler=0.3)
     seen = {}
@@ -118,7 +118,7 @@ def test_heldout_accuracy_is_broken_down_by_kind_of_pair(monkeypatch):
 
 
 def test_validity_section_states_the_judge_the_budget_and_the_tasks(tmp_path):
-    from bench import validity
+    from bench.tables import validity
 
     rm = tmp_path / "rm"
     rm.mkdir()

@@ -59,14 +59,14 @@ NOT_READ_HERE = {
     ("AccelerateSection", "num_processes"): "launcher: accelerate (tests/test_trainer_ddp.py)",
     ("AccelerateSection", "config_file"): "launcher: accelerate (tests/test_trainer_fsdp.py)",
     ("GenerationConfigSection", "allow_truncation"): "read when the budget is below the longest answer "
-                                                      "(bench.budget; tests/test_validate.py, test_e2e.py)",
+                                                      "(bench.evaluation.budget; tests/test_validate.py, test_e2e.py)",
     ("Suite", "accelerate"): "launcher: accelerate (tests/test_validate.py, test_e2e.py)",
     ("TrainConfig", "epochs"): "read when max_steps is unset (trainers.data_order; tests/test_trainer.py)",
 }
 
 
 def _schema_models() -> list[type[BaseModel]]:
-    from bench.config import Suite
+    from bench.suite.load import Suite
 
     found: list[type[BaseModel]] = []
 
@@ -98,8 +98,8 @@ def observed(tmp_path_factory):
     """(model loads: (class, stage module, trust_remote_code), field reads: {(model, field)}) of one run."""
     import transformers
 
-    from bench.runner import run_suite
-    from bench.validate import validate_suite
+    from bench.run.runner import run_suite
+    from bench.suite.validate import validate_suite
 
     loads: list[tuple[str, str, object]] = []
     reads: set[tuple[str, str]] = set()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.errors import BenchError
-from bench.stages import ABSENT, DONE_MARKER, FolderLock, StageStore, leftovers, stage_problem
+from bench.run.store import ABSENT, DONE_MARKER, FolderLock, StageStore, leftovers, stage_problem
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -220,7 +220,7 @@ def test_a_checkpoint_saved_by_another_process_meanwhile_does_not_break_ours(tmp
 def test_folder_lock_stops_a_second_holder_naming_the_first(tmp_path):
     with FolderLock(tmp_path):
         probe = subprocess.run(
-            [sys.executable, "-c", "import sys; from pathlib import Path; from bench.stages import FolderLock\n"
+            [sys.executable, "-c", "import sys; from pathlib import Path; from bench.run.store import FolderLock\n"
              "from bench.errors import BenchError\n"
              "try:\n    FolderLock(Path(sys.argv[1])).__enter__()\nexcept BenchError as e:\n    print(e)\n",
              str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -231,7 +231,7 @@ def test_folder_lock_stops_a_second_holder_naming_the_first(tmp_path):
 
 def test_lock_of_a_killed_holder_does_not_block(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path\n"
-                               "from bench.stages import FolderLock\nlock = FolderLock(Path(sys.argv[1]))\nlock.__enter__()\n"
+                               "from bench.run.store import FolderLock\nlock = FolderLock(Path(sys.argv[1]))\nlock.__enter__()\n"
                                "print('held', flush=True); time.sleep(600)", str(tmp_path)],
                               cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from bench import stats
-from bench.report import t_interval
+from bench.tables import stats
+from bench.tables.report import t_interval
 
 
 def test_two_seeds_without_prompt_noise_give_the_three_possible_means():

@@ -35,7 +35,7 @@ def sp_tokenizer():
 
 @pytest.fixture(scope="module")
 def bpe_tokenizer():
-    from bench.twin import build_chat_tokenizer
+    from bench.suite.twin import build_chat_tokenizer
 
     return build_chat_tokenizer(TEXTS, vocab_size=300)
 
@@ -91,8 +91,8 @@ def test_response_already_ending_in_eos_gets_no_second_one(sp_tokenizer, char_to
 
 def test_sft_on_chosen_keeps_every_demonstration(char_tokenizer):
     """`sft.data: chosen`: the train pairs' chosen responses are demonstrations, none dropped."""
-    from bench.config import load_suite
-    from bench.pipeline import _sft_examples
+    from bench.suite.load import load_suite
+    from bench.run.pipeline import _sft_examples
 
     pairs = [PreferencePair(id=str(i), prompt=f"{i}+1=", chosen=str(i + 1), rejected=str(i)) for i in range(5)]
     suite = load_suite("suites/smoke.yaml", ["sft.data=chosen"])
@@ -104,8 +104,8 @@ def test_sft_on_chosen_keeps_every_demonstration(char_tokenizer):
 
 def test_no_examples_left_names_the_section_and_skip_reasons(char_tokenizer):
     from bench.errors import BenchError
-    from bench.pipeline import tokenize_for_training
-    from bench.schema import TrainConfig
+    from bench.run.pipeline import tokenize_for_training
+    from bench.suite.schema import TrainConfig
 
     pairs = [PreferencePair(id=str(i), prompt="1+1=", chosen="2", rejected="") for i in range(3)]
     with pytest.raises(BenchError, match=r"^sft: no training examples left .*skipped empty_response: 3"):

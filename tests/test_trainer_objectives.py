@@ -9,7 +9,7 @@ import torch
 
 from bench.data.records import PreferencePair
 from trainers.models import load_model
-from bench.schema import LoraSpec
+from bench.suite.schema import LoraSpec
 from tests.helpers_trainer import ensure_objectives, load_params, small_config, tokenized_pairs
 from trainers.tokenize import tokenize_pairs
 from trainers.trainer import train

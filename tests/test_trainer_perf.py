@@ -6,7 +6,7 @@ import json
 import pytest
 
 from bench.data.records import PreferencePair
-from bench.perf_train import _real_tokens, make_pairs
+from bench.perf.train import _real_tokens, make_pairs
 from trainers.tokenize import tokenize_pairs
 
 

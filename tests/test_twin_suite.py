@@ -1,7 +1,7 @@
 """The CPU twin of the real suite (`suites/hh_rlhf_tiny.yaml`), run end to end.
 
 The twin is `suites/hh_rlhf.yaml` with its hub parts replaced by local stand-ins built in
-code (`bench.twin`) and its sizes shrunk; nothing else differs (checked below), so every
+code (`bench.suite.twin`) and its sizes shrunk; nothing else differs (checked below), so every
 stage and code path of the real suite runs here: the HH-RLHF loader on the shared sample,
 SFT on chosen through a ChatML template, a Qwen2 policy with a byte-level BPE tokenizer,
 a DeBERTa-v2 (encoder) reward model loaded from a directory, reference log-probs, DPO,
@@ -56,7 +56,7 @@ def test_twin_differs_from_the_real_suite_only_in_size_and_path_keys():
 
 @pytest.fixture(scope="session")
 def twin_dir(tmp_path_factory, hh_sample_path) -> Path:
-    from bench.twin import build_twin
+    from bench.suite.twin import build_twin
 
     return build_twin(tmp_path_factory.mktemp("twin"), data=hh_sample_path)
 
@@ -68,7 +68,7 @@ def twin_overrides(twin_dir: Path, hh_sample_path: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def twin_run(tmp_path_factory, twin_dir, hh_sample_path):
-    from bench.runner import run_suite
+    from bench.run.runner import run_suite
 
     out = tmp_path_factory.mktemp("twin_run")
     summary = run_suite(TWIN, overrides=twin_overrides(twin_dir, hh_sample_path), out_dir=out,
@@ -134,7 +134,7 @@ def test_twin_runs_table_has_checkpoint_fingerprints_and_suite_hash(twin_run, tw
 
 
 def test_twin_keep_checkpoints_false_deletes_weights_and_rerun_reuses_evaluation(twin_run, twin_dir, hh_sample_path):
-    from bench.runner import run_suite
+    from bench.run.runner import run_suite
 
     _, out = twin_run
     overrides = twin_overrides(twin_dir, hh_sample_path) + ["keep_checkpoints=false"]
@@ -151,7 +151,7 @@ def test_twin_keep_checkpoints_false_deletes_weights_and_rerun_reuses_evaluation
 def test_reward_models_of_both_kinds_load_from_local_dirs(twin_dir):
     """Encoder (DeBERTa-v2): `[CLS] prompt [SEP] response [SEP]`, [CLS] kept when too long;
     decoder (Qwen2 classifier): the chat-templated conversation, its end kept."""
-    from bench.scoring.reward_model import RewardModelScorer
+    from bench.evaluation.scoring.reward_model import RewardModelScorer
 
     enc = RewardModelScorer(twin_dir / "rm_encoder", progress=False)
     tok = enc.tokenizer

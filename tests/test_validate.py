@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from bench.errors import BenchError, NetworkRequiredError, SuiteError, SuiteErrors
-from bench.validate import validate_suite
+from bench.suite.validate import validate_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ROOT / "suites"
@@ -190,7 +190,7 @@ def test_lm_eval_task_whose_data_needs_the_network(tmp_path, monkeypatch):
 
 
 def test_run_rejects_an_unknown_task_before_any_stage(tmp_path):
-    from bench.runner import run_suite
+    from bench.run.runner import run_suite
 
     with pytest.raises(SuiteError, match="unknown lm-eval task 'arith_qaa'"):
         run_suite(SUITES / "ci_smoke.yaml", overrides=["scoring.lm_eval.tasks=[arith_qaa]"], out_dir=tmp_path / "o",
@@ -199,7 +199,7 @@ def test_run_rejects_an_unknown_task_before_any_stage(tmp_path):
 
 
 def test_run_rejects_a_batch_larger_than_the_data_before_sft(tmp_path):
-    from bench.runner import run_suite
+    from bench.run.runner import run_suite
 
     with pytest.raises(SuiteError, match="training.batch_size: 4096 pairs a step is more than the 104 training pairs"):
         run_suite(SUITES / "ci_smoke.yaml", overrides=["training.batch_size=4096"], out_dir=tmp_path / "o",

@@ -6,7 +6,7 @@ drift); it applies the suite's `model.trust_remote_code`, the dtype and the devi
 (`trainers.devices.placement(role)` unless the caller gives them). `trust_remote_code` is a
 required keyword here and in `load_tokenizer`, so no load can silently fall back to
 transformers' default. vLLM and lm-eval load through their own libraries, with the same
-setting passed in their arguments (`bench.generation.vllm_backend`, `bench.scoring.lm_eval_scorer`).
+setting passed in their arguments (`bench.evaluation.generation.vllm_backend`, `bench.evaluation.scoring.lm_eval_scorer`).
 """
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ class TokenizedPair:
 
 def encode_prompt(tokenizer, text: str) -> list[int]:
     """Token ids of a rendered text, with BOS exactly once: the one encoding rule of training
-    and of every generation backend (`bench.generation`).
+    and of every generation backend (`bench.evaluation.generation`).
 
     A chat-template rendering already starts with its BOS string, so it is tokenised
     without special tokens; any other text gets the tokenizer's own special tokens.

@@ -32,7 +32,7 @@ _EXTENSIONS = (".jsonl", ".jsonl.gz", ".json", ".parquet")
 
 
 def load_pairs(cfg, *, task_seed: int | None = None, progress: bool = True) -> LoadResult:
-    """Pairs for a `bench.schema.DataConfig`: builtin task, `hh_rlhf` or `preference`.
+    """Pairs for a `bench.suite.schema.DataConfig`: builtin task, `hh_rlhf` or `preference`.
 
     Builtin tasks make `cfg.limit` pairs (or the task's default size) from `task_seed`
     (default `cfg.shuffle_seed`). File and hub sources keep valid rows in order, then

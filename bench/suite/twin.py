@@ -15,8 +15,8 @@ with every hub part replaced by a small local one of the same kind:
   custom loader): `hh_twin_mc` (multiple_choice: which reply was chosen) and `hh_twin_gen`
   (generate_until), made from the same HH sample.
 
-    python -m bench.twin                  # writes suites/hh_rlhf_tiny/ (the suite's paths)
-    python -m bench.twin --out DIR        # elsewhere (then --set the suite's paths to DIR)
+    python -m bench.suite.twin                  # writes suites/hh_rlhf_tiny/ (the suite's paths)
+    python -m bench.suite.twin --out DIR        # elsewhere (then --set the suite's paths to DIR)
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import torch
 
 from bench.data.hh_rlhf import parse_hh
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "suites" / "hh_rlhf_tiny"
 HH_SAMPLE = REPO.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test-1800.jsonl.gz"
 

@@ -10,10 +10,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.aggregate import PolicyRecord, policy_rows
-from bench.evaluate import EvalContext, chosen_judgments, evaluate_policy
+from bench.tables.aggregate import PolicyRecord, policy_rows
+from bench.evaluation.evaluate import EvalContext, chosen_judgments, evaluate_policy
 from bench.hashing import content_hash
-from bench.stages import StageStore
+from bench.run.store import StageStore
 
 BUILTIN_PREFIX = "builtin:"
 PAIR_FILES = ("train", "eval", "drift")
@@ -50,7 +50,7 @@ class SuiteContext:
     data_info: dict
     progress: bool
     fingerprints: dict = dataclasses.field(default_factory=dict)
-    train_audit: dict | None = None     # gold verifier over the training pairs (bench.scoring.gold.audit_pairs)
+    train_audit: dict | None = None     # gold verifier over the training pairs (bench.evaluation.scoring.gold.audit_pairs)
 
 
 # ---------------------------------------------------------------- data
@@ -75,7 +75,7 @@ def data_stage(suite, store: StageStore, progress: bool = True,
                fingerprints: dict | None = None) -> tuple[str, dict[str, list], dict]:
     from bench.data.sources import load_pairs
     from bench.data.splits import split_pairs
-    from bench.fingerprint import suite_fingerprints
+    from bench.run.fingerprint import suite_fingerprints
 
     fingerprints = fingerprints or suite_fingerprints(suite)
     # the file's (or hub revision's) content, not only its name: data edited in place reloads
@@ -98,7 +98,7 @@ def data_stage(suite, store: StageStore, progress: bool = True,
 def base_stage(suite, store: StageStore, data_key: str, train_pairs, *, progress: bool,
                fingerprints: dict | None = None) -> tuple[str, Path]:
     """The reference policy: the base model, SFT-trained with `nll` when the suite asks."""
-    from bench.fingerprint import suite_fingerprints
+    from bench.run.fingerprint import suite_fingerprints
 
     sft = suite.sft
     fingerprints = fingerprints or suite_fingerprints(suite)
@@ -196,7 +196,7 @@ def reward_stage(suite, store: StageStore, data_key: str, base_key: str, referen
         from trainers.models import resolve_model
 
         return Path(resolve_model(cfg.path))
-    from bench.scoring.reward_model import train_reward_model
+    from bench.evaluation.scoring.reward_model import train_reward_model
 
     key = content_hash("reward", cfg, data_key, base_key)
 
@@ -221,19 +221,19 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
     from trainers.reference import reference_logps
     from trainers.tokenize import tokenize_pairs
 
-    from bench.fingerprint import suite_fingerprints
+    from bench.run.fingerprint import suite_fingerprints
 
     fingerprints = suite_fingerprints(suite)
     bar.stage("data")
     data_key, pairs, data_info = data_stage(suite, store, progress, fingerprints)
-    from bench.validate import check_batch_sizes
+    from bench.suite.validate import check_batch_sizes
 
     check_batch_sizes(suite, runs, len(pairs["train"]))   # before SFT: a batch larger than the data
     bar.stage("base")
     base_key, reference_dir = base_stage(suite, store, data_key, pairs["train"], progress=progress,
                                          fingerprints=fingerprints)
     tokenizer = _load_tokenizer(reference_dir, suite)
-    from bench.budget import check_generation_budget
+    from bench.evaluation.budget import check_generation_budget
 
     check_generation_budget(suite, pairs["eval"], tokenizer)
     bar.stage("reward")
@@ -244,7 +244,7 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
     if pairs["train"] and not train_data:
         tokenize_for_training(pairs["train"], tokenizer, training, "training")   # raises, naming the reasons
     data_info = {**data_info, "skipped_at_tokenization": dict(skipped)}
-    from bench.scoring.gold import audit_pairs
+    from bench.evaluation.scoring.gold import audit_pairs
 
     train_audit = audit_pairs(pairs["train"], suite.scoring.gold)
     ref_cache = store.root / "ref_logps"
@@ -325,7 +325,7 @@ def train_run(run, ctx: SuiteContext, store: StageStore):
     key = train_key(run, ctx)
     out_dir = store.work_dir("train", key)
     if ctx.suite.launcher == "accelerate":
-        from bench.launch import train_with_accelerate
+        from bench.run.launch import train_with_accelerate
 
         result = train_with_accelerate(run, ctx, out_dir)
     else:
@@ -417,10 +417,10 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
     """Judgments -> results.parquet/csv, runs.parquet, leaderboard and plots; returns the leaderboard."""
     import pandas as pd
 
-    from bench import aggregate_cache
-    from bench.aggregate import policy_units
-    from bench.report import StatsSettings, write_report, write_settings
-    from bench.results import provenance, write_results, write_units
+    from bench.run import aggregate_cache
+    from bench.tables.aggregate import policy_units
+    from bench.tables.report import StatsSettings, write_report, write_settings
+    from bench.tables.results import provenance, write_results, write_units
 
     reference_judgments = pd.read_parquet(reference_eval / "judgments.parquet")
     chosen_dir = store.path("chosen", content_hash("chosen", ctx.eval_key))
@@ -472,11 +472,11 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
 
 
 def _write_validity(ctx: SuiteContext, out: Path, reference_eval: Path, records) -> None:
-    """What each scorer measured (bench.validity): judge accuracy by pair kind, budget, tasks."""
+    """What each scorer measured (bench.tables.validity): judge accuracy by pair kind, budget, tasks."""
     import pandas as pd
 
-    from bench import validity
-    from bench.budget import longest_response_tokens
+    from bench.tables import validity
+    from bench.evaluation.budget import longest_response_tokens
 
     judgments = {}
     for record in records:

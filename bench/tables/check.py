@@ -45,7 +45,7 @@ import pandas as pd
 import yaml
 
 from bench.errors import BenchError
-from bench.results import REFERENCE, metric_info, read_results, read_runs
+from bench.tables.results import REFERENCE, metric_info, read_results, read_runs
 
 DIRECTIONS = ("higher_is_better", "lower_is_better", "either")
 FORMAT = 2

@@ -4,14 +4,14 @@ Aggregation (:func:`aggregate`): each run contributes one value per (scorer, met
 runs (``runs.parquet`` status other than ``ok``) are left out and counted in ``failed``.
 The value is the mean across seeds. Where the folder stores unit values (``units.parquet``:
 per prompt, per drift pair, or the LC fit's per-prompt terms) the interval is the crossed
-seeds x prompts bootstrap of :mod:`bench.stats`; otherwise Student's t-interval across
+seeds x prompts bootstrap of :mod:`bench.tables.stats`; otherwise Student's t-interval across
 seeds, or with one seed the run's own interval. Every interval is intersected with the
 metric's range. :func:`comparisons` gives Δ against the suite's baseline
 (``scoring.compare_to``), paired by seed and prompt, with Holm-adjusted p-values.
 
 Cells are written ``mean [low, high]`` (the intervals are not always symmetric, so a
 ``±`` form would misstate bootstrap intervals). The best mean of each column is bold for
-the metrics with a direction (:data:`bench.results.METRICS`): win rates, LC win rate,
+the metrics with a direction (:data:`bench.tables.results.METRICS`): win rates, LC win rate,
 gold accuracy, reward-model score, implicit accuracy, lm-eval scores (higher better) and
 the share of pairs with the chosen log-prob down (lower better). Length, KL, log-ratio
 drift and training loss are trade-off axes, not goals, and get no bold.
@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import stats
-from bench.aggregate import LC_METRIC
-from bench.metrics import LC_TERMS, lc_one_step
+from bench.tables import stats
+from bench.tables.aggregate import LC_METRIC
+from bench.tables.metrics import LC_TERMS, lc_one_step
 from bench.errors import BenchError
-from bench.results import LM_EVAL_PREFIX, REFERENCE, metric_info, read_results, read_runs, read_units
+from bench.tables.results import LM_EVAL_PREFIX, REFERENCE, metric_info, read_results, read_runs, read_units
 
 # Leaderboard columns in display order; lm-eval tasks follow, one column per task.
 # Verified correctness leads: a learned reward model can reward an artefact (the embedded
@@ -58,9 +58,9 @@ FORMATS = ("md", "latex", "html", "csv")
 
 
 def seed_aggregate(values):
-    """Mean and 95% t-interval across seeds; :mod:`bench.metrics`' version when available."""
+    """Mean and 95% t-interval across seeds; :mod:`bench.tables.metrics`' version when available."""
     try:
-        from bench.metrics import seed_aggregate as shared
+        from bench.tables.metrics import seed_aggregate as shared
     except ImportError:
         shared = None
     values = list(values)
@@ -100,7 +100,7 @@ def aggregate(results_df: pd.DataFrame, runs_df: pd.DataFrame | None = None, uni
 
     The value is the mean of the runs' values. The interval (column ``interval`` names it):
     ``seeds x units`` where unit values are given (the crossed two-way bootstrap of
-    :mod:`bench.stats`; with one seed it is the bootstrap over prompts or pairs only), else
+    :mod:`bench.tables.stats`; with one seed it is the bootstrap over prompts or pairs only), else
     ``t over seeds`` (Student's t across the seeds' values) or, with one seed, ``run``
     (the scorer's own interval). Every interval is intersected with the metric's range.
     """
@@ -162,7 +162,7 @@ def _terms_array(fitted: pd.DataFrame, seeds) -> np.ndarray:
 
 def _one_step(terms: np.ndarray, values: np.ndarray, keep: np.ndarray, unit_counts: np.ndarray) -> np.ndarray:
     """`[B, seeds]`: each seed's LC win rate refitted by one Newton step on each resample
-    (:func:`bench.metrics.lc_one_step`), from its full-data value σ(θ_m)."""
+    (:func:`bench.tables.metrics.lc_one_step`), from its full-data value σ(θ_m)."""
     theta = np.log(np.clip(values, 1e-12, 1 - 1e-12) / np.clip(1 - values, 1e-12, 1))
     sub = unit_counts if keep.all() else unit_counts[:, keep]
     return np.stack([lc_one_step(float(t), terms[i][keep], sub) for i, t in enumerate(theta)], axis=1)
@@ -388,7 +388,7 @@ def read_settings(results_dir: str | Path) -> StatsSettings:
 
 
 def write_settings(results_dir: str | Path, settings: StatsSettings) -> Path:
-    from bench.results import atomic_write
+    from bench.tables.results import atomic_write
 
     path = Path(results_dir) / STATS_FILE
     text = json.dumps({"compare_to": settings.compare_to, "bootstrap_samples": settings.n_boot,
@@ -648,7 +648,7 @@ def write_report(results_dir: str | Path, *, plots: bool = True) -> str:
     """Write ``leaderboard.{md,tex,html,csv}`` (and the plots under ``plots/``) into a results
     folder; return the markdown leaderboard."""
     board, _ = write_report_files(results_dir, plots=plots)
-    from bench.validity import section
+    from bench.tables.validity import section
 
     return render(board, "md") + section(results_dir)
 
@@ -657,8 +657,8 @@ def write_report_files(results_dir: str | Path, *, plots: bool = True,
                        compare_to: str | None = None) -> tuple[pd.DataFrame, dict[str, Path]]:
     """As :func:`write_report`; returns the leaderboard frame and ``{format or plot:name: path}``.
     ``compare_to`` replaces the folder's baseline for these files; one it cannot resolve is an error."""
-    from bench.plots import make_plots
-    from bench.results import atomic_write
+    from bench.tables.plots import make_plots
+    from bench.tables.results import atomic_write
 
     folder = Path(results_dir)
     results_df, runs_df, units = read_results(folder), read_runs(folder), read_units(folder)
@@ -677,7 +677,7 @@ def write_report_files(results_dir: str | Path, *, plots: bool = True,
         path = folder / f"leaderboard.{suffix}"
         text = render(board, fmt)
         if fmt == "md":
-            from bench.validity import section
+            from bench.tables.validity import section
 
             text += section(folder)
         atomic_write(path, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))

@@ -18,9 +18,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from bench.aggregate import JUDGMENTS, LM_EVAL_UNITS
-from bench.generation.base import GenerationConfig, encode_prompt, get_generator, write_generations
-from bench.schema import GenerationConfigSection, LmEvalConfig
+from bench.tables.aggregate import JUDGMENTS, LM_EVAL_UNITS
+from bench.evaluation.generation.base import GenerationConfig, encode_prompt, get_generator, write_generations
+from bench.suite.schema import GenerationConfigSection, LmEvalConfig
 from trainers.tokenize import TokenizedPair, render_prompt
 
 
@@ -111,7 +111,7 @@ def judge(policy_dir: Path, generations, ctx: EvalContext, *, with_kl: bool) -> 
     if ctx.reward_model_dir is not None:
         frame["reward"] = score_rewards(ctx, [pairs[g.prompt_id] for g in generations], [g.text for g in generations])
     if ctx.gold is not None:
-        from bench.scoring.gold import get_verifier
+        from bench.evaluation.scoring.gold import get_verifier
 
         verify = get_verifier(ctx.gold)
         frame["gold"] = [float(verify(g.text, pairs[g.prompt_id].metadata)) for g in generations]
@@ -127,7 +127,7 @@ def judge(policy_dir: Path, generations, ctx: EvalContext, *, with_kl: bool) -> 
 @functools.lru_cache(maxsize=1)
 def _reward_scorer(path: str, batch_size: int, progress: bool, trust_remote_code: bool):
     """Loaded once per suite: every policy is judged by the same reward model."""
-    from bench.scoring.reward_model import RewardModelScorer
+    from bench.evaluation.scoring.reward_model import RewardModelScorer
 
     return RewardModelScorer(path, batch_size=batch_size, progress=progress, trust_remote_code=trust_remote_code)
 
@@ -151,15 +151,15 @@ def evaluate_policy(policy_dir: Path, ctx: EvalContext, out_dir: Path, *, is_ref
     judgments = judge(policy_dir, generations, ctx, with_kl=not is_reference)
     judgments.to_parquet(out_dir / JUDGMENTS, index=False)
     if ctx.drift_data and ctx.drift_reference is not None and not is_reference:
-        from bench.scoring.drift import compute_drift
+        from bench.evaluation.scoring.drift import compute_drift
 
         drift = compute_drift(str(policy_dir), ctx.drift_reference, ctx.drift_data, progress=ctx.progress,
                               trust_remote_code=ctx.trust_remote_code)
         (out_dir / "drift.json").write_text(json.dumps(drift, sort_keys=True))
     if ctx.lm_eval.tasks:
-        from bench.scoring.lm_eval_scorer import evaluate as lm_evaluate
+        from bench.evaluation.scoring.lm_eval_scorer import evaluate as lm_evaluate
 
-        from bench.progress import output_to_log
+        from bench.run.progress import output_to_log
 
         gen = ctx.generation
         per_doc: dict = {}

@@ -1,7 +1,7 @@
 """The suite schema: pydantic sections of a suite file, strict (unknown keys are errors).
 
 Pure data: loading YAML, `--set` overrides, grid expansion and friendly error messages
-live in `bench.config`; each stage consumes its own section from here.
+live in `bench.suite.load`; each stage consumes its own section from here.
 """
 from __future__ import annotations
 
@@ -78,10 +78,10 @@ class GenerationConfigSection(Strict):
     seed: Seed = 0
     # vLLM's share of GPU memory (of the engines of generation and of lm-eval), and the context
     # limit of both backends (None: the model's). Prompts longer than the limit minus
-    # max_new_tokens keep their end and are counted (bench.generation.base.truncate_prompts).
+    # max_new_tokens keep their end and are counted (bench.evaluation.generation.base.truncate_prompts).
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
     max_model_len: PositiveInt | None = None
-    # A budget below the longest chosen eval response is refused (bench.budget) unless set.
+    # A budget below the longest chosen eval response is refused (bench.evaluation.budget) unless set.
     allow_truncation: bool = False
 
     @model_validator(mode="after")

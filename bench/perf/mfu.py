@@ -107,7 +107,7 @@ def counted_flops(pairs, counts: dict, multiplier: int) -> float:
 def run(*, size: str = "qwen2-0.5b", seq_len: int = 1024, batch_size: int = 8, steps: int = 12,
         warmup_steps: int = 2, gradient_checkpointing: bool = False, seed: int = 0, progress: bool = True) -> dict:
     from trainers.models import load_model
-    from bench.schema import TrainConfig
+    from bench.suite.schema import TrainConfig
     from trainers.objectives import build_objective
     from trainers.reference import compute_reference
     from trainers.trainer import train

@@ -7,7 +7,7 @@ from them, so a new metric never needs a new generation.
 Besides the results rows, :func:`policy_units` gives the *unit values* of every metric that
 is a mean over units: one value per eval prompt (its samples averaged) or per held-out drift
 pair. The results folder keeps them in ``units.parquet`` so the leaderboard's intervals
-across seeds and prompts and the paired comparisons (:mod:`bench.stats`) are recomputed
+across seeds and prompts and the paired comparisons (:mod:`bench.tables.stats`) are recomputed
 from stored data, never by regenerating.
 """
 from __future__ import annotations
@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import metrics
-from bench.results import UNIT_COLUMNS, metric_info
+from bench.tables import metrics
+from bench.tables.results import UNIT_COLUMNS, metric_info
 
 JUDGMENTS = "judgments.parquet"
 LM_EVAL_UNITS = "lm_eval_units.json"   # {task: {metric: {doc_id: value}}}, beside lm_eval.json
-# bench.scoring.drift's keys -> the results table's metric names (bench.results.METRICS).
+# bench.evaluation.scoring.drift's keys -> the results table's metric names (bench.tables.results.METRICS).
 LC_METRIC = "lc_win_rate_vs_reference"
 DRIFT_METRICS = {"r_w": "logratio_chosen", "r_l": "logratio_rejected", "r_w_per_token": "logratio_chosen_per_token",
                  "r_l_per_token": "logratio_rejected_per_token", "chosen_logp_down": "chosen_logp_down",

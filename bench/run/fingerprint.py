@@ -90,7 +90,7 @@ def fingerprint(name_or_path: str | None, repo_type: str = "model") -> str | Non
 
 def suite_fingerprints(suite) -> dict[str, str | None]:
     """Fingerprints of everything a suite reads from outside: policy, data, reward model, lm-eval tasks."""
-    from bench.pipeline import tasks_dir
+    from bench.run.pipeline import tasks_dir
 
     data = suite.data
     if data.path:

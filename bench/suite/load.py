@@ -28,7 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, ValidationError, model_validator
 
 from bench.errors import SuiteError, SuiteErrors
-from bench.schema import (
+from bench.suite.schema import (
     DataConfig,
     Seed,
     GenerationConfigSection,

@@ -31,7 +31,7 @@ class GenerationConfig:
 
     @classmethod
     def from_section(cls, section) -> GenerationConfig:
-        """From a suite's `bench.schema.GenerationConfigSection` (backend options stay there)."""
+        """From a suite's `bench.suite.schema.GenerationConfigSection` (backend options stay there)."""
         return cls(**{f.name: getattr(section, f.name) for f in fields(cls)})
 
     @property
@@ -66,8 +66,8 @@ class Generator(Protocol):
 
 # name -> "module:class"; imported on demand so an absent optional backend costs nothing.
 BACKENDS = {
-    "hf": "bench.generation.hf:HFGenerator",
-    "vllm": "bench.generation.vllm_backend:VLLMGenerator",
+    "hf": "bench.evaluation.generation.hf:HFGenerator",
+    "vllm": "bench.evaluation.generation.vllm_backend:VLLMGenerator",
 }
 
 

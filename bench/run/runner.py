@@ -16,11 +16,11 @@ from types import SimpleNamespace
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import stages as stage_lib
-from bench.aggregate import PolicyRecord
-from bench.config import expand_runs, load_suite
+from bench.run import store as stage_lib
+from bench.tables.aggregate import PolicyRecord
+from bench.suite.load import expand_runs, load_suite
 from bench.errors import BenchError
-from bench.progress import StageProgress
+from bench.run.progress import StageProgress
 
 @dataclass
 class RunSummary:
@@ -50,7 +50,7 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True)
     suite = load_suite(suite_path, list(overrides))
     # What `validate` checks cheaply and a later stage would only find after the data, SFT,
     # reward-model and reference stages: checked now, before any stage runs.
-    from bench.validate import check_accelerate_config, check_backend, check_lm_eval_tasks
+    from bench.suite.validate import check_accelerate_config, check_backend, check_lm_eval_tasks
 
     check_backend(suite)
     check_lm_eval_tasks(suite)
@@ -71,7 +71,7 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True)
         removed = store.clean_leftovers()
         if removed:
             stage_lib.say(f"removed {len(removed)} temporary leftover(s) of killed stages under {store.root}")
-        from bench.pipeline import write_resolved_suite
+        from bench.run.pipeline import write_resolved_suite
 
         write_resolved_suite(suite, out)
         bar = StageProgress(total_runs=len(runs), enabled=progress)
@@ -91,7 +91,7 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True)
 
 
 def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: bool):
-    from bench import pipeline
+    from bench.run import pipeline
 
     ctx = pipeline.prepare(suite, suite_path, store, runs, bar, progress=progress)
     reference_eval = pipeline.evaluate_reference(ctx, store, bar)
@@ -114,7 +114,7 @@ def select_runs(runs, only):
 
 def _train_and_evaluate(run, ctx, store, out: Path, bar) -> PolicyRecord:
     """Train one run and evaluate it; a failure is recorded on the record, never raised."""
-    from bench import pipeline
+    from bench.run import pipeline
 
     record = PolicyRecord(run_id=run.run_id, label=run.label, objective=pipeline.objective_name(run),
                           params=json.dumps(run.params, sort_keys=True), seed=run.seed)

@@ -16,7 +16,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from bench.generation.base import GenerationConfig, encode_prompt, get_generator
+from bench.evaluation.generation.base import GenerationConfig, encode_prompt, get_generator
 from bench.models import build_char_tokenizer, build_tiny_causal_lm
 
 MODEL_SHAPE = {"hidden_size": 256, "layers": 4, "heads": 4}

@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.report import aggregate, failed_run_ids  # noqa: E402
-from bench.results import REFERENCE, metric_info  # noqa: E402
+from bench.tables.report import aggregate, failed_run_ids  # noqa: E402
+from bench.tables.results import REFERENCE, metric_info  # noqa: E402
 
 DRIFT_KEY = "logratio/chosen"   # the trainer's train_log.jsonl field for mean r_w
 WIN_RATE_JUDGES = (("reward_model", "win_rate_vs_reference"), ("gold", "win_rate_vs_reference"))
@@ -185,7 +185,7 @@ def plot_granularity_sweep(long: pd.DataFrame, results_df: pd.DataFrame, out_pat
 def plot_deltas(board: pd.DataFrame, out_path: Path) -> Path | None:
     """Δ vs the baseline with its paired 95% interval, one panel per leaderboard metric, one
     row per objective; filled markers are significant after Holm, hollow ones are not."""
-    from bench.report import metric_keys
+    from bench.tables.report import metric_keys
 
     comp, baseline = board.attrs.get("comparisons"), board.attrs.get("baseline")
     if baseline is None or comp is None or comp.empty:

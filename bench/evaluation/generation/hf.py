@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig as HFGenerationConfig
 
-from bench.generation.base import Generation, GenerationConfig, encode_prompt, truncate_prompts
+from bench.evaluation.generation.base import Generation, GenerationConfig, encode_prompt, truncate_prompts
 from trainers.models import load_model, load_tokenizer
 
 

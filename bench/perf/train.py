@@ -65,7 +65,7 @@ def _peak_rss_mb() -> float:
 # ---- workers (run in a subprocess) ------------------------------------------------------
 def _worker_harness(work: Path, cfg: dict, packing: bool = True) -> dict:
     from trainers.models import load_tokenizer
-    from bench.schema import TrainConfig
+    from bench.suite.schema import TrainConfig
     from trainers.objectives import build_objective
     from trainers.trainer import train
 
@@ -169,8 +169,8 @@ def _real_tokens(rows: list[dict], tokenizer) -> int:
 
 def _run_worker(mode: str, work: Path, progress: bool) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([sys.executable, "-m", "bench.perf_train", "--worker", mode, str(work)],
-                          cwd=Path(__file__).resolve().parents[1], env=env, text=True,
+    proc = subprocess.run([sys.executable, "-m", "bench.perf.train", "--worker", mode, str(work)],
+                          cwd=Path(__file__).resolve().parents[2], env=env, text=True,
                           stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("PERF_RESULT ")]
     if proc.returncode != 0 or not lines:

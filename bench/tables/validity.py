@@ -65,7 +65,7 @@ def _pct(value) -> str:
 
 
 def write(out: Path, facts: dict) -> None:
-    from bench.results import atomic_write
+    from bench.tables.results import atomic_write
 
     text = json.dumps(facts, indent=2, sort_keys=True, default=str) + "\n"
     atomic_write(out / VALIDITY_JSON, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -4,7 +4,7 @@ Layout of a results folder (DESIGN.md section 6):
 
 - ``results.parquet`` / ``results.csv``: columns :data:`RESULT_COLUMNS`;
 - ``runs.parquet``: one row per run with its resolved configuration, status and provenance;
-- ``leaderboard.md`` (written by :mod:`bench.report`).
+- ``leaderboard.md`` (written by :mod:`bench.tables.report`).
 
 Writes are atomic (temporary file, then ``os.replace``) and the row order and dtypes are
 fixed, so two identical runs give byte-identical CSV files and ``git diff`` of two result
@@ -273,7 +273,7 @@ UNIT_COLUMNS = ["run_id", "label", "objective", "seed", "scorer", "metric", "uni
 
 def write_units(out_dir: str | Path, units: pd.DataFrame | Iterable[pd.DataFrame]) -> pd.DataFrame:
     """Write ``units.parquet``: per-prompt / per-drift-pair values of the mean-type metrics
-    (:func:`bench.aggregate.policy_units`, one frame per policy or one frame), sorted so the
+    (:func:`bench.tables.aggregate.policy_units`, one frame per policy or one frame), sorted so the
     same numbers give the same bytes."""
     frames = [units] if isinstance(units, pd.DataFrame) else [f for f in units if len(f)]
     df = (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()).reindex(columns=UNIT_COLUMNS)

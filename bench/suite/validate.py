@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.config import RunSpec, Suite, expand_runs, load_suite
+from bench.suite.load import RunSpec, Suite, expand_runs, load_suite
 from bench.errors import BenchError, ModelNotFoundError, NetworkRequiredError, SuiteError, SuiteErrors
 
 BUILTIN_PREFIX = "builtin:"
@@ -166,9 +166,9 @@ def check_accelerate_config(suite: Suite) -> str:
 
 # ---------------------------------------------------------------- generation budget
 def check_budget(suite: Suite) -> str:
-    """The generation budget against the eval split's longest chosen response (bench.budget),
+    """The generation budget against the eval split's longest chosen response (bench.evaluation.budget),
     when the data and the tokenizer can be had here; the runner checks again before generating."""
-    from bench.budget import check_generation_budget
+    from bench.evaluation.budget import check_generation_budget
     from bench.data.sources import load_pairs
     from bench.data.splits import split_pairs
 
@@ -299,7 +299,7 @@ def weights_problem(folder: Path) -> str | None:
 def _task_index(include_path: str | None, tasks: tuple[str, ...]) -> dict[str, dict]:
     """lm-eval's tasks: name -> config, from the scorer's TaskManager (local folder only when it
     holds every task the suite names; lm-eval's whole index otherwise, for the closest-name hint)."""
-    from bench.scoring.lm_eval_scorer import task_manager
+    from bench.evaluation.scoring.lm_eval_scorer import task_manager
 
     index = task_manager(include_path, tasks).task_index
     return {name: (getattr(entry, "cfg", None) or (entry.get("cfg") if isinstance(entry, dict) else None) or {})
@@ -311,7 +311,7 @@ def check_lm_eval_tasks(suite: Suite) -> str:
     tasks = suite.scoring.lm_eval.tasks
     if not tasks:
         return "lm-eval: no tasks"
-    from bench.pipeline import tasks_dir
+    from bench.run.pipeline import tasks_dir
 
     local = tasks_dir(suite)  # scoring.lm_eval.include_path, else tasks/ next to the suite file
     if local is not None and not local.is_dir():

@@ -70,7 +70,7 @@ def train_with_accelerate(run, ctx, out_dir: Path):
     spec_file = out_dir / "launch_spec.json"
     spec_file.write_text(json.dumps(spec, sort_keys=True))
     command = [sys.executable, "-m", *_launcher(ctx.suite.accelerate), "-m", "trainers.launch", str(spec_file)]
-    completed = subprocess.run(command, cwd=Path(__file__).resolve().parents[1])
+    completed = subprocess.run(command, cwd=Path(__file__).resolve().parents[2])
     result_file = out_dir / "result.json"
     if completed.returncode != 0 or not result_file.exists():
         raise BenchError(f"accelerate launch exited with code {completed.returncode} (command: {' '.join(command)})")

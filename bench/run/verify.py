@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.stages import ABSENT, DONE_MARKER, FILES_KEY, leftovers, stage_problem
+from bench.run.store import ABSENT, DONE_MARKER, FILES_KEY, leftovers, stage_problem
 
 SELF_RESUMING = ("sft", "train", "reward_train")          # work folders: a checkpoint and/or a resume state
 CACHE_FOLDERS = ("ref_logps",)            # one cache file per key

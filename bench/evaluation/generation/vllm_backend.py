@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 
 from bench.errors import BenchError
-from bench.generation.base import Generation, GenerationConfig, encode_prompt, truncate_prompts
+from bench.evaluation.generation.base import Generation, GenerationConfig, encode_prompt, truncate_prompts
 from trainers.models import resolve_model
 
 
@@ -42,7 +42,7 @@ class VLLMGenerator:
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
 
     def sampling_params(self, config: GenerationConfig, min_new_tokens: int = 0):
-        # Explicit neutral values for everything the hf backend also pins (bench.generation.hf).
+        # Explicit neutral values for everything the hf backend also pins (bench.evaluation.generation.hf).
         return self._vllm.SamplingParams(n=config.n, temperature=config.temperature, top_p=config.top_p,
                                          top_k=-1, min_p=0.0, repetition_penalty=1.0,
                                          max_tokens=config.max_new_tokens, seed=config.seed,
