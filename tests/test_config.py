@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.suite.load import expand_runs, load_suite, stage_hash
+from bench.hashing import content_hash
+from bench.suite.load import load_suite
+from bench.suite.runs import expand_runs
 from bench.errors import SuiteError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,11 +165,11 @@ def test_set_errors_name_the_field(tmp_path, override, field):
 
 
 # ---------------------------------------------------------------- run ids
-def test_stage_hash_is_canonical():
-    assert stage_hash({"a": 1, "b": [1, 2]}) == stage_hash({"b": [1, 2], "a": 1})
+def test_content_hash_is_canonical():
+    assert content_hash({"a": 1, "b": [1, 2]}) == content_hash({"b": [1, 2], "a": 1})
     expected = hashlib.sha256(json.dumps([{"a": 1}], separators=(",", ":")).encode()).hexdigest()[:12]
-    assert stage_hash({"a": 1}) == expected
-    assert stage_hash({"a": 1}) != stage_hash({"a": 2})
+    assert content_hash({"a": 1}) == expected
+    assert content_hash({"a": 1}) != content_hash({"a": 2})
 
 
 def _ids(tmp_path, text, name="s.yaml", overrides=()):
@@ -251,3 +253,61 @@ def test_set_paths_are_relative_to_the_current_directory(tmp_path, monkeypatch):
     with pytest.raises(SuiteError, match=r"data file .*missing.jsonl does not exist \(a relative path in the suite "
                                          r"file is read from the suite's folder"):
         load_suite(suite, ["data.path=./missing.jsonl"])
+
+
+# ---------------------------------------------------------------- one expansion, one validation
+GRID = "name: t\nseeds: [0, 1]\nobjectives:\n  - name: dpo\n    params: {beta: [0.1, 0.3]}\n  - name: simpo\n"
+
+
+def _count_calls(monkeypatch, owner, name: str) -> list:
+    calls = []
+    original = getattr(owner, name)
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counting)
+    return calls
+
+
+def test_load_suite_expands_the_grid_once_and_validate_and_the_runner_reuse_it(tmp_path, monkeypatch):
+    import bench.suite.runs
+    from bench.errors import BenchError
+    from bench.run.runner import run_suite
+    from bench.suite.validate import validate_suite
+
+    path = write(tmp_path, GRID)
+    calls = _count_calls(monkeypatch, bench.suite.runs, "_entry_runs")
+    suite = load_suite(path)
+    assert len(calls) == 2 and len(suite.runs) == (2 + 1) * 2     # one call per objective entry
+    assert [r.run_id for r in suite.runs] == [r.run_id for r in expand_runs(suite)]
+
+    calls.clear()
+    monkeypatch.setattr("bench.suite.validate.check_budget", lambda suite: "budget not checked here")
+    assert validate_suite(path).num_runs == 6
+    assert len(calls) == 2
+    calls.clear()
+    with pytest.raises(BenchError, match="matches no run"):   # stops after selecting the runs
+        run_suite(path, out_dir=tmp_path / "out", only=["nothing"], progress=False)
+    assert len(calls) == 2
+
+
+def test_hyperparameters_are_validated_once_from_the_suite_to_the_loss(tmp_path, monkeypatch):
+    import torch
+
+    from trainers.objectives import PairLogps
+    from trainers.objectives.base import Objective
+
+    calls = _count_calls(monkeypatch, Objective, "validate")
+    suite = load_suite(write(tmp_path, GRID))
+    assert len(calls) == 3                                      # dpo at two betas, simpo: one each
+    run = suite.runs[1]
+    assert run.objective_spec[0]["beta"] == 0.1 and run.objective is suite.runs[0].objective
+    ones = torch.ones(1, 2)
+    pair = PairLogps(policy_chosen=-ones, policy_rejected=-2 * ones, ref_chosen=-ones, ref_rejected=-ones,
+                     chosen_mask=ones, rejected_mask=ones)
+    for _ in range(3):                                          # training steps
+        loss = run.objective(pair).losses
+    assert len(calls) == 3
+    assert torch.allclose(loss, torch.nn.functional.softplus(torch.tensor([-0.1 * 2.0])))

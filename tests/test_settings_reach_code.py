@@ -66,7 +66,7 @@ NOT_READ_HERE = {
 
 
 def _schema_models() -> list[type[BaseModel]]:
-    from bench.suite.load import Suite
+    from bench.suite.schema import Suite
 
     found: list[type[BaseModel]] = []
 

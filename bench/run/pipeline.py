@@ -319,7 +319,6 @@ def train_key(run, ctx: SuiteContext) -> str:
 
 
 def train_run(run, ctx: SuiteContext, store: StageStore):
-    from trainers.objectives import build_objective
     from trainers.trainer import train
 
     key = train_key(run, ctx)
@@ -329,7 +328,7 @@ def train_run(run, ctx: SuiteContext, store: StageStore):
 
         result = train_with_accelerate(run, ctx, out_dir)
     else:
-        result = train(model_path=str(ctx.reference_dir), objective=build_objective(run.objective_spec),
+        result = train(model_path=str(ctx.reference_dir), objective=run.objective,
                        train_data=ctx.train_data, config=run.training, out_dir=out_dir,
                        reference=ctx.ref_logps if run.needs_reference else None, progress=ctx.progress,
                        trust_remote_code=ctx.suite.model.trust_remote_code)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.run import store as stage_lib
 from bench.tables.aggregate import PolicyRecord
-from bench.suite.load import expand_runs, load_suite
+from bench.suite.load import load_suite
 from bench.errors import BenchError
 from bench.run.progress import StageProgress
 
@@ -56,7 +56,7 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True)
     check_lm_eval_tasks(suite)
     if suite.launcher == "accelerate":
         check_accelerate_config(suite)
-    runs = select_runs(expand_runs(suite), only)
+    runs = select_runs(suite.runs, only)
     out = Path(out_dir) if out_dir else Path("results") / suite.name
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,15 @@
 """The suite schema: pydantic sections of a suite file, strict (unknown keys are errors).
 
-Pure data: loading YAML, `--set` overrides, grid expansion and friendly error messages
-live in `bench.suite.load`; each stage consumes its own section from here.
+Pure data. Reading the file (`yaml_file`), `--set` overrides (`overrides`), paths (`paths`),
+one-line errors (`field_errors`) and grid expansion (`runs`) are modules beside this one;
+`bench.suite.load.load_suite` puts them together. Each stage consumes its own section from here.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, PrivateAttr, model_validator
 
 # The training sections are the trainer's own settings (the trainer imports nothing from bench).
 from trainers.config import LoraSpec, Seed, Strict, TrainConfig  # noqa: F401  (the suite's names for them)
@@ -110,3 +112,76 @@ class ScoringConfig(Strict):
     # The baseline every other objective is compared with (paired Δ, p-values, Holm): a label
     # or an objective name with one label in the suite. Empty: no comparisons.
     compare_to: str | None = "dpo"
+
+
+class TermEntry(Strict):
+    """One weighted term of a composite objective, e.g. `{name: nll, weight: 0.2}`."""
+
+    name: str
+    weight: float = 1.0
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ObjectiveEntry(Strict):
+    """One objective of a suite; list values in `params` or `training` expand into a grid."""
+
+    name: str | None = None
+    label: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    terms: list[TermEntry] | None = None
+    training: dict[str, Any] = Field(default_factory=dict)   # overrides of the suite's TrainConfig
+
+    @model_validator(mode="after")
+    def _name_or_terms(self):
+        if (self.name is None) == (self.terms is None):
+            raise ValueError("give exactly one of 'name' (one objective) or 'terms' (a weighted list)")
+        if self.terms is not None and not self.terms:
+            raise ValueError("terms must not be empty")
+        if self.terms is not None and self.params:
+            raise ValueError("params belong inside each term when 'terms' is given")
+        return self
+
+
+class AccelerateSection(Strict):
+    num_processes: PositiveInt = 1
+    config_file: str | None = None
+
+
+class Suite(Strict):
+    name: str = Field(pattern=r"^[a-z0-9_-]+$")
+    description: str = ""
+    seeds: list[Seed] = Field(min_length=1)
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    sft: SFTConfig = SFTConfig()
+    reward_model: RewardModelConfig = RewardModelConfig()
+    training: TrainConfig = TrainConfig()
+    objectives: list[ObjectiveEntry] = Field(min_length=1)
+    generation: GenerationConfigSection = GenerationConfigSection()
+    scoring: ScoringConfig = ScoringConfig()
+    launcher: Literal["inprocess", "accelerate"] = "inprocess"
+    accelerate: AccelerateSection = AccelerateSection()
+    # false: a run's trained weights are deleted once its evaluation is stored (a 0.5B suite
+    # writes 21 x ~1 GB); a rerun then reuses the evaluation instead of retraining.
+    keep_checkpoints: bool = True
+
+    _source: str = PrivateAttr(default="<suite>")
+    # The runs the grid expands to, set once by `load_suite` (bench.suite.runs.expand_runs);
+    # every later reader (validate, the runner) takes them from here.
+    _runs: tuple | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> str:
+        """The suite file this suite was loaded from (for error messages)."""
+        return self._source
+
+    @property
+    def suite_dir(self) -> Path:
+        return Path(self._source).resolve().parent
+
+    @property
+    def runs(self) -> list:
+        """Every run (`bench.suite.runs.RunSpec`), as `load_suite` expanded them."""
+        if self._runs is None:
+            raise RuntimeError("this Suite was not made by load_suite, so its grid was never expanded")
+        return list(self._runs)

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from bench.suite.load import RunSpec, Suite, expand_runs, load_suite
+from bench.suite.load import load_suite
+from bench.suite.runs import RunSpec
+from bench.suite.schema import Suite
 from bench.errors import BenchError, ModelNotFoundError, NetworkRequiredError, SuiteError, SuiteErrors
 
 BUILTIN_PREFIX = "builtin:"
@@ -61,7 +63,7 @@ def validate_suite(path, overrides=()) -> ValidationSummary:
     a single one as its own error, several as `SuiteErrors` (a check that cannot run because
     an earlier one failed, such as batch sizes without readable data, is skipped)."""
     suite = load_suite(path, list(overrides))   # schema errors: all of them at once
-    summary = ValidationSummary(suite=suite.name, file=str(path), runs=expand_runs(suite),
+    summary = ValidationSummary(suite=suite.name, file=str(path), runs=suite.runs,
                                 description=suite.description)
     errors: list[BenchError] = []
 
@@ -155,7 +157,7 @@ def check_accelerate_config(suite: Suite) -> str:
         raise SuiteError(suite.source, field, f"{path}: distributed_type {kind!r} is not supported by the trainer; "
                                               f"use one of {', '.join(SUPPORTED_DISTRIBUTED_TYPES)} "
                                               "(configs/accelerate/ has DDP and FSDP files)")
-    if kind == "FSDP" and any(run.training.lora is not None for run in expand_runs(suite)):
+    if kind == "FSDP" and any(run.training.lora is not None for run in suite.runs):
         raise SuiteError(suite.source, "training.lora", f"LoRA is not supported under FSDP ({path}); "
                                                         "use DDP (no config file) for LoRA runs")
     import torch

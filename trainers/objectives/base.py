@@ -223,7 +223,12 @@ class Objective:
         return {name: spec.check(self.name, hp.get(name, spec.default)) for name, spec in specs.items()}
 
     def __call__(self, pair: PairLogps, **hp: Any) -> ObjectiveOutput:
-        resolved = self.validate(**hp)
+        """The loss with `hp` validated first (defaults filled): for a direct call."""
+        return self.compute(pair, self.validate(**hp))
+
+    def compute(self, pair: PairLogps, resolved: dict) -> ObjectiveOutput:
+        """The loss with hyperparameters that `validate` already returned (not checked again:
+        a composite validates its terms once, when it is built, not at every step)."""
         self.check_inputs(pair)
         out = self.fn(pair, **resolved)
         return ObjectiveOutput(out.losses.float(), out.metrics)

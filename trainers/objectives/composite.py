@@ -10,8 +10,10 @@ from .base import ObjectiveError, ObjectiveOutput, PairLogps, get_objective
 class CompositeObjective:
     """Σ_j weight_j · ℓ_j per pair; metrics of term j are prefixed `<name>/`.
 
-    Hyperparameters are validated once, when the composite is built, so a bad suite fails
-    before training; `needs_reference` is true when any term needs it.
+    `terms` are (objective, weight, hyperparameters that `objective.validate` returned): they
+    are validated once, before the composite is built (by `build_objective`, or by the suite
+    loader, which names the suite field of a bad value), so a bad suite fails before training
+    and no step validates them again; `needs_reference` is true when any term needs it.
     """
 
     def __init__(self, terms: list[tuple[Any, float, dict]]):
@@ -23,7 +25,7 @@ class CompositeObjective:
     def __call__(self, pair: PairLogps) -> ObjectiveOutput:
         total, metrics = None, {}
         for (obj, weight, hp), prefix in zip(self.terms, self._prefixes):
-            out = obj(pair, **hp)
+            out = obj.compute(pair, hp)
             total = weight * out.losses if total is None else total + weight * out.losses
             metrics[f"{prefix}/loss"] = out.losses.detach()
             metrics.update({f"{prefix}/{key}": value for key, value in out.metrics.items()})
