@@ -1,5 +1,5 @@
 """Objectives against hand-worked values, independent (TRL-formula) implementations and the
-properties stated in OBJECTIVES.md."""
+properties stated in docs/OBJECTIVES.md."""
 from __future__ import annotations
 
 import math

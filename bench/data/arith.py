@@ -1,6 +1,6 @@
 """`arith`: a synthetic arithmetic task with a gold verifier, deterministic by seed.
 
-The offline analogue of the math-reasoning setting of the ADPO paper (DESIGN.md §5):
+The offline analogue of the math-reasoning setting of the ADPO paper (docs/DESIGN.md §5):
 a prompt is a problem (``"Compute 37+8*6-5.\\n"``), a response is a short worked solution
 (``" 8*6=48. 37+48=85. 85-5=80. Answer: 80"``). The rejected response of a pair errs at
 one random step and carries the wrong value through to a wrong final answer, so

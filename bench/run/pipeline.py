@@ -1,4 +1,4 @@
-"""The stage functions the runner strings together (one function per stage of DESIGN.md §3).
+"""The stage functions the runner strings together (one function per stage of docs/DESIGN.md §3).
 
 Every stage's cache key is the hash of everything its output depends on, so a change to
 one section of a suite redoes exactly the stages downstream of it.

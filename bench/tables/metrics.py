@@ -1,4 +1,4 @@
-"""Metrics of the results table (definitions: DESIGN.md section 4), in numpy.
+"""Metrics of the results table (definitions: docs/DESIGN.md section 4), in numpy.
 
 Every interval is a 95% interval. Bootstrap intervals resample *prompts* (the unit the
 eval set was drawn in) with `numpy.random.default_rng(seed)`, so the same inputs and seed

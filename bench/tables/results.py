@@ -1,6 +1,6 @@
 """The tidy results table (one row per run × scorer × metric), run manifests and provenance.
 
-Layout of a results folder (DESIGN.md section 6):
+Layout of a results folder (docs/DESIGN.md section 6):
 
 - ``results.parquet`` / ``results.csv``: columns :data:`RESULT_COLUMNS`;
 - ``runs.parquet``: one row per run with its resolved configuration, status and provenance;
@@ -80,7 +80,7 @@ METRICS: dict[tuple[str, str], MetricInfo] = {
     ("drift", "logratio_rejected"): MetricInfo("rejected drift r_l", None),
     ("drift", "logratio_chosen_per_token"): MetricInfo("r_w per token", None),
     ("drift", "logratio_rejected_per_token"): MetricInfo("r_l per token", None),
-    # The failure ADPO targets is the chosen response losing likelihood (OBJECTIVES.md):
+    # The failure ADPO targets is the chosen response losing likelihood (docs/OBJECTIVES.md):
     # fewer pairs with the chosen log-prob down is better.
     ("drift", "chosen_logp_down"): MetricInfo("chosen log-prob down", False, UNIT),
     ("drift", "implicit_accuracy"): MetricInfo("implicit reward acc", True, UNIT),

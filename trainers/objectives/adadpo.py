@@ -36,7 +36,7 @@ def adadpo(pair: PairLogps, *, beta: float, balance_space: str, length_normalize
     """AdaDPO (Chen et al. 2026, arXiv:2605.28440): ℓ = −log σ(β_w·r_w − β·r_l), β_w = β·min(ρ, C).
 
     ρ is a per-pair stop-gradient coefficient that equalises the per-token gradient magnitudes
-    of chosen and rejected (OBJECTIVES.md). Metrics: `beta_w`, `beta_r_w` = β·r_w,
+    of chosen and rejected (docs/OBJECTIVES.md). Metrics: `beta_w`, `beta_r_w` = β·r_w,
     `beta_w_r_w` = β_w·r_w (the loss is not comparable to DPO's, so both are logged).
     """
     log_rho = balance_log_ratio(pair, balance_space, length_normalize)

@@ -1,6 +1,6 @@
 """Core types of the objective library: inputs, outputs, hyperparameter specs, the registry.
 
-Every objective is a pure function of per-token log-probs (see /work/shared/docs/OBJECTIVES.md).
+Every objective is a pure function of per-token log-probs (see docs/OBJECTIVES.md).
 An `Objective` wraps that function with metadata (hyperparameters, reference need, paper) and
 validates hyperparameters before the function sees them, so a misspelt suite fails at once
 with one line naming the objective, the parameter, the value and what is allowed.

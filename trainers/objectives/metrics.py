@@ -1,4 +1,4 @@
-"""The metrics every objective logs identically (OBJECTIVES.md, last section).
+"""The metrics every objective logs identically (docs/OBJECTIVES.md, last section).
 
 The trainer calls `pair_metrics` on every batch, whatever the objective, so `margin` or
 `accuracy` mean the same thing in every run. All values are detached float32 [B] tensors
