@@ -303,3 +303,21 @@ def test_moved_results_folder_and_relative_out_recompute_nothing(finished, tmp_p
     assert again.returncode == 0, again.stderr[-3000:]
     assert "(0 stages computed" in again.stdout
     assert (moved / "results.csv").read_bytes() == (out / "results.csv").read_bytes()
+
+
+def test_python_api_reads_the_table_and_reruns_a_loaded_suite(finished):
+    """`from bench import run_suite, load_results`: the CLI's table, and a rerun that reuses it."""
+    from bench import load_results, run_suite
+    from bench.errors import BenchError
+    from bench.suite.load import load_suite
+
+    out, _ = finished
+    table = load_results(out)
+    assert RESULT_COLUMNS <= set(table.columns)
+    assert len(table) == len(pd.read_csv(out / "results.csv"))
+    suite = load_suite(SUITE)
+    with pytest.raises(BenchError, match="overrides apply when a suite file is loaded"):
+        run_suite(suite, out=out, overrides=["seeds=[0]"])
+    again = run_suite(suite, out=out)                 # every stage is reused: the same table
+    pd.testing.assert_frame_equal(again, table)
+    assert again.attrs["summary"].startswith("suite ci_smoke: 9/9 runs ok") and again.attrs["out"] == str(out)

@@ -1,4 +1,4 @@
-"""Run a suite: the stages of DESIGN.md section 3, each cached by the hash of its inputs.
+"""Run a suite: the stages of docs/DESIGN.md section 3, each cached by the hash of its inputs.
 
     data -> base (model + optional SFT reference) -> reward -> ref_logps -> train (per run)
          -> evaluate (reference once, then every trained policy) -> aggregate
@@ -19,6 +19,7 @@ from pathlib import Path
 from bench.run import store as stage_lib
 from bench.tables.aggregate import PolicyRecord
 from bench.suite.load import load_suite
+from bench.suite.schema import Suite
 from bench.errors import BenchError
 from bench.run.progress import StageProgress
 
@@ -46,8 +47,14 @@ class RunSummary:
 
 
 def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True) -> RunSummary:
+    """Run a suite file (with `--set` overrides), or a `Suite` that `load_suite` returned."""
     started = time.time()
-    suite = load_suite(suite_path, list(overrides))
+    if isinstance(suite_path, Suite):
+        if overrides:
+            raise BenchError("overrides apply when a suite file is loaded; pass them to load_suite")
+        suite = suite_path
+    else:
+        suite = load_suite(suite_path, list(overrides))
     # What `validate` checks cheaply and a later stage would only find after the data, SFT,
     # reward-model and reference stages: checked now, before any stage runs.
     from bench.suite.validate import check_accelerate_config, check_backend, check_lm_eval_tasks
@@ -76,7 +83,7 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True)
         write_resolved_suite(suite, out)
         bar = StageProgress(total_runs=len(runs), enabled=progress)
         try:
-            records, leaderboard = _run_stages(suite, Path(suite_path), runs, store, out, bar, progress)
+            records, leaderboard = _run_stages(suite, Path(suite.source), runs, store, out, bar, progress)
         except BenchError:
             raise
         except Exception as err:  # a suite-level stage broke: one line here, the traceback in a log
