@@ -1,6 +1,7 @@
 """Leaderboard aggregation (hand-computed t-intervals), rendering with bold best, files and plots."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -9,8 +10,11 @@ import pytest
 
 from bench.tables import plots
 from bench.errors import BenchError
-from bench.tables.report import (aggregate, leaderboard, metric_keys, render, report_text, t_interval, write_report,
-                          write_report_files)
+from bench.tables.cells import aggregate
+from bench.tables.leaderboard import leaderboard, metric_keys
+from bench.tables.metrics import seed_aggregate
+from bench.tables.render import render
+from bench.tables.report import report_text, write_report, write_report_files
 from bench.tables.results import make_row, write_results
 
 T_975_DF2 = 4.302652729749464   # Student t quantile 0.975 with 2 degrees of freedom
@@ -79,11 +83,11 @@ def synthetic(tmp_path=None, train_logs=False):
 
 
 def test_t_interval_by_hand():
-    mean, low, high, n = t_interval([0.60, 0.62, 0.64])
+    mean, low, high, n = dataclasses.astuple(seed_aggregate([0.60, 0.62, 0.64]))
     half = T_975_DF2 * 0.02 / math.sqrt(3)
     assert (mean, n) == (pytest.approx(0.62), 3)
     assert low == pytest.approx(0.62 - half) and high == pytest.approx(0.62 + half)
-    assert math.isnan(t_interval([1.0])[1])
+    assert math.isnan(seed_aggregate([1.0]).ci_low)
 
 
 def test_leaderboard_means_intervals_and_failed_runs():

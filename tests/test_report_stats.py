@@ -11,8 +11,12 @@ import pytest
 
 from bench.tables import stats
 from bench.tables.aggregate import PolicyRecord, drift_units, policy_units
-from bench.tables.report import (COMPARISONS_FILE, StatsSettings, aggregate, comparisons, leaderboard, read_settings,
-                          render, resolve_baseline, t_interval, write_report_files, write_settings)
+from bench.tables.cells import aggregate
+from bench.tables.comparisons import comparisons, resolve_baseline
+from bench.tables.leaderboard import StatsSettings, leaderboard, read_settings, write_settings
+from bench.tables.metrics import seed_aggregate
+from bench.tables.render import render
+from bench.tables.report import COMPARISONS_FILE, write_report_files
 from bench.tables.results import make_row, read_units, write_results, write_units
 
 GOLD = ("gold", "accuracy")
@@ -44,7 +48,7 @@ def test_proportion_across_three_seeds_stays_in_unit_interval():
     first[rng.choice(40, 12, replace=False)] = 0.0
     results, runs, units = folder_tables({"dpo": ("dpo", {0: {GOLD: first}, 1: {GOLD: np.ones(40)},
                                                           2: {GOLD: np.ones(40)}})})
-    _, t_low, t_high, _ = t_interval([0.7, 1.0, 1.0])
+    t_low, t_high = seed_aggregate([0.7, 1.0, 1.0]).ci_low, seed_aggregate([0.7, 1.0, 1.0]).ci_high
     assert t_high > 1.0
     for table in (units, None):      # with unit values, and the fallback without them
         row = aggregate(results, runs, table, n_boot=500).iloc[0]

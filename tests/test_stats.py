@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bench.tables import stats
-from bench.tables.report import t_interval
+from bench.tables.metrics import seed_aggregate
 
 
 def test_two_seeds_without_prompt_noise_give_the_three_possible_means():
@@ -30,7 +30,8 @@ def test_expanded_seed_stage_matches_student_t_width_with_many_resamples():
     # Seeds only (one unit): the expanded interval of 5 normal-ish values is close to the
     # t-interval (the plain percentile bootstrap is much narrower).
     values = np.array([0.1, 0.3, 0.35, 0.5, 0.75])
-    mean, t_low, t_high, _ = t_interval(values)
+    t = seed_aggregate(values)
+    mean, t_low, t_high = t.value, t.ci_low, t.ci_high
     est = stats.two_way_interval(values[:, None], n_boot=20000, rng=np.random.default_rng(3))
     plain = stats.two_way_interval(values[:, None], n_boot=20000, rng=np.random.default_rng(3), expand=False)
     assert est.ci_high - est.ci_low == pytest.approx(t_high - t_low, rel=0.1)

@@ -418,7 +418,8 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
 
     from bench.run import aggregate_cache
     from bench.tables.aggregate import policy_units
-    from bench.tables.report import StatsSettings, write_report, write_settings
+    from bench.tables.leaderboard import StatsSettings, write_settings
+    from bench.tables.report import write_report
     from bench.tables.results import provenance, write_results, write_units
 
     reference_judgments = pd.read_parquet(reference_eval / "judgments.parquet")

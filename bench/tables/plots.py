@@ -16,7 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.tables.report import aggregate, failed_run_ids  # noqa: E402
+from bench.tables.cells import aggregate, failed_run_ids  # noqa: E402
+from bench.tables.leaderboard import metric_keys  # noqa: E402
 from bench.tables.results import REFERENCE, metric_info  # noqa: E402
 
 DRIFT_KEY = "logratio/chosen"   # the trainer's train_log.jsonl field for mean r_w
@@ -185,7 +186,6 @@ def plot_granularity_sweep(long: pd.DataFrame, results_df: pd.DataFrame, out_pat
 def plot_deltas(board: pd.DataFrame, out_path: Path) -> Path | None:
     """Δ vs the baseline with its paired 95% interval, one panel per leaderboard metric, one
     row per objective; filled markers are significant after Holm, hollow ones are not."""
-    from bench.tables.report import metric_keys
 
     comp, baseline = board.attrs.get("comparisons"), board.attrs.get("baseline")
     if baseline is None or comp is None or comp.empty:
