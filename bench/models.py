@@ -1,4 +1,4 @@
-"""Load models from a hub id or a local path; build tiny models and a tokenizer in code.
+"""Build tiny models and a tokenizer in code (loading is `trainers.models`).
 
 The embedded default must run offline, so its tokenizer (character level, built with the
 `tokenizers` library) and its Llama-architecture models are made from a config here and

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,7 +207,10 @@ def reward_stage(suite, store: StageStore, data_key: str, base_key: str, referen
                            pair_kind=_pair_kind_function(suite), trust_remote_code=suite.model.trust_remote_code,
                            work_dir=store.work_dir("reward_train", key))
 
-    return store.run("reward", key, build) / "model"
+    model = store.run("reward", key, build) / "model"
+    # The stage holds the finished model: the training folder's copy and resume state go.
+    shutil.rmtree(store.path("reward_train", key), ignore_errors=True)
+    return model
 
 
 def _pair_kind_function(suite):
