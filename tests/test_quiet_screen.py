@@ -5,7 +5,7 @@ import logging
 
 from tqdm.auto import tqdm
 
-from bench.run.progress import output_to_log
+from bench.evaluation.capture import output_to_log
 
 
 def test_third_party_messages_and_bars_go_to_the_log(tmp_path, capfd):

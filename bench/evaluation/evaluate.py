@@ -20,6 +20,7 @@ import torch
 
 from bench.tables.aggregate import JUDGMENTS, LM_EVAL_UNITS
 from bench.evaluation.generation.base import GenerationConfig, encode_prompt, get_generator, write_generations
+from bench.evaluation.capture import output_to_log
 from bench.suite.schema import GenerationConfigSection, LmEvalConfig
 from trainers.tokenize import TokenizedPair, render_prompt
 
@@ -159,7 +160,6 @@ def evaluate_policy(policy_dir: Path, ctx: EvalContext, out_dir: Path, *, is_ref
     if ctx.lm_eval.tasks:
         from bench.evaluation.scoring.lm_eval_scorer import evaluate as lm_evaluate
 
-        from bench.run.progress import output_to_log
 
         gen = ctx.generation
         per_doc: dict = {}

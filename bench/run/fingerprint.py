@@ -13,6 +13,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from bench.suite.paths import tasks_dir
+
 BUILTIN_PREFIX = "builtin:"
 
 
@@ -90,7 +92,6 @@ def fingerprint(name_or_path: str | None, repo_type: str = "model") -> str | Non
 
 def suite_fingerprints(suite) -> dict[str, str | None]:
     """Fingerprints of everything a suite reads from outside: policy, data, reward model, lm-eval tasks."""
-    from bench.run.pipeline import tasks_dir
 
     data = suite.data
     if data.path:

@@ -15,6 +15,7 @@ from bench.tables.aggregate import PolicyRecord, policy_rows
 from bench.evaluation.evaluate import EvalContext, chosen_judgments, evaluate_policy
 from bench.hashing import content_hash
 from bench.run.store import StageStore
+from bench.suite.paths import tasks_dir
 
 BUILTIN_PREFIX = "builtin:"
 PAIR_FILES = ("train", "eval", "drift")
@@ -307,14 +308,6 @@ def _portable(path: Path | None, root: Path) -> str | None:
 
 
 AGGREGATE_ONLY_SCORING = {"compare_to", "bootstrap_samples"}
-
-
-def tasks_dir(suite) -> Path | None:
-    """lm-eval's include path: `scoring.lm_eval.include_path`, else `tasks/` beside the suite file."""
-    if suite.scoring.lm_eval.include_path:
-        return Path(suite.scoring.lm_eval.include_path)
-    tasks = suite.suite_dir / "tasks"
-    return tasks if tasks.is_dir() else None
 
 
 # ---------------------------------------------------------------- train and evaluate

@@ -43,3 +43,11 @@ def resolve_override_path(data: dict, override: str) -> None:
     key = tuple(p.strip() for p in override.partition("=")[0].split("."))
     if key in PATH_FIELDS:
         _resolve_at(data, key, Path.cwd())
+
+
+def tasks_dir(suite) -> Path | None:
+    """lm-eval's include path: `scoring.lm_eval.include_path`, else `tasks/` beside the suite file."""
+    if suite.scoring.lm_eval.include_path:
+        return Path(suite.scoring.lm_eval.include_path)
+    tasks = suite.suite_dir / "tasks"
+    return tasks if tasks.is_dir() else None

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from bench.suite.load import load_suite
+from bench.suite.paths import tasks_dir
 from bench.suite.runs import RunSpec
 from bench.suite.schema import Suite
 from bench.errors import BenchError, ModelNotFoundError, NetworkRequiredError, SuiteError, SuiteErrors
@@ -313,7 +314,6 @@ def check_lm_eval_tasks(suite: Suite) -> str:
     tasks = suite.scoring.lm_eval.tasks
     if not tasks:
         return "lm-eval: no tasks"
-    from bench.run.pipeline import tasks_dir
 
     local = tasks_dir(suite)  # scoring.lm_eval.include_path, else tasks/ next to the suite file
     if local is not None and not local.is_dir():
