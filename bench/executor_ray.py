@@ -1,0 +1,115 @@
+"""`executor: {kind: ray}`: each run a Ray task asking for `gpus_per_run` GPUs and
+`cpus_per_run` CPUs; Ray places it on a node that has them and sets its CUDA_VISIBLE_DEVICES.
+
+`executor.ray.address` names a running cluster ("auto", or "ray://head:10001"); without it the
+command starts a Ray on this machine and stops it at the end (`ray.num_cpus`/`ray.num_gpus`
+declare what it offers: logical GPUs schedule by GPU on a machine without any, as the test
+does). Every node must import this package and see the results folder at the same path
+(a shared filesystem). A task whose worker dies is not retried by Ray (max_retries=0): its
+run is reported failed, and the next `run` resumes it from its saved state.
+"""
+from __future__ import annotations
+
+import os
+from collections import deque
+from pathlib import Path
+
+from bench.errors import BenchError
+from bench.executors import Fanout, pin_threads
+
+POLL_SECONDS = 0.5
+STOP_GRACE_SECONDS = 120
+
+
+def _ray_task(function, task, ctx, out: str, threads: int):
+    pin_threads(threads)          # GPUs: Ray has set CUDA_VISIBLE_DEVICES to this task's own
+    from bench.cli import quiet_library_noise
+
+    quiet_library_noise()
+    return function(task, ctx, out)
+
+
+def _package_root() -> str:
+    import bench
+
+    return str(Path(bench.__file__).resolve().parent.parent)
+
+
+def _start(ray, config) -> bool:
+    """Connect to the cluster, or start a local Ray; True when this command started it."""
+    section = config.ray
+    # The workers import this checkout (a local Ray) or the installed package (a cluster).
+    path = os.pathsep.join(p for p in (_package_root(), os.environ.get("PYTHONPATH", "")) if p)
+    options = dict(include_dashboard=False, log_to_driver=False, logging_level="error",
+                   runtime_env={"env_vars": {"PYTHONPATH": path, "TRANSFORMERS_VERBOSITY": "error"}})
+    try:
+        if section.address is None:
+            ray.init(num_cpus=section.num_cpus, num_gpus=section.num_gpus, **options)
+            return True
+        options["runtime_env"]["env_vars"].pop("PYTHONPATH")
+        ray.init(address=section.address, **options)
+        return False
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BenchError(f"executor.ray: could not start or reach Ray "
+                         f"(address {section.address or 'local'}): {first}") from None
+
+
+def run_ray(fanout: Fanout, config) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise BenchError("executor.kind: ray needs Ray; install it with pip install 'prefbench[ray]'") from None
+    started_here = _start(ray, config)
+    try:
+        _fan_out(ray, fanout, config)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _fan_out(ray, fanout: Fanout, config) -> None:
+    offered = ray.cluster_resources()
+    gpus = config.gpus_per_run if config.gpus_per_run is not None else (1 if offered.get("GPU", 0) >= 1 else 0)
+    threads = config.cpus_per_run or 1
+    if gpus > offered.get("GPU", 0) or threads > offered.get("CPU", 0):
+        # Ray would wait forever for a node that can take the task: say so now.
+        raise BenchError(f"executor: a run asks for {gpus} GPU(s) and {threads} CPU(s); the Ray cluster offers "
+                         f"{offered.get('GPU', 0):g} GPU(s) and {offered.get('CPU', 0):g} CPU(s) "
+                         "(executor.gpus_per_run, executor.cpus_per_run, executor.ray)")
+    remote = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(_ray_task)
+    fanout.progress.note(f"ray executor: {offered.get('CPU', 0):g} CPUs, {offered.get('GPU', 0):g} GPUs; "
+                         f"each run {threads} CPU(s), {gpus} GPU(s)")
+    ctx = ray.put(fanout.ctx)           # sent to the object store once, not once per task
+    pending, inflight = deque(fanout.tasks), {}
+    try:
+        while pending or inflight:
+            while pending and (config.workers is None or len(inflight) < config.workers):
+                task = pending.popleft()
+                inflight[remote.remote(fanout.function, task, ctx, str(fanout.out), threads)] = task
+                fanout.started(task)
+            done, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_SECONDS)
+            for ref in done:
+                task = inflight.pop(ref)
+                try:
+                    fanout.finished(task, ray.get(ref))
+                except ray.exceptions.RayError as err:
+                    fanout.failed(task, _reason(err))
+    except BaseException:
+        _stop(ray, inflight)
+        raise
+
+
+def _reason(err) -> str:
+    first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    return (f"its Ray task failed ({type(err).__name__}: {first[:300]}); finished stages are kept, "
+            "run the same command again to resume it")
+
+
+def _stop(ray, inflight: dict) -> None:
+    """Ctrl-C or an error here: cancel the runs in flight (KeyboardInterrupt in each: a training
+    saves its state) and wait for them a while; finished stages are already in place."""
+    for ref in inflight:
+        ray.cancel(ref)
+    if inflight:
+        ray.wait(list(inflight), num_returns=len(inflight), timeout=STOP_GRACE_SECONDS)

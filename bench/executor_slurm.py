@@ -1,0 +1,94 @@
+"""`executor: {kind: slurm}`: each run a Slurm job (one job array) through submitit.
+
+The command runs on a login node: it computes the shared stages there (or in a job of its
+own: `srun ... python bench.py run`), then submits one job per run and waits for them. The
+results folder, the suite's context (written once next to submitit's files) and this
+package must be on a filesystem every node sees at the same path. `executor.slurm.cluster:
+local` runs the same jobs through submitit's local executor (tests, a machine without Slurm).
+"""
+from __future__ import annotations
+
+import pickle
+import signal
+import time
+from pathlib import Path
+
+from bench.errors import BenchError
+from bench.executors import Fanout, pin_threads
+
+POLL_SECONDS = 2.0
+
+
+def _slurm_task(function, task, ctx_file: str, out: str, threads: int):
+    # scancel and the time limit send SIGTERM: stop as on Ctrl-C (a training saves its state)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    pin_threads(threads)          # GPUs: Slurm has set CUDA_VISIBLE_DEVICES to the job's own
+    from bench.cli import quiet_library_noise
+
+    quiet_library_noise()
+    with open(ctx_file, "rb") as fh:
+        ctx = pickle.load(fh)
+    return function(task, ctx, out)
+
+
+def _parameters(config, section) -> dict:
+    gpus = config.gpus_per_run if config.gpus_per_run is not None else (1 if section.cluster == "slurm" else 0)
+    params = dict(timeout_min=section.timeout_min, cpus_per_task=config.cpus_per_run or 1, name="prefbench",
+                  slurm_partition=section.partition, slurm_array_parallelism=config.workers)
+    if gpus:
+        params["gpus_per_node"] = gpus
+    params.update({f"slurm_{key}": value for key, value in section.additional.items()})
+    return params
+
+
+def run_slurm(fanout: Fanout, config) -> None:
+    try:
+        import submitit
+    except ImportError:
+        raise BenchError("executor.kind: slurm needs submitit; install it with pip install 'prefbench[slurm]'") from None
+    section = config.slurm
+    folder = Path(section.folder) if section.folder else fanout.out / "logs" / "slurm"
+    folder.mkdir(parents=True, exist_ok=True)
+    ctx_file = folder / "context.pkl"      # once, not pickled into every job
+    with open(ctx_file, "wb") as fh:
+        pickle.dump(fanout.ctx, fh)
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster=section.cluster)
+        executor.update_parameters(**_parameters(config, section))
+    except (NameError, ValueError, RuntimeError, AssertionError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BenchError(f"executor.slurm: {first}") from None
+    tasks = fanout.tasks
+    n = len(tasks)
+    threads = config.cpus_per_run or 1
+    try:
+        jobs = executor.map_array(_slurm_task, [fanout.function] * n, tasks, [str(ctx_file)] * n, [str(fanout.out)] * n, [threads] * n)
+    except (OSError, RuntimeError) as err:   # no sbatch here, or Slurm refused the array
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BenchError(f"executor.slurm: could not submit the jobs: {first}") from None
+    fanout.progress.note(f"slurm executor ({section.cluster}): {n} jobs submitted, logs in {folder}")
+    for task in tasks:
+        fanout.started(task)
+    waiting = dict(zip(range(n), jobs))
+    try:
+        while waiting:
+            for i, job in list(waiting.items()):
+                if job.done():
+                    del waiting[i]
+                    try:
+                        fanout.finished(tasks[i], job.result())
+                    except Exception as err:  # noqa: BLE001 - a job's failure is its run's, not the suite's
+                        fanout.failed(tasks[i], _reason(job, err))
+            if waiting:
+                time.sleep(POLL_SECONDS)
+    except BaseException:
+        for job in waiting.values():
+            job.cancel(check=False)      # SIGTERM in the job: a training saves its state
+        raise
+
+
+def _reason(job, err) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    detail = lines[-1] if lines else type(err).__name__
+    return (f"slurm job {job.job_id} failed ({detail[:300]}); log: {job.paths.stderr}; finished stages are "
+            "kept, run the same command again to resume it")

@@ -1,0 +1,181 @@
+"""Executors: where a suite's runs train and evaluate, once the shared stages are done.
+
+- `inprocess`: one after another in this process.
+- `local`: N worker processes on this machine, each pinned to its own GPUs
+  (CUDA_VISIBLE_DEVICES) or to its own CPU threads, so two workers on two cores do not
+  oversubscribe them.
+- `ray`: each run a Ray task asking for `gpus_per_run` GPUs, on a cluster
+  (`executor.ray.address`) or on a local Ray this command starts.
+- `slurm`: each run a Slurm job through submitit (optional extra `prefbench[slurm]`).
+
+The parent computes the shared stages (data, reference SFT, reward model, reference
+log-probs) before the fan-out and keeps the results folder's lock. Every executor then runs
+the same `run_task` on the same SuiteContext: a task writes its stages into the shared
+results folder through the stage store (a lock per stage key, atomic renames) and returns
+its record, so the results do not depend on the executor. The reference's evaluation is one
+more task, run beside the first runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.errors import BenchError
+
+REFERENCE_TASK = "reference"
+
+
+@dataclass(frozen=True)
+class Task:
+    index: int                # position in the suite's run order (the results' row order); -1: reference
+    run: object = None        # RunSpec; None for the reference's evaluation
+
+    @property
+    def name(self) -> str:
+        return REFERENCE_TASK if self.run is None else f"{self.run.label} seed={self.run.seed}"
+
+
+@dataclass
+class TaskResult:
+    index: int
+    record: object = None             # PolicyRecord of a run
+    reference_eval: Path | None = None
+    computed: list = field(default_factory=list)
+    reused: list = field(default_factory=list)
+    repaired: list = field(default_factory=list)
+
+
+def run_task(task: Task, ctx, out) -> TaskResult:
+    """One task, on whichever machine: a run's train and evaluate, or the reference's evaluation."""
+    from bench import pipeline, runner
+    from bench.progress import StageProgress
+    from bench.stages import StageStore
+
+    store = StageStore(Path(out))
+    quiet = StageProgress(total_runs=1, enabled=False)   # the parent draws the one progress view
+    result = TaskResult(index=task.index)
+    if task.run is None:
+        result.reference_eval = pipeline.evaluate_reference(ctx, store, quiet)
+    else:
+        result.record = runner.train_and_evaluate(task.run, ctx, store, Path(out), quiet)
+    result.computed, result.reused, result.repaired = store.computed, store.reused, store.repaired
+    return result
+
+
+def quiet_context(ctx):
+    """The context a worker gets: no inner progress bars (several workers would tear them apart)."""
+    return dataclasses.replace(ctx, progress=False, eval_ctx=dataclasses.replace(ctx.eval_ctx, progress=False))
+
+
+def pin_threads(threads: int, devices: list[str] | None = None) -> None:
+    """Limit this process to `threads` CPU threads and, when given, to these GPUs. Called in a
+    worker before its first model: CUDA reads CUDA_VISIBLE_DEVICES once, at its first use."""
+    if devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def failed_record(task: Task, reason: str, out: Path):
+    """The record of a run whose worker died or could not report: failed, with its reason logged."""
+    from bench import pipeline, runner
+    from bench.aggregate import PolicyRecord
+    import json
+
+    run = task.run
+    record = PolicyRecord(run_id=run.run_id, label=run.label, objective=pipeline.objective_name(run),
+                          params=json.dumps(run.params, sort_keys=True), seed=run.seed)
+    runner.fail(record, reason, Path(out))
+    return record
+
+
+def describe_death(exitcode: int | None, pid: int | None) -> str:
+    """Words for a worker that ended without reporting: which signal, or which exit code."""
+    who = f"its worker (pid {pid})" if pid else "its worker"
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        how = f"was killed by {name}"
+    else:
+        how = f"exited with code {exitcode}"
+    return f"{who} {how}; finished stages are kept, run the same command again to resume it"
+
+
+class Fanout:
+    """What every executor shares: the tasks, their results in suite order, the progress view."""
+
+    def __init__(self, ctx, runs, out: Path, progress, *, with_reference: bool = True, function=None):
+        self.out = Path(out)
+        self.ctx = ctx
+        self.function = function or run_task     # a module-level function: it travels by pickle
+        self.tasks = ([Task(-1)] if with_reference else []) + [Task(i, run) for i, run in enumerate(runs)]
+        self.results: dict[int, TaskResult] = {}
+        self.progress = progress
+
+    def started(self, task: Task) -> None:
+        if task.run is not None:
+            self.progress.started(task.name)
+
+    def finished(self, task: Task, result: TaskResult) -> None:
+        self.results[task.index] = result
+        if task.run is not None:
+            self.progress.finished(task.name, ok=result.record.status == "ok", reason=result.record.reason)
+
+    def failed(self, task: Task, reason: str) -> None:
+        """A task whose worker ended without a result: its run is recorded as failed."""
+        if task.run is None:
+            raise BenchError(f"the reference's evaluation failed: {reason}")
+        self.finished(task, TaskResult(index=task.index, record=failed_record(task, reason, self.out)))
+
+    def outcome(self, store):
+        """(reference evaluation folder, run records in suite order); the workers' stage counts
+        are added to the parent's store."""
+        for index in sorted(self.results):
+            result = self.results[index]
+            store.computed += result.computed
+            store.reused += result.reused
+            store.repaired += result.repaired
+        reference = self.results.get(-1)
+        records = [self.results[task.index].record for task in self.tasks if task.run is not None]
+        return (reference.reference_eval if reference else None), records
+
+
+def execute(config, ctx, runs, out: Path, store, progress):
+    """Run every task on the configured executor; returns (reference evaluation, records)."""
+    fanout = Fanout(quiet_context(ctx), runs, out, progress)
+    if config.kind == "local":
+        from bench.executor_local import run_local
+
+        run_local(fanout, config)
+    elif config.kind == "ray":
+        from bench.executor_ray import run_ray
+
+        run_ray(fanout, config)
+    elif config.kind == "slurm":
+        from bench.executor_slurm import run_slurm
+
+        run_slurm(fanout, config)
+    else:
+        raise BenchError(f"executor.kind: {config.kind!r} is not an executor (inprocess, local, ray, slurm)")
+    progress.close()
+    return fanout.outcome(store)
+
+
+def wait_or_kill(procs, seconds: float) -> None:
+    """Wait up to `seconds` for every process to end; kill those still alive."""
+    deadline = time.monotonic() + seconds
+    for proc in procs:
+        proc.join(timeout=max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=10)

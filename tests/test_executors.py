@@ -1,0 +1,118 @@
+"""The executors' mechanics with stand-in tasks (tests/helpers_executors.py): pinning, a killed
+worker, a failing run, Ctrl-C. The same suite's results on every executor: tests/test_executors_e2e.py."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.errors import BenchError
+from bench.run.local_workers import plan, run_local
+from tests.helpers_executors import config, fanout, outcome
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- the plan: who gets which GPUs and threads
+def test_each_local_worker_gets_its_own_gpus():
+    workers, threads, devices = plan(config(gpus_per_run=2), gpus=[str(i) for i in range(8)], cores=16)
+    assert (workers, threads, devices) == (4, 4, [["0", "1"], ["2", "3"], ["4", "5"], ["6", "7"]])
+    assert plan(config(workers=3), gpus=["2", "5", "7"], cores=6) == (3, 2, [["2"], ["5"], ["7"]])
+
+
+def test_too_many_gpus_asked_for_is_one_line():
+    with pytest.raises(BenchError, match=r"3 workers x 2 GPU\(s\) per run need 6 GPUs; 4 are visible"):
+        plan(config(workers=3, gpus_per_run=2), gpus=["0", "1", "2", "3"], cores=8)
+    with pytest.raises(BenchError, match="no GPU is visible"):
+        plan(config(gpus_per_run=1), gpus=[], cores=2)
+
+
+def test_cpu_workers_share_the_cores_and_hide_the_gpus():
+    assert plan(config(workers=2), gpus=[], cores=2) == (2, 1, None)     # 2 workers on 2 cores: 1 thread each
+    assert plan(config(), gpus=[], cores=4) == (4, 1, None)
+    assert plan(config(workers=2, gpus_per_run=0), gpus=["0"], cores=8) == (2, 4, [[], []])
+
+
+# ---------------------------------------------------------------- the local workers
+def test_local_workers_are_pinned_and_results_come_back_in_suite_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    fan = fanout({}, ["a", "b", "c", "d"], tmp_path)
+    run_local(fan, config(workers=2, gpus_per_run=1, cpus_per_run=1))
+    records, store = outcome(fan)
+    assert list(records) == ["a", "b", "c", "d"] and all(r.status == "ok" for r in records.values())
+    seen = [r.train_summary for r in records.values()]
+    assert {s["cuda"] for s in seen} == {"5", "7"}         # one GPU each, never both
+    assert {s["threads"] for s in seen} == {1} and {s["omp"] for s in seen} == {"1"}
+    assert len({s["pid"] for s in seen}) == 2              # two workers, reused across runs
+    assert store.computed == [f"train/{x}" for x in "abcd"]
+
+
+def _wait_for(path: Path, seconds: float = 60) -> None:
+    deadline = time.time() + seconds
+    while not path.exists():
+        assert time.time() < deadline, f"{path.name} never appeared"
+        time.sleep(0.05)
+
+
+def test_a_killed_worker_fails_its_run_alone(tmp_path):
+    import threading
+
+    fan = fanout({"b": "wait"}, ["a", "b", "c", "d"], tmp_path)
+
+    def kill_b():
+        _wait_for(tmp_path / "b.pid")
+        os.kill(int((tmp_path / "b.pid").read_text()), signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_b)
+    killer.start()
+    run_local(fan, config(workers=2, cpus_per_run=1))
+    killer.join()
+    records, _ = outcome(fan)
+    assert [records[x].status for x in "abcd"] == ["ok", "failed", "ok", "ok"]
+    assert "was killed by SIGKILL" in records["b"].reason and "run the same command again" in records["b"].reason
+    assert "SIGKILL" in (tmp_path / "logs" / "b-0.log").read_text()
+    assert ("finished", "b seed=0", False) in fan.progress.events
+
+
+def test_a_run_that_raises_fails_alone(tmp_path):
+    fan = fanout({"a": "raise"}, ["a", "b"], tmp_path)
+    run_local(fan, config(workers=1, cpus_per_run=1))
+    records, _ = outcome(fan)
+    assert records["a"].status == "failed" and records["a"].reason == "RuntimeError: boom in a"
+    assert records["b"].status == "ok"
+
+
+STOPPER = """
+import sys
+from pathlib import Path
+from tests.helpers_executors import config, fanout
+from bench.run.local_workers import run_local
+out = Path(sys.argv[1])
+fan = fanout({"a": "wait", "b": "wait"}, ["a", "b", "c"], out)
+try:
+    run_local(fan, config(workers=2, cpus_per_run=1))
+except KeyboardInterrupt:
+    print("stopped", flush=True)
+"""
+
+
+def test_ctrl_c_stops_every_worker_once(tmp_path):
+    parent = subprocess.Popen([sys.executable, "-c", STOPPER, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
+                              text=True)
+    _wait_for(tmp_path / "a.pid")
+    _wait_for(tmp_path / "b.pid")
+    workers = [int((tmp_path / f"{x}.pid").read_text()) for x in "ab"]
+    parent.send_signal(signal.SIGINT)           # the parent only: as Ctrl-C, workers are in their own session
+    out, _ = parent.communicate(timeout=120)
+    assert out.strip() == "stopped"
+    for label in "ab":                          # each saw one KeyboardInterrupt, in its task
+        assert (tmp_path / f"{label}.stopped").read_text() == "SIGINT"
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not (tmp_path / "c.pid").exists()    # nothing new started after Ctrl-C
