@@ -83,8 +83,12 @@ set_option = click.option(
 @click.option("--only", multiple=True, metavar="NAME",
               help="Run only objectives whose label or name matches (repeatable).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--executor", type=click.Choice(["inprocess", "local", "ray", "slurm"]), default=None,
+              help="Where the runs train and evaluate (default: the suite's executor.kind, else inprocess).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="local: worker processes; ray, slurm: runs at once (the suite's executor.workers).")
 @one_line_errors
-def run(suite, overrides, out_dir, only, quiet):
+def run(suite, overrides, out_dir, only, quiet, executor, workers):
     """Train every objective of SUITE, generate, score, and write the results and leaderboard."""
     import signal
 
@@ -92,13 +96,14 @@ def run(suite, overrides, out_dir, only, quiet):
 
     # SIGTERM (a scheduler, `kill`) stops like Ctrl-C: temporaries removed, training state saved.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    _quiet_library_noise()
-    summary = run_suite(suite, overrides=list(overrides), out_dir=out_dir, only=list(only), progress=not quiet)
+    quiet_library_noise()
+    summary = run_suite(suite, overrides=list(overrides), out_dir=out_dir, only=list(only), progress=not quiet,
+                        executor=executor, workers=workers)
     click.echo(summary.text())
     sys.exit(1 if summary.failed else 0)
 
 
-def _quiet_library_noise() -> None:
+def quiet_library_noise() -> None:
     """The harness's own bars say where a run is; transformers' per-load bars only add noise."""
     import os
 
@@ -241,6 +246,21 @@ def perf_mfu(size, seq_len, batch_size, steps, warmup_steps, gradient_checkpoint
 
     run_perf(size=size, seq_len=seq_len, batch_size=batch_size, steps=steps, warmup_steps=warmup_steps,
              gradient_checkpointing=gradient_checkpointing, seed=seed)
+
+
+@perf.command("grid")
+@click.option("--suite", "suite_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Suite to time (default: suites/ci_smoke.yaml).")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="An empty folder for the runs (default: a new temporary one).")
+@one_line_errors
+def perf_grid(suite_path, workers, out_dir):
+    """The suite in-process, then on N local workers, from the same precomputed shared stages: times, ratio."""
+    from bench.perf.grid import CI_SUITE, run as run_perf
+
+    result = run_perf(suite=suite_path or CI_SUITE, workers=workers, out=out_dir, say=click.echo)
+    sys.exit(0 if result["results_identical"] else 1)
 
 
 @perf.command("generate")

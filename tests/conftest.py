@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,16 @@ def fault_corpus(tmp_path):
     from tests.fault_corpus import write_fault_corpus
 
     return write_fault_corpus(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory):
+    """The CI suite run once, in-process, through the CLI: (results folder, completed process).
+    tests/test_e2e.py checks it; every executor's results must equal its results.csv."""
+    out = tmp_path_factory.mktemp("smoke") / "out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "bench.py"), "run", str(REPO_ROOT / "suites" / "ci_smoke.yaml"),
+                           "--out", str(out), "--quiet"], cwd=REPO_ROOT, env=env, timeout=900, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    return out, done

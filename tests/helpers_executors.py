@@ -21,11 +21,17 @@ def fake_runs(labels) -> list:
 
 
 def fake_task(task, ctx: dict, out: str) -> TaskResult:
-    """`ctx[label]` says what the run does: "ok", "raise", or "wait" (until out/release exists,
-    noting a KeyboardInterrupt in out/<label>.stopped). Every run notes its pid in out/<label>.pid."""
+    """`ctx[label]` says what the run does: "ok", "raise", "together" (waits for the other
+    "together" runs to start), or "wait" (until out/release exists, noting a KeyboardInterrupt
+    in out/<label>.stopped). Every run notes its pid in out/<label>.pid."""
     label = "reference" if task.run is None else task.run.label
     what = ctx.get(label, "ok")
     Path(out, f"{label}.pid").write_text(str(os.getpid()))
+    if what == "together":        # wait until every "together" run has started: they run side by side
+        others = [name for name, how in ctx.items() if how == "together"]
+        deadline = time.time() + 60
+        while not all(Path(out, f"{name}.pid").exists() for name in others) and time.time() < deadline:
+            time.sleep(0.05)
     if what == "raise":
         raise RuntimeError("boom in " + label)
     if what == "wait":

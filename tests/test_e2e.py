@@ -28,12 +28,7 @@ def bench(*args, timeout=900, **kwargs):
                           capture_output=True, text=True, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    out = tmp_path_factory.mktemp("smoke") / "out"
-    done = bench("run", str(SUITE), "--out", str(out), "--quiet")
-    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
-    return out, done
+# `finished`, the uninterrupted run, is tests/conftest.py's: the executors' tests compare with it too.
 
 
 def test_full_tiny_suite_writes_results_runs_and_leaderboard(finished):

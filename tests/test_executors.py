@@ -41,12 +41,13 @@ def test_cpu_workers_share_the_cores_and_hide_the_gpus():
 # ---------------------------------------------------------------- the local workers
 def test_local_workers_are_pinned_and_results_come_back_in_suite_order(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
-    fan = fanout({}, ["a", "b", "c", "d"], tmp_path)
+    fan = fanout({"a": "together", "b": "together"}, ["a", "b", "c", "d"], tmp_path)
     run_local(fan, config(workers=2, gpus_per_run=1, cpus_per_run=1))
     records, store = outcome(fan)
     assert list(records) == ["a", "b", "c", "d"] and all(r.status == "ok" for r in records.values())
     seen = [r.train_summary for r in records.values()]
     assert {s["cuda"] for s in seen} == {"5", "7"}         # one GPU each, never both
+    assert len({(s["pid"], s["cuda"]) for s in seen}) == 2  # a worker keeps its GPU
     assert {s["threads"] for s in seen} == {1} and {s["omp"] for s in seen} == {"1"}
     assert len({s["pid"] for s in seen}) == 2              # two workers, reused across runs
     assert store.computed == [f"train/{x}" for x in "abcd"]

@@ -107,6 +107,8 @@ def _race_worker(root: str, start_at: float, tag: str, queue) -> None:
     try:
         for i in range(12):
             def build(tmp, i=i):
+                with open(Path(root) / "builds.log", "a") as log:   # O_APPEND: one whole line per write
+                    log.write(f"key{i} {tag}\n")
                 (tmp / "payload.json").write_text(json.dumps({"i": i, "by": tag}))
                 time.sleep(0.01)
                 (tmp / "weights.bin").write_bytes(tag.encode() * 1000)
@@ -135,6 +137,10 @@ def _race(worker, folder, timeout: float) -> dict:
 
 def test_two_processes_building_the_same_stages_both_succeed(tmp_path):
     assert _race(_race_worker, tmp_path, 120) == {"A": "ok", "B": "ok"}
+    # ... and each key was computed once: the second writer waited on the key's lock and
+    # reused the first's (before the lock, both computed every key the race made them share)
+    builds = sorted(line.split()[0] for line in (tmp_path / "builds.log").read_text().splitlines())
+    assert builds == sorted(f"key{i}" for i in range(12)), builds
     for i in range(12):
         assert stage_problem(tmp_path / "stages" / "race" / f"key{i}") is None
     assert leftovers(tmp_path) == []

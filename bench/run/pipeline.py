@@ -30,7 +30,9 @@ def write_resolved_suite(suite, out: Path) -> str:
 
     import yaml
 
-    text = yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=True)
+    # Without `executor:`: where the runs ran changes no result, so neither the hash nor the
+    # aggregate's key (which reads it) depends on it.
+    text = yaml.safe_dump(suite.model_dump(mode="json", exclude={"executor"}), sort_keys=True)
     digest = hashlib.sha256(text.encode()).hexdigest()
     (out / SUITE_FILE).write_text(text)
     (out / SUITE_HASH).write_text(digest + "\n")
@@ -320,15 +322,18 @@ def train_run(run, ctx: SuiteContext, store: StageStore):
 
     key = train_key(run, ctx)
     out_dir = store.work_dir("train", key)
-    if ctx.suite.launcher == "accelerate":
-        from bench.run.launch import train_with_accelerate
+    # One writer of a run's resume state: a worker orphaned by a killed parent and the rerun's
+    # worker would otherwise train the same run at once.
+    with store.lock("train", key):
+        if ctx.suite.launcher == "accelerate":
+            from bench.run.launch import train_with_accelerate
 
-        result = train_with_accelerate(run, ctx, out_dir)
-    else:
-        result = train(model_path=str(ctx.reference_dir), objective=run.objective,
-                       train_data=ctx.train_data, config=run.training, out_dir=out_dir,
-                       reference=ctx.ref_logps if run.needs_reference else None, progress=ctx.progress,
-                       trust_remote_code=ctx.suite.model.trust_remote_code)
+            result = train_with_accelerate(run, ctx, out_dir)
+        else:
+            result = train(model_path=str(ctx.reference_dir), objective=run.objective,
+                           train_data=ctx.train_data, config=run.training, out_dir=out_dir,
+                           reference=ctx.ref_logps if run.needs_reference else None, progress=ctx.progress,
+                           trust_remote_code=ctx.suite.model.trust_remote_code)
     store.count("train", key, reused=getattr(result, "started_at", 0) is None)
     return result
 

@@ -43,3 +43,48 @@ class StageProgress:
     def close(self) -> None:
         if self.enabled:
             tqdm.write(f"[done] {self.done}/{self.total} runs in {_clock(time.time() - self.started)}", file=sys.stderr)
+
+
+class GridProgress:
+    """One view of the runs spread over workers (bench.run.executors): done, running, failed, ETA.
+
+    One line on stderr each time a run starts or ends. The ETA is the throughput so far (runs
+    ended per second since the fan-out began) applied to the runs left, so it accounts for the
+    workers running side by side. A failed run's line, with its reason, is shown even when quiet.
+    """
+
+    def __init__(self, *, total_runs: int, enabled: bool = True, running_word: str = "running"):
+        self.total, self.enabled, self.running_word = total_runs, enabled, running_word
+        self.done = self.failed = self.running = 0
+        self.started_at = time.time()
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            tqdm.write(f"[grid] {text}", file=sys.stderr)
+
+    def started(self, name: str) -> None:
+        self.running += 1
+        self._line(f"started {name}")
+
+    def finished(self, name: str, *, ok: bool, reason: str | None = None) -> None:
+        self.running -= 1
+        self.done += 1
+        if not ok:
+            self.failed += 1
+            tqdm.write(f"[grid] FAILED {name}: {reason}", file=sys.stderr)   # quiet or not
+        self._line(f"{'finished' if ok else 'failed'} {name}")
+
+    def status(self) -> str:
+        left = self.total - self.done
+        elapsed = time.time() - self.started_at
+        eta = f" | ETA {_clock(elapsed / self.done * left)}" if self.done and left else ""
+        return (f"{self.done - self.failed}/{self.total} done, {self.running} {self.running_word}, "
+                f"{self.failed} failed | elapsed {_clock(elapsed)}{eta}")
+
+    def _line(self, what: str) -> None:
+        if self.enabled:
+            tqdm.write(f"[grid] {self.status()} | {what}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.enabled:
+            tqdm.write(f"[grid] {self.status()}", file=sys.stderr)

@@ -21,7 +21,7 @@ from bench.tables.aggregate import PolicyRecord
 from bench.suite.load import load_suite
 from bench.suite.schema import Suite
 from bench.errors import BenchError
-from bench.run.progress import StageProgress
+from bench.run.progress import GridProgress, StageProgress
 
 @dataclass
 class RunSummary:
@@ -46,15 +46,21 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True) -> RunSummary:
-    """Run a suite file (with `--set` overrides), or a `Suite` that `load_suite` returned."""
+def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True, executor=None,
+              workers=None) -> RunSummary:
+    """Run a suite file (with `--set` overrides), or a `Suite` that `load_suite` returned;
+    `executor` and `workers` override its `executor:` section (bench.run.executors)."""
     started = time.time()
+    chosen = {key: value for key, value in (("kind", executor), ("workers", workers)) if value}
     if isinstance(suite_path, Suite):
         if overrides:
             raise BenchError("overrides apply when a suite file is loaded; pass them to load_suite")
         suite = suite_path
+        if chosen:
+            section = type(suite.executor).model_validate({**suite.executor.model_dump(), **chosen})
+            suite = suite.model_copy(update={"executor": section})
     else:
-        suite = load_suite(suite_path, list(overrides))
+        suite = load_suite(suite_path, list(overrides) + [f"executor.{key}={value}" for key, value in chosen.items()])
     # What `validate` checks cheaply and a later stage would only find after the data, SFT,
     # reward-model and reference stages: checked now, before any stage runs.
     from bench.suite.validate import check_accelerate_config, check_backend, check_lm_eval_tasks
@@ -101,8 +107,14 @@ def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: 
     from bench.run import pipeline
 
     ctx = pipeline.prepare(suite, suite_path, store, runs, bar, progress=progress)
-    reference_eval = pipeline.evaluate_reference(ctx, store, bar)
-    records = [_train_and_evaluate(run, ctx, store, out, bar) for run in runs]
+    if suite.executor.kind == "inprocess":
+        reference_eval = pipeline.evaluate_reference(ctx, store, bar)
+        records = [train_and_evaluate(run, ctx, store, out, bar) for run in runs]
+    else:   # the shared stages are done: each run (and the reference's evaluation) is one task
+        from bench.run.executors import execute
+
+        grid = GridProgress(total_runs=len(runs), enabled=progress)
+        reference_eval, records = execute(suite.executor, ctx, runs, out, store, grid)
     bar.stage("aggregate")
     leaderboard = pipeline.aggregate(suite, ctx, out, reference_eval, records, runs, store)
     bar.close()
@@ -119,7 +131,7 @@ def select_runs(runs, only):
     return chosen
 
 
-def _train_and_evaluate(run, ctx, store, out: Path, bar) -> PolicyRecord:
+def train_and_evaluate(run, ctx, store, out: Path, bar) -> PolicyRecord:
     """Train one run and evaluate it; a failure is recorded on the record, never raised."""
     from bench.run import pipeline
 
@@ -137,7 +149,7 @@ def _train_and_evaluate(run, ctx, store, out: Path, bar) -> PolicyRecord:
         result = pipeline.train_run(run, ctx, store)
         record.train_summary = pipeline.train_summary(result)
         if result.status != "ok":
-            _fail(record, result.reason or "training failed", out)
+            fail(record, result.reason or "training failed", out)
             return record
         record.checkpoint = str(result.checkpoint)
         bar.stage("evaluate", run)
@@ -146,15 +158,15 @@ def _train_and_evaluate(run, ctx, store, out: Path, bar) -> PolicyRecord:
             pipeline.discard_checkpoint(result.checkpoint)
             record.checkpoint_kept = False
     except BenchError as err:
-        _fail(record, str(err), out)
+        fail(record, str(err), out)
     except Exception as err:  # isolate: one broken run must not lose the others' results
-        _fail(record, f"{type(err).__name__}: {err}".splitlines()[0], out, traceback.format_exc())
+        fail(record, f"{type(err).__name__}: {err}".splitlines()[0], out, traceback.format_exc())
     finally:
         bar.run_done()
     return record
 
 
-def _fail(record: PolicyRecord, reason: str, out: Path, detail: str | None = None) -> None:
+def fail(record: PolicyRecord, reason: str, out: Path, detail: str | None = None) -> None:
     record.status, record.reason = "failed", reason
     where = write_log(out / "logs" / f"{record.run_id}.log", (detail or reason) + "\n")
     if where.startswith("the traceback could not"):

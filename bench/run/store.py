@@ -12,10 +12,13 @@ recomputed (that stage only) with one line on stderr saying which file and why. 
 finished by an older version without a manifest are trusted as before (`verify` lists them).
 
 A results folder is used by one `run` at a time (`FolderLock`): a second one stops at once
-with one line naming the holder, rather than waiting for a run that may take hours.
+with one line naming the holder, rather than waiting for a run that may take hours. The
+workers of that run (bench.run.executors) write under its lock; each stage key has a lock
+of its own (`StageStore.lock`), so two writers of one key compute it once.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -34,10 +37,12 @@ from trainers.manifest import build_manifest, check_manifest
 DONE_MARKER = "STAGE_DONE.json"
 FILES_KEY = "__files__"           # the manifest, inside the done marker (written last)
 LOCK_FILE = ".prefbench.lock"
+LOCKS_DIR = ".locks"           # one lock file per stage key being built (StageStore.lock)
 ABSENT = "absent"
 # Names of temporary and set-aside folders and files, here and in trainers/checkpoint.py and
 # trainers/reference.py: `.<key>.tmp-<pid>-<random>`, `<name>.tmp-...`, `<name>.old-...`.
 LEFTOVER_MARKERS = (".tmp-", ".old-", ".damaged-")
+_HELD: set[str] = set()           # stage-key locks this process holds
 
 
 class StageStore:
@@ -67,7 +72,14 @@ class StageStore:
         `build` may return a small JSON-able dict recorded in the done marker (`info`).
         """
         final = self.path(name, key)
-        problem = stage_problem(final)
+        if stage_problem(final) is None:
+            self.reused.append(f"{name}/{key}")
+            return final
+        with self.lock(name, key):
+            return self._build(name, key, final, build)
+
+    def _build(self, name: str, key: str, final: Path, build) -> Path:
+        problem = stage_problem(final)   # again, under the lock: another worker may have just finished it
         if problem is None:
             self.reused.append(f"{name}/{key}")
             return final
@@ -85,6 +97,27 @@ class StageStore:
             shutil.rmtree(tmp, ignore_errors=True)   # gone already unless build or install failed
         self.computed.append(f"{name}/{key}")
         return final
+
+    @contextlib.contextmanager
+    def lock(self, name: str, key: str):
+        """Hold the lock of one stage key: a second process (a worker of the same run) waits
+        for the first to finish that stage, then reuses it, instead of computing it twice.
+        `flock`, released by the kernel however the holder ends (kill -9 included)."""
+        import fcntl
+
+        path = self.out / LOCKS_DIR / f"{name}-{key}.lock"
+        held = str(path.resolve())
+        if held in _HELD:     # re-entrant: flock on a second descriptor would wait for ourselves
+            yield
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            _HELD.add(held)
+            try:
+                yield
+            finally:
+                _HELD.discard(held)
 
     def count(self, name: str, key: str, *, reused: bool) -> None:
         """Count a stage that keeps its own files (SFT, reference log-probs, training)."""

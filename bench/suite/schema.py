@@ -14,6 +14,8 @@ from pydantic import Field, PositiveInt, PrivateAttr, model_validator
 # The training sections are the trainer's own settings (the trainer imports nothing from bench).
 from trainers.config import LoraSpec, Seed, Strict, TrainConfig  # noqa: F401  (the suite's names for them)
 
+from bench.suite.executor import ExecutorSection
+
 
 class BuiltinModel(Strict):
     hidden_size: PositiveInt = 64
@@ -161,6 +163,7 @@ class Suite(Strict):
     scoring: ScoringConfig = ScoringConfig()
     launcher: Literal["inprocess", "accelerate"] = "inprocess"
     accelerate: AccelerateSection = AccelerateSection()
+    executor: ExecutorSection = ExecutorSection()     # where the runs train and evaluate (bench.run.executors)
     # false: a run's trained weights are deleted once its evaluation is stored (a 0.5B suite
     # writes 21 x ~1 GB); a rerun then reuses the evaluation instead of retraining.
     keep_checkpoints: bool = True

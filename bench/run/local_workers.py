@@ -18,7 +18,7 @@ import signal
 from collections import deque
 
 from bench.errors import BenchError
-from bench.executors import Fanout, describe_death, pin_threads, wait_or_kill
+from bench.run.executors import Fanout, describe_death, pin_threads, wait_or_kill
 
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 120      # a stopping training finishes its step and saves its state

@@ -15,7 +15,7 @@ from collections import deque
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.executors import Fanout, pin_threads
+from bench.run.executors import Fanout, pin_threads
 
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 120

@@ -51,9 +51,9 @@ class TaskResult:
 
 def run_task(task: Task, ctx, out) -> TaskResult:
     """One task, on whichever machine: a run's train and evaluate, or the reference's evaluation."""
-    from bench import pipeline, runner
-    from bench.progress import StageProgress
-    from bench.stages import StageStore
+    from bench.run import pipeline, runner
+    from bench.run.progress import StageProgress
+    from bench.run.store import StageStore
 
     store = StageStore(Path(out))
     quiet = StageProgress(total_runs=1, enabled=False)   # the parent draws the one progress view
@@ -85,8 +85,8 @@ def pin_threads(threads: int, devices: list[str] | None = None) -> None:
 
 def failed_record(task: Task, reason: str, out: Path):
     """The record of a run whose worker died or could not report: failed, with its reason logged."""
-    from bench import pipeline, runner
-    from bench.aggregate import PolicyRecord
+    from bench.run import pipeline, runner
+    from bench.tables.aggregate import PolicyRecord
     import json
 
     run = task.run
@@ -153,15 +153,15 @@ def execute(config, ctx, runs, out: Path, store, progress):
     """Run every task on the configured executor; returns (reference evaluation, records)."""
     fanout = Fanout(quiet_context(ctx), runs, out, progress)
     if config.kind == "local":
-        from bench.executor_local import run_local
+        from bench.run.local_workers import run_local
 
         run_local(fanout, config)
     elif config.kind == "ray":
-        from bench.executor_ray import run_ray
+        from bench.run.ray_tasks import run_ray
 
         run_ray(fanout, config)
     elif config.kind == "slurm":
-        from bench.executor_slurm import run_slurm
+        from bench.run.slurm_jobs import run_slurm
 
         run_slurm(fanout, config)
     else:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.executors import Fanout, pin_threads
+from bench.run.executors import Fanout, pin_threads
 
 POLL_SECONDS = 2.0
 

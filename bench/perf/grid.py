@@ -1,0 +1,78 @@
+"""`python bench.py perf grid`: a suite in-process and on N local workers, side by side.
+
+Both start from the same finished shared stages (data, reference SFT, reward model and
+reference log-probs, computed once beforehand in a folder of their own and copied into
+two fresh output folders): the figures compare what an executor changes, the fan-out of
+the runs (the reference's evaluation, each run's training and evaluation) and the
+aggregate, with the process start and imports counted in both. Each is a full
+`bench.py run` through the CLI, one after the other, never at the same time. The machine's
+load average is printed beside each time: other processes on the machine slow either.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.errors import BenchError
+
+REPO = Path(__file__).resolve().parents[2]
+CI_SUITE = REPO / "suites" / "ci_smoke.yaml"
+SHARED_STAGES = ("data", "init", "sft", "reward", "reward_train", "ref_logps")
+
+
+def _bench(*args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    return subprocess.run([sys.executable, str(REPO / "bench.py"), "run", *map(str, args), "--quiet"], cwd=REPO,
+                          env=env, capture_output=True, text=True)
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
+def _first_run(suite: Path) -> str:
+    from bench.suite.load import expand_runs, load_suite
+
+    return expand_runs(load_suite(suite, []))[0].run_id
+
+
+def run(*, suite=CI_SUITE, workers: int = 2, out=None, say=print) -> dict:
+    suite = Path(suite)
+    root = Path(out) if out else Path(tempfile.mkdtemp(prefix="prefbench-perf-grid-"))
+    if root.exists() and any(root.iterdir()):
+        raise BenchError(f"--out: {root} is not empty; perf grid times fresh folders")
+    shared = root / "shared"
+    say(f"shared stages once, beforehand, in {shared} ({_load()})")
+    warm = _bench(suite, "--out", shared, "--only", _first_run(suite))
+    if warm.returncode != 0:
+        raise BenchError(f"the shared stages failed: {warm.stderr.strip().splitlines()[-1:]}")
+    timings = {}
+    for name, extra in (("inprocess", ["--executor", "inprocess"]),
+                        ("local", ["--executor", "local", "--workers", workers])):
+        folder = root / name
+        for stage in SHARED_STAGES:
+            if (shared / "stages" / stage).is_dir():
+                shutil.copytree(shared / "stages" / stage, folder / "stages" / stage)
+        load = _load()
+        started = time.perf_counter()
+        done = _bench(suite, "--out", folder, *extra)
+        seconds = time.perf_counter() - started
+        if done.returncode != 0:
+            raise BenchError(f"perf grid: the {name} run failed: {done.stderr.strip().splitlines()[-1:]}")
+        timings[name] = dict(seconds=round(seconds, 1), load_before=load)
+        say(f"{name:>9}: {seconds:7.1f} s  ({load} before it)")
+    same = (root / "inprocess" / "results.csv").read_bytes() == (root / "local" / "results.csv").read_bytes()
+    ratio = timings["inprocess"]["seconds"] / timings["local"]["seconds"]
+    say(f"local with {workers} workers is {ratio:.2f}x in-process; results.csv identical: {same}; "
+        f"folders in {root}")
+    result = dict(suite=str(suite), workers=workers, ratio=round(ratio, 2), results_identical=same,
+                  shared_stages="precomputed once, copied into both", **timings, folders=str(root))
+    say(json.dumps(result))
+    return result

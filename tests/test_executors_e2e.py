@@ -1,0 +1,129 @@
+"""The CI suite on every executor gives the in-process results.csv, byte for byte (the
+in-process run is conftest's `finished`); a killed worker, Ctrl-C and a rerun lose nothing."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+SUITE = REPO / "suites" / "ci_smoke.yaml"
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def bench(*args, timeout=900):
+    return subprocess.run([sys.executable, str(REPO / "bench.py"), *args], cwd=REPO, env=ENV, timeout=timeout,
+                          capture_output=True, text=True)
+
+
+def _state(pid: int) -> str | None:
+    """A process's state letter, None once it is gone (a zombie counts as gone: it runs nothing)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    return None if state == "Z" else state
+
+
+def _workers(parent: int) -> list[int]:
+    """The parent's worker processes (multiprocessing's spawned children, not its resource tracker)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and "spawn_main" in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def _missing_stages(out: Path, runs: int) -> int:
+    """Stages of the fan-out not finished yet: a rerun must compute these and nothing else."""
+    stages = out / "stages"
+
+    def done(name):
+        folder = stages / name
+        return [d for d in folder.iterdir() if not d.name.startswith(".") and (d / "STAGE_DONE.json").is_file()] \
+            if folder.is_dir() else []
+
+    trained = [d for d in (stages / "train").iterdir() if (d / "checkpoint").is_dir()]
+    return (runs + 1 - len(done("evaluate"))) + (1 - len(done("chosen"))) + (runs - len(trained))
+
+
+def test_local_workers_killed_and_stopped_then_resumed_give_the_inprocess_results(finished, tmp_path):
+    reference, _ = finished
+    out, errors = tmp_path / "local", tmp_path / "stderr.txt"
+    with open(errors, "w") as err:
+        proc = subprocess.Popen([sys.executable, str(REPO / "bench.py"), "run", str(SUITE), "--out", str(out),
+                                 "--quiet", "--executor", "local", "--workers", "2"], cwd=REPO, env=ENV,
+                                stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        train = out / "stages" / "train"
+        while not (train.is_dir() and len(list(train.iterdir())) >= 2):   # two runs under way
+            assert proc.poll() is None and time.time() < deadline, errors.read_text()[-3000:]
+            time.sleep(0.1)
+        workers = _workers(proc.pid)
+        assert len(workers) == 2, workers
+        os.kill(workers[0], signal.SIGKILL)           # a worker dies mid-run
+        while "was killed by SIGKILL" not in errors.read_text():
+            assert proc.poll() is None and time.time() < deadline, errors.read_text()[-3000:]
+            time.sleep(0.1)
+        assert f"its worker (pid {workers[0]}) was killed by SIGKILL" in errors.read_text()
+        proc.send_signal(signal.SIGINT)               # Ctrl-C: reaches the parent alone, as at a terminal
+        proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, errors.read_text()[-3000:]
+    assert "stopped:" in errors.read_text()
+    assert all(_state(pid) is None for pid in _workers(proc.pid) + workers)   # every worker stopped
+    assert not (out / "results.csv").exists()
+    missing = _missing_stages(out, runs=len(pd.read_parquet(reference / "runs.parquet")) - 1)
+    assert 0 < missing < 21
+    again = bench("run", str(SUITE), "--out", str(out), "--quiet", "--executor", "local", "--workers", "2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"({missing} stages computed" in again.stdout      # nothing finished was redone
+    assert (out / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()
+
+
+def test_ray_on_a_local_cluster_with_logical_gpus_gives_the_inprocess_results(finished, tmp_path):
+    """2 CPUs and 2 logical GPUs declared, one GPU per run: Ray schedules the runs by GPU (at
+    most two at once) on a machine that has none, and sets each task's CUDA_VISIBLE_DEVICES."""
+    reference, _ = finished
+    out = tmp_path / "ray"
+    done = bench("run", str(SUITE), "--out", str(out), "--executor", "ray", "--set", "executor.ray.num_cpus=2",
+                 "--set", "executor.ray.num_gpus=2", "--set", "executor.gpus_per_run=1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[grid] ray executor: 2 CPUs, 2 GPUs; each run 1 CPU(s), 1 GPU(s)" in done.stderr
+    assert "[grid] 9/9 done, 0 running, 0 failed" in done.stderr
+    assert (out / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()
+
+
+def test_slurm_jobs_through_submitit_give_the_inprocess_rows(finished, tmp_path):
+    """submitit's local executor stands in for Slurm: the same pickled jobs, run on this machine.
+    Two runs, from a copy of the finished run's shared stages, to keep it short."""
+    reference, _ = finished
+    out = tmp_path / "slurm"
+    for stage in ("data", "init", "sft", "reward", "reward_train", "ref_logps"):
+        shutil.copytree(reference / "stages" / stage, out / "stages" / stage)
+    done = bench("run", str(SUITE), "--out", str(out), "--quiet", "--executor", "slurm", "--only", "dpo",
+                 "--only", "ipo", "--set", "executor.slurm.cluster=local", "--set", "executor.cpus_per_run=1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2/2 runs ok" in done.stdout
+    ids = set(pd.read_parquet(out / "runs.parquet").run_id)
+    assert len(ids) == 3                       # the reference and the two runs
+    expected = [line for line in (reference / "results.csv").read_text().splitlines(keepends=True)[1:]
+                if line.split(",")[1] in ids]
+    assert (out / "results.csv").read_text().splitlines(keepends=True)[1:] == expected
+    assert len(list((out / "logs" / "slurm").glob("*_log.err"))) == 3   # one job per task: submitit's logs
