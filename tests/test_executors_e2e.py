@@ -14,6 +14,8 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE = REPO / "suites" / "ci_smoke.yaml"
+from bench.perf.grid import SHARED_STAGES
+
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
@@ -115,10 +117,10 @@ def test_slurm_jobs_through_submitit_give_the_inprocess_rows(finished, tmp_path)
     Two runs, from a copy of the finished run's shared stages, to keep it short."""
     reference, _ = finished
     out = tmp_path / "slurm"
-    for stage in ("data", "init", "sft", "reward", "reward_train", "ref_logps"):
+    for stage in SHARED_STAGES:
         shutil.copytree(reference / "stages" / stage, out / "stages" / stage)
-    done = bench("run", str(SUITE), "--out", str(out), "--quiet", "--executor", "slurm", "--only", "dpo",
-                 "--only", "ipo", "--set", "executor.slurm.cluster=local", "--set", "executor.cpus_per_run=1")
+    done = bench("run", str(SUITE), "--out", str(out), "--quiet", "--executor", "slurm", "--only", "ipo",
+                 "--only", "hinge", "--set", "executor.slurm.cluster=local", "--set", "executor.cpus_per_run=1")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2/2 runs ok" in done.stdout
     ids = set(pd.read_parquet(out / "runs.parquet").run_id)

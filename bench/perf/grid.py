@@ -23,7 +23,7 @@ from bench.errors import BenchError
 
 REPO = Path(__file__).resolve().parents[2]
 CI_SUITE = REPO / "suites" / "ci_smoke.yaml"
-SHARED_STAGES = ("data", "init", "sft", "reward", "reward_train", "ref_logps")
+SHARED_STAGES = ("data", "init", "sft", "reward", "ref_logps")   # the stages computed before the fan-out
 
 
 def _bench(*args) -> subprocess.CompletedProcess:
@@ -58,8 +58,7 @@ def run(*, suite=CI_SUITE, workers: int = 2, out=None, say=print) -> dict:
                         ("local", ["--executor", "local", "--workers", workers])):
         folder = root / name
         for stage in SHARED_STAGES:
-            if (shared / "stages" / stage).is_dir():
-                shutil.copytree(shared / "stages" / stage, folder / "stages" / stage)
+            shutil.copytree(shared / "stages" / stage, folder / "stages" / stage)
         load = _load()
         started = time.perf_counter()
         done = _bench(suite, "--out", folder, *extra)
