@@ -117,3 +117,11 @@ def test_ctrl_c_stops_every_worker_once(tmp_path):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert not (tmp_path / "c.pid").exists()    # nothing new started after Ctrl-C
+
+
+def test_a_failed_reference_evaluation_fails_the_suite_after_the_runs(tmp_path):
+    fan = fanout({"reference": "raise"}, ["a", "b"], tmp_path)
+    run_local(fan, config(workers=1, cpus_per_run=1))
+    assert (tmp_path / "a.done").exists() and (tmp_path / "b.done").exists()   # the runs went on
+    with pytest.raises(BenchError, match="the reference's evaluation failed: RuntimeError: boom in reference"):
+        outcome(fan)

@@ -72,7 +72,9 @@ def test_local_workers_killed_and_stopped_then_resumed_give_the_inprocess_result
     try:
         deadline = time.time() + 600
         train = out / "stages" / "train"
-        while not (train.is_dir() and len(list(train.iterdir())) >= 2):   # two runs under way
+        chosen = out / "stages" / "chosen"      # written last by the reference's task: both workers now train
+        while not (chosen.is_dir() and any((d / "STAGE_DONE.json").is_file() for d in chosen.iterdir())
+                   and train.is_dir() and len(list(train.iterdir())) >= 3):
             assert proc.poll() is None and time.time() < deadline, errors.read_text()[-3000:]
             time.sleep(0.1)
         workers = _workers(proc.pid)

@@ -18,7 +18,9 @@ more task, run beside the first runs.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import pickle
 import signal
 import time
 from dataclasses import dataclass, field
@@ -87,7 +89,6 @@ def failed_record(task: Task, reason: str, out: Path):
     """The record of a run whose worker died or could not report: failed, with its reason logged."""
     from bench.run import pipeline, runner
     from bench.tables.aggregate import PolicyRecord
-    import json
 
     run = task.run
     record = PolicyRecord(run_id=run.run_id, label=run.label, objective=pipeline.objective_name(run),
@@ -117,9 +118,17 @@ class Fanout:
         self.out = Path(out)
         self.ctx = ctx
         self.function = function or run_task     # a module-level function: it travels by pickle
+        self._payload = None
+        self.reference_failure: str | None = None
         self.tasks = ([Task(-1)] if with_reference else []) + [Task(i, run) for i, run in enumerate(runs)]
         self.results: dict[int, TaskResult] = {}
         self.progress = progress
+
+    def payload(self) -> bytes:
+        """The context, pickled once for every worker; each unpickles it after pinning its GPUs."""
+        if self._payload is None:
+            self._payload = pickle.dumps(self.ctx)
+        return self._payload
 
     def started(self, task: Task) -> None:
         if task.run is not None:
@@ -131,14 +140,19 @@ class Fanout:
             self.progress.finished(task.name, ok=result.record.status == "ok", reason=result.record.reason)
 
     def failed(self, task: Task, reason: str) -> None:
-        """A task whose worker ended without a result: its run is recorded as failed."""
+        """A task whose worker ended without a result: its run is recorded as failed. Without
+        the reference's evaluation there is no table: the suite fails, once the runs under way
+        have finished (their stages are kept for the rerun)."""
         if task.run is None:
-            raise BenchError(f"the reference's evaluation failed: {reason}")
+            self.reference_failure = reason
+            return
         self.finished(task, TaskResult(index=task.index, record=failed_record(task, reason, self.out)))
 
     def outcome(self, store):
         """(reference evaluation folder, run records in suite order); the workers' stage counts
         are added to the parent's store."""
+        if self.reference_failure:
+            raise BenchError(f"the reference's evaluation failed: {self.reference_failure}")
         for index in sorted(self.results):
             result = self.results[index]
             store.computed += result.computed

@@ -13,6 +13,7 @@ run in their own session, so Ctrl-C reaches the parent only, which stops each wo
 from __future__ import annotations
 
 import os
+import pickle
 import queue as queue_lib
 import signal
 from collections import deque
@@ -55,11 +56,12 @@ def plan(config, gpus: list[str] | None = None, cores: int | None = None):
     return workers, threads, devices
 
 
-def _worker(slot: int, threads: int, devices, function, ctx, out: str, tasks, events) -> None:
+def _worker(slot: int, threads: int, devices, function, payload: bytes, out: str, tasks, events) -> None:
     """A worker's loop: take a task from its own queue, run it, report; None ends it."""
     os.setsid()                       # Ctrl-C at the terminal reaches the parent only
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     pin_threads(threads, devices)
+    ctx = pickle.loads(payload)       # after pinning: nothing in it may touch a GPU before
     from bench.cli import quiet_library_noise
 
     quiet_library_noise()
@@ -90,7 +92,7 @@ class _Slot:
     def __init__(self, mp, slot, threads, devices, fanout, events):
         self.tasks = mp.Queue()
         self.task = None
-        self.proc = mp.Process(target=_worker, args=(slot, threads, devices, fanout.function, fanout.ctx,
+        self.proc = mp.Process(target=_worker, args=(slot, threads, devices, fanout.function, fanout.payload(),
                                                      str(fanout.out), self.tasks, events),
                                name=f"prefbench-worker-{slot}", daemon=False)
         self.proc.start()

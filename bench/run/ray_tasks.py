@@ -11,6 +11,7 @@ run is reported failed, and the next `run` resumes it from its saved state.
 from __future__ import annotations
 
 import os
+import pickle
 from collections import deque
 from pathlib import Path
 
@@ -21,12 +22,12 @@ POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 120
 
 
-def _ray_task(function, task, ctx, out: str, threads: int):
+def _ray_task(function, task, payload: bytes, out: str, threads: int):
     pin_threads(threads)          # GPUs: Ray has set CUDA_VISIBLE_DEVICES to this task's own
     from bench.cli import quiet_library_noise
 
     quiet_library_noise()
-    return function(task, ctx, out)
+    return function(task, pickle.loads(payload), out)   # unpickled after pinning
 
 
 def _package_root() -> str:
@@ -80,7 +81,7 @@ def _fan_out(ray, fanout: Fanout, config) -> None:
     remote = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(_ray_task)
     fanout.progress.note(f"ray executor: {offered.get('CPU', 0):g} CPUs, {offered.get('GPU', 0):g} GPUs; "
                          f"each run {threads} CPU(s), {gpus} GPU(s)")
-    ctx = ray.put(fanout.ctx)           # sent to the object store once, not once per task
+    ctx = ray.put(fanout.payload())     # sent to the object store once, not once per task
     pending, inflight = deque(fanout.tasks), {}
     try:
         while pending or inflight:

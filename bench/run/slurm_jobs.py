@@ -50,8 +50,7 @@ def run_slurm(fanout: Fanout, config) -> None:
     folder = Path(section.folder) if section.folder else fanout.out / "logs" / "slurm"
     folder.mkdir(parents=True, exist_ok=True)
     ctx_file = folder / "context.pkl"      # once, not pickled into every job
-    with open(ctx_file, "wb") as fh:
-        pickle.dump(fanout.ctx, fh)
+    ctx_file.write_bytes(fanout.payload())
     try:
         executor = submitit.AutoExecutor(folder=folder, cluster=section.cluster)
         executor.update_parameters(**_parameters(config, section))
