@@ -92,6 +92,7 @@ def run(suite, overrides, out_dir, only, quiet, executor, workers):
     """Train every objective of SUITE, generate, score, and write the results and leaderboard."""
     import signal
 
+    from bench.run.progress import quiet_library_noise
     from bench.run.runner import run_suite
 
     # SIGTERM (a scheduler, `kill`) stops like Ctrl-C: temporaries removed, training state saved.
@@ -101,17 +102,6 @@ def run(suite, overrides, out_dir, only, quiet, executor, workers):
                         executor=executor, workers=workers)
     click.echo(summary.text())
     sys.exit(1 if summary.failed else 0)
-
-
-def quiet_library_noise() -> None:
-    """The harness's own bars say where a run is; transformers' per-load bars only add noise."""
-    import os
-
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 @main.command()

@@ -53,7 +53,8 @@ class TaskResult:
 
 def run_task(task: Task, ctx, out) -> TaskResult:
     """One task, on whichever machine: a run's train and evaluate, or the reference's evaluation."""
-    from bench.run import pipeline, runner
+    from bench.run import pipeline
+    from bench.run.one_run import train_and_evaluate
     from bench.run.progress import StageProgress
     from bench.run.store import StageStore
 
@@ -63,7 +64,7 @@ def run_task(task: Task, ctx, out) -> TaskResult:
     if task.run is None:
         result.reference_eval = pipeline.evaluate_reference(ctx, store, quiet)
     else:
-        result.record = runner.train_and_evaluate(task.run, ctx, store, Path(out), quiet)
+        result.record = train_and_evaluate(task.run, ctx, store, Path(out), quiet)
     result.computed, result.reused, result.repaired = store.computed, store.reused, store.repaired
     return result
 
@@ -87,13 +88,14 @@ def pin_threads(threads: int, devices: list[str] | None = None) -> None:
 
 def failed_record(task: Task, reason: str, out: Path):
     """The record of a run whose worker died or could not report: failed, with its reason logged."""
-    from bench.run import pipeline, runner
+    from bench.run import pipeline
+    from bench.run.one_run import fail
     from bench.tables.aggregate import PolicyRecord
 
     run = task.run
     record = PolicyRecord(run_id=run.run_id, label=run.label, objective=pipeline.objective_name(run),
                           params=json.dumps(run.params, sort_keys=True), seed=run.seed)
-    runner.fail(record, reason, Path(out))
+    fail(record, reason, Path(out))
     return record
 
 
@@ -161,27 +163,6 @@ class Fanout:
         reference = self.results.get(-1)
         records = [self.results[task.index].record for task in self.tasks if task.run is not None]
         return (reference.reference_eval if reference else None), records
-
-
-def execute(config, ctx, runs, out: Path, store, progress):
-    """Run every task on the configured executor; returns (reference evaluation, records)."""
-    fanout = Fanout(quiet_context(ctx), runs, out, progress)
-    if config.kind == "local":
-        from bench.run.local_workers import run_local
-
-        run_local(fanout, config)
-    elif config.kind == "ray":
-        from bench.run.ray_tasks import run_ray
-
-        run_ray(fanout, config)
-    elif config.kind == "slurm":
-        from bench.run.slurm_jobs import run_slurm
-
-        run_slurm(fanout, config)
-    else:
-        raise BenchError(f"executor.kind: {config.kind!r} is not an executor (inprocess, local, ray, slurm)")
-    progress.close()
-    return fanout.outcome(store)
 
 
 def wait_or_kill(procs, seconds: float) -> None:

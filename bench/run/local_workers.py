@@ -62,7 +62,7 @@ def _worker(slot: int, threads: int, devices, function, payload: bytes, out: str
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     pin_threads(threads, devices)
     ctx = pickle.loads(payload)       # after pinning: nothing in it may touch a GPU before
-    from bench.cli import quiet_library_noise
+    from bench.run.progress import quiet_library_noise
 
     quiet_library_noise()
     parent = os.getppid()

@@ -11,6 +11,18 @@ import time
 from tqdm import tqdm
 
 
+def quiet_library_noise() -> None:
+    """The harness's own lines say where a run is; transformers' per-load bars only add noise
+    (here, not in the CLI: the executors' workers call it too)."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def _clock(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 60}m{seconds % 60:02d}s"

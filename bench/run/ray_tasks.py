@@ -24,7 +24,7 @@ STOP_GRACE_SECONDS = 120
 
 def _ray_task(function, task, payload: bytes, out: str, threads: int):
     pin_threads(threads)          # GPUs: Ray has set CUDA_VISIBLE_DEVICES to this task's own
-    from bench.cli import quiet_library_noise
+    from bench.run.progress import quiet_library_noise
 
     quiet_library_noise()
     return function(task, pickle.loads(payload), out)   # unpickled after pinning

@@ -12,7 +12,6 @@ import json
 import os
 import time
 import traceback
-from types import SimpleNamespace
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from bench.tables.aggregate import PolicyRecord
 from bench.suite.load import load_suite
 from bench.suite.schema import Suite
 from bench.errors import BenchError
+from bench.run.one_run import train_and_evaluate, write_log
 from bench.run.progress import GridProgress, StageProgress
 
 @dataclass
@@ -111,10 +111,8 @@ def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: 
         reference_eval = pipeline.evaluate_reference(ctx, store, bar)
         records = [train_and_evaluate(run, ctx, store, out, bar) for run in runs]
     else:   # the shared stages are done: each run (and the reference's evaluation) is one task
-        from bench.run.executors import execute
-
         grid = GridProgress(total_runs=len(runs), enabled=progress)
-        reference_eval, records = execute(suite.executor, ctx, runs, out, store, grid)
+        reference_eval, records = fan_out(suite.executor, ctx, runs, out, store, grid)
     bar.stage("aggregate")
     leaderboard = pipeline.aggregate(suite, ctx, out, reference_eval, records, runs, store)
     bar.close()
@@ -131,54 +129,18 @@ def select_runs(runs, only):
     return chosen
 
 
-def train_and_evaluate(run, ctx, store, out: Path, bar) -> PolicyRecord:
-    """Train one run and evaluate it; a failure is recorded on the record, never raised."""
-    from bench.run import pipeline
+def fan_out(config, ctx, runs, out: Path, store, progress):
+    """Every run (and the reference's evaluation) as a task on the configured executor
+    (bench.run.executors); returns (reference evaluation, records in suite order)."""
+    from bench.run.executors import Fanout, quiet_context
 
-    record = PolicyRecord(run_id=run.run_id, label=run.label, objective=pipeline.objective_name(run),
-                          params=json.dumps(run.params, sort_keys=True), seed=run.seed)
-    try:
-        evaluated = pipeline.discarded_evaluation(run, ctx, store)
-        if evaluated is not None:      # weights deleted after an evaluation that still holds
-            work = store.work_dir("train", pipeline.train_key(run, ctx))
-            steps = json.loads((work / pipeline.DISCARDED).read_text())["steps"]
-            record.train_summary = pipeline.train_summary(SimpleNamespace(steps=steps, log_path=work / "train_log.jsonl"))
-            record.checkpoint, record.checkpoint_kept, record.eval_dir = str(work / "checkpoint"), False, evaluated
-            return record
-        bar.stage("train", run)
-        result = pipeline.train_run(run, ctx, store)
-        record.train_summary = pipeline.train_summary(result)
-        if result.status != "ok":
-            fail(record, result.reason or "training failed", out)
-            return record
-        record.checkpoint = str(result.checkpoint)
-        bar.stage("evaluate", run)
-        record.eval_dir = pipeline.evaluate_run(run, result.checkpoint, ctx, store)
-        if not ctx.suite.keep_checkpoints:
-            pipeline.discard_checkpoint(result.checkpoint)
-            record.checkpoint_kept = False
-    except BenchError as err:
-        fail(record, str(err), out)
-    except Exception as err:  # isolate: one broken run must not lose the others' results
-        fail(record, f"{type(err).__name__}: {err}".splitlines()[0], out, traceback.format_exc())
-    finally:
-        bar.run_done()
-    return record
-
-
-def fail(record: PolicyRecord, reason: str, out: Path, detail: str | None = None) -> None:
-    record.status, record.reason = "failed", reason
-    where = write_log(out / "logs" / f"{record.run_id}.log", (detail or reason) + "\n")
-    if where.startswith("the traceback could not"):
-        record.reason = f"{reason} ({where})"
-
-
-def write_log(path: Path, text: str) -> str:
-    """Write a log; returns the words naming it. A full or read-only disk is reported in those
-    words instead of raising, so the error being logged still reaches the screen as one line."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    except OSError as err:
-        return f"the traceback could not be written to {path}: {err.strerror or err}"
-    return f"traceback in {path}"
+    fanout = Fanout(quiet_context(ctx), runs, out, progress)
+    if config.kind == "local":
+        from bench.run.local_workers import run_local as execute
+    elif config.kind == "ray":
+        from bench.run.ray_tasks import run_ray as execute
+    else:
+        from bench.run.slurm_jobs import run_slurm as execute
+    execute(fanout, config)
+    progress.close()
+    return fanout.outcome(store)

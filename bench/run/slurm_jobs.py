@@ -23,7 +23,7 @@ def _slurm_task(function, task, ctx_file: str, out: str, threads: int):
     # scancel and the time limit send SIGTERM: stop as on Ctrl-C (a training saves its state)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     pin_threads(threads)          # GPUs: Slurm has set CUDA_VISIBLE_DEVICES to the job's own
-    from bench.cli import quiet_library_noise
+    from bench.run.progress import quiet_library_noise
 
     quiet_library_noise()
     with open(ctx_file, "rb") as fh:
