@@ -157,7 +157,7 @@ def report(results_dir, fmt, compare_to):
 @one_line_errors
 def baseline(results_dir, output, anchor, confidence):
     """Write a regression baseline from a trusted results folder: per-seed values, contrasts, invariants."""
-    from bench.tables.check import make_baseline, write_baseline
+    from bench.tables.check_baseline import make_baseline, write_baseline
 
     made = make_baseline(results_dir, anchor=anchor, confidence=confidence)
     path = write_baseline(output, made)

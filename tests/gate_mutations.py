@@ -109,7 +109,7 @@ def _mask_shifted(mp):
 
 def _swap_20(mp):
     """Chosen and rejected swapped in every fifth training pair (a loader bug on 20% of the data)."""
-    import bench.run.pipeline as module
+    import bench.run.prepare as module
 
     read = module.read_pairs
 

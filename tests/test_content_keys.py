@@ -32,7 +32,7 @@ def inputs(tmp_path, tiny_model_dir):
 
 def test_new_weights_at_the_same_path_give_new_keys(tmp_path, inputs, char_tokenizer):
     from bench.models import build_tiny_causal_lm
-    from bench.run.pipeline import base_stage
+    from bench.run.prepare import base_stage
 
     model, data = inputs
     suite = _suite(tmp_path, model, data)
@@ -45,7 +45,7 @@ def test_new_weights_at_the_same_path_give_new_keys(tmp_path, inputs, char_token
 
 
 def test_data_edited_in_place_is_loaded_again(tmp_path, inputs):
-    from bench.run.pipeline import data_stage
+    from bench.run.prepare import data_stage
 
     model, data = inputs
     store = StageStore(tmp_path / "out")

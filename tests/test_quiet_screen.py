@@ -25,7 +25,7 @@ def test_third_party_messages_and_bars_go_to_the_log(tmp_path, capfd):
 
 def test_quiet_data_stage_draws_no_bar(tmp_path, capfd, fault_corpus):
     from bench.suite.load import load_suite
-    from bench.run.pipeline import data_stage
+    from bench.run.prepare import data_stage
     from bench.run.store import StageStore
 
     suite_file = tmp_path / "s.yaml"

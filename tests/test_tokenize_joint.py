@@ -92,7 +92,7 @@ def test_response_already_ending_in_eos_gets_no_second_one(sp_tokenizer, char_to
 def test_sft_on_chosen_keeps_every_demonstration(char_tokenizer):
     """`sft.data: chosen`: the train pairs' chosen responses are demonstrations, none dropped."""
     from bench.suite.load import load_suite
-    from bench.run.pipeline import _sft_examples
+    from bench.run.prepare import _sft_examples
 
     pairs = [PreferencePair(id=str(i), prompt=f"{i}+1=", chosen=str(i + 1), rejected=str(i)) for i in range(5)]
     suite = load_suite("suites/smoke.yaml", ["sft.data=chosen"])
@@ -104,7 +104,7 @@ def test_sft_on_chosen_keeps_every_demonstration(char_tokenizer):
 
 def test_no_examples_left_names_the_section_and_skip_reasons(char_tokenizer):
     from bench.errors import BenchError
-    from bench.run.pipeline import tokenize_for_training
+    from bench.run.prepare import tokenize_for_training
     from bench.suite.schema import TrainConfig
 
     pairs = [PreferencePair(id=str(i), prompt="1+1=", chosen="2", rejected="") for i in range(3)]

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.run import store as stage_lib
+from bench.run.context import write_resolved_suite
+from bench.run.prepare import prepare
 from bench.tables.aggregate import PolicyRecord
 from bench.suite.load import load_suite
 from bench.suite.schema import Suite
@@ -84,8 +86,6 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True,
         removed = store.clean_leftovers()
         if removed:
             stage_lib.say(f"removed {len(removed)} temporary leftover(s) of killed stages under {store.root}")
-        from bench.run.pipeline import write_resolved_suite
-
         write_resolved_suite(suite, out)
         bar = StageProgress(total_runs=len(runs), enabled=progress)
         try:
@@ -106,7 +106,7 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True,
 def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: bool):
     from bench.run import pipeline
 
-    ctx = pipeline.prepare(suite, suite_path, store, runs, bar, progress=progress)
+    ctx = prepare(suite, suite_path, store, runs, bar, progress=progress)
     if suite.executor.kind == "inprocess":
         reference_eval = pipeline.evaluate_reference(ctx, store, bar)
         records = [train_and_evaluate(run, ctx, store, out, bar) for run in runs]

@@ -1,0 +1,266 @@
+"""The stages before training, once per suite: data, base model (or SFT reference), reward model,
+reference log-probs, and the evaluation context. Each is keyed by the hash of its inputs."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+from bench.evaluation.evaluate import EvalContext
+from bench.hashing import content_hash
+from bench.run.store import StageStore
+from bench.run.context import BUILTIN_PREFIX, PAIR_FILES, SuiteContext
+from bench.suite.paths import tasks_dir
+
+
+
+def _write_pairs(path: Path, pairs) -> None:
+    with path.open("w") as f:
+        for pair in pairs:
+            f.write(json.dumps(dataclasses.asdict(pair), sort_keys=True) + "\n")
+
+
+def read_pairs(path: Path) -> list:
+    from bench.data.records import PreferencePair
+
+    pairs = []
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        row["messages"] = tuple(row["messages"]) if row.get("messages") else None
+        pairs.append(PreferencePair(**row))
+    return pairs
+
+
+def data_stage(suite, store: StageStore, progress: bool = True,
+               fingerprints: dict | None = None) -> tuple[str, dict[str, list], dict]:
+    from bench.data.sources import load_pairs
+    from bench.data.splits import split_pairs
+    from bench.run.fingerprint import suite_fingerprints
+
+    fingerprints = fingerprints or suite_fingerprints(suite)
+    # the file's (or hub revision's) content, not only its name: data edited in place reloads
+    key = content_hash("data", suite.data, fingerprints["data"])
+
+    def build(tmp: Path):
+        loaded = load_pairs(suite.data, progress=progress)
+        splits = split_pairs(loaded.pairs, eval_prompts=suite.data.eval_prompts,
+                             drift_pairs=suite.data.drift_pairs, seed=suite.data.shuffle_seed)
+        for name in PAIR_FILES:
+            _write_pairs(tmp / f"{name}.jsonl", getattr(splits, name))
+        return {"source": loaded.source, "skipped": dict(loaded.skipped),
+                **{f"n_{name}": len(getattr(splits, name)) for name in PAIR_FILES}}
+
+    folder = store.run("data", key, build)
+    return key, {name: read_pairs(folder / f"{name}.jsonl") for name in PAIR_FILES}, store.info("data", key)
+
+
+def base_stage(suite, store: StageStore, data_key: str, train_pairs, *, progress: bool,
+               fingerprints: dict | None = None) -> tuple[str, Path]:
+    """The reference policy: the base model, SFT-trained with `nll` when the suite asks."""
+    from bench.run.fingerprint import suite_fingerprints
+
+    sft = suite.sft
+    fingerprints = fingerprints or suite_fingerprints(suite)
+    # The policy's weights (or hub commit), not only its path: new weights at the same path
+    # give a new key here and so in every stage downstream (train, evaluate).
+    key = content_hash("base", suite.model, fingerprints["policy"], sft,
+                       data_key if sft.enabled and sft.data == "chosen" else None)
+    base = _initial_model(suite, store, key)
+    if not sft.enabled:
+        return key, base
+    from trainers.objectives import build_objective
+    from trainers.trainer import train
+
+    tokenizer = _load_tokenizer(base, suite)
+    demos = _sft_examples(suite, train_pairs)
+    tokenized = tokenize_for_training(demos, tokenizer, sft.training, "sft")
+    result = train(model_path=str(base), objective=build_objective([{"name": "nll", "weight": 1.0}]),
+                   train_data=tokenized, config=sft.training, out_dir=store.work_dir("sft", key), progress=progress,
+                   trust_remote_code=suite.model.trust_remote_code)
+    store.count("sft", key, reused=result.started_at is None)
+    if result.status != "ok":
+        from bench.errors import BenchError
+
+        raise BenchError(f"SFT of the reference failed: {result.reason}")
+    return key, Path(result.checkpoint)
+
+
+def _initial_model(suite, store: StageStore, key: str) -> Path:
+    policy = suite.model.policy
+    if not policy.startswith(BUILTIN_PREFIX):
+        from trainers.models import resolve_model
+
+        resolved = resolve_model(policy)   # a local directory or a loadable hub id; else one clear line
+        return Path(resolved) if Path(resolved).exists() else resolved
+    from bench.data.tasks import builtin_words
+    from bench.models import build_builtin_tokenizer, build_tiny_causal_lm
+
+    size = suite.model.builtin
+    tokenizer = build_builtin_tokenizer(size.tokenizer, builtin_words(suite.data.source))
+
+    def build(tmp: Path) -> None:
+        build_tiny_causal_lm(tmp, tokenizer, hidden_size=size.hidden_size, layers=size.layers,
+                             heads=size.heads, seed=0)
+
+    return store.run("init", key, build)
+
+
+def tokenize_for_training(pairs, tokenizer, config, section: str):
+    """Tokenised training examples; none left is one line naming the section and why each went."""
+    from bench.errors import BenchError
+    from trainers.tokenize import tokenize_pairs
+
+    tokenized, skipped = tokenize_pairs(pairs, tokenizer, max_length=config.max_length,
+                                        max_prompt_length=config.max_prompt_length)
+    if pairs and not tokenized:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items()))
+        raise BenchError(f"{section}: no training examples left after tokenisation of {len(pairs)} "
+                         f"(skipped {reasons}; check {section}.training.max_length and max_prompt_length)")
+    return tokenized
+
+
+def _sft_examples(suite, train_pairs):
+    sft = suite.sft
+    if sft.data == "chosen":
+        # Demonstrations by the records' convention (rejected "" and metadata["sft"]), so the
+        # tokeniser keeps them instead of skipping each as a pair with an empty rejected reply.
+        examples = [dataclasses.replace(p, rejected="", metadata={**p.metadata, "sft": True}) for p in train_pairs]
+        return examples[: sft.num_examples] if sft.num_examples else examples
+    from bench.data.tasks import get_task
+
+    n = sft.num_examples or len(train_pairs)
+    return get_task(suite.data.source).make_sft_demos(n, seed=sft.training.seed, error_rate=sft.error_rate,
+                                                      **suite.data.task_options)
+
+
+def _load_tokenizer(model_dir, suite):
+    from trainers.models import load_tokenizer
+
+    return load_tokenizer(str(model_dir), trust_remote_code=suite.model.trust_remote_code)
+
+
+def reward_stage(suite, store: StageStore, data_key: str, base_key: str, reference_dir: Path, train_pairs, *,
+                 progress) -> Path | None:
+    """The judge: a loaded reward model, or one trained (Bradley–Terry) on the train pairs.
+
+    A trained one starts from the reference policy (the SFT model), as InstructGPT's reward
+    model starts from its SFT model: it then already reads the task, and the score head
+    learns what separates chosen from rejected rather than the language from scratch.
+    """
+    cfg = suite.reward_model
+    if cfg.kind == "none" or not suite.scoring.reward_model:
+        return None
+    if cfg.kind == "load":
+        from trainers.models import resolve_model
+
+        return Path(resolve_model(cfg.path))
+    from bench.evaluation.scoring.reward_model import train_reward_model
+
+    key = content_hash("reward", cfg, data_key, base_key)
+
+    def build(tmp: Path):
+        # Trained by the one training loop in a work folder of its own, so a killed run resumes it.
+        train_reward_model(train_pairs, str(reference_dir), tmp / "model", config=cfg.training, progress=progress,
+                           pair_kind=_pair_kind_function(suite), trust_remote_code=suite.model.trust_remote_code,
+                           work_dir=store.work_dir("reward_train", key))
+
+    model = store.run("reward", key, build) / "model"
+    # The stage holds the finished model: the training folder's copy and resume state go.
+    shutil.rmtree(store.path("reward_train", key), ignore_errors=True)
+    return model
+
+
+def _pair_kind_function(suite):
+    """The builtin task's pair classifier (which confound a pair carries), else None."""
+    from bench.data.tasks import builtin_pair_kind
+
+    return builtin_pair_kind(suite.data.source)
+
+
+def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: bool) -> SuiteContext:
+    from trainers.reference import reference_logps
+    from trainers.tokenize import tokenize_pairs
+
+    from bench.run.fingerprint import suite_fingerprints
+
+    fingerprints = suite_fingerprints(suite)
+    bar.stage("data")
+    data_key, pairs, data_info = data_stage(suite, store, progress, fingerprints)
+    from bench.suite.validate import check_batch_sizes
+
+    check_batch_sizes(suite, runs, len(pairs["train"]))   # before SFT: a batch larger than the data
+    bar.stage("base")
+    base_key, reference_dir = base_stage(suite, store, data_key, pairs["train"], progress=progress,
+                                         fingerprints=fingerprints)
+    tokenizer = _load_tokenizer(reference_dir, suite)
+    from bench.evaluation.budget import check_generation_budget
+
+    check_generation_budget(suite, pairs["eval"], tokenizer)
+    bar.stage("reward")
+    reward_dir = reward_stage(suite, store, data_key, base_key, reference_dir, pairs["train"], progress=progress)
+    training = suite.training
+    train_data, skipped = tokenize_pairs(pairs["train"], tokenizer, max_length=training.max_length,
+                                         max_prompt_length=training.max_prompt_length)
+    if pairs["train"] and not train_data:
+        tokenize_for_training(pairs["train"], tokenizer, training, "training")   # raises, naming the reasons
+    data_info = {**data_info, "skipped_at_tokenization": dict(skipped)}
+    from bench.evaluation.scoring.gold import audit_pairs
+
+    train_audit = audit_pairs(pairs["train"], suite.scoring.gold)
+    ref_cache = store.root / "ref_logps"
+    pack_to = training.max_length if training.packing else None
+    ref_logps = None
+    cached_before = _cache_files(ref_cache)
+    if any(run.needs_reference for run in runs):
+        bar.stage("ref_logps")
+        ref_logps = reference_logps(str(reference_dir), train_data, batch_size=training.batch_size * 2,
+                                    cache_dir=ref_cache, progress=progress, pack_to=pack_to,
+                                    trust_remote_code=suite.model.trust_remote_code)
+    drift_data, drift_reference = None, None
+    if suite.scoring.drift and pairs["drift"]:
+        drift_data, _ = tokenize_pairs(pairs["drift"], tokenizer, max_length=training.max_length,
+                                       max_prompt_length=training.max_prompt_length)
+        drift_reference = reference_logps(str(reference_dir), drift_data, batch_size=training.batch_size * 2,
+                                          cache_dir=ref_cache, progress=progress, pack_to=pack_to,
+                                          trust_remote_code=suite.model.trust_remote_code)
+    if ref_logps is not None or drift_reference is not None:   # a new or rewritten cache file: computed now
+        store.count("ref_logps", base_key, reused=_cache_files(ref_cache) == cached_before)
+    eval_ctx = EvalContext(
+        eval_pairs=pairs["eval"], tokenizer=tokenizer, reference_dir=reference_dir, generation=suite.generation,
+        reward_model_dir=reward_dir, reward_batch_size=suite.reward_model.batch_size, gold=suite.scoring.gold,
+        lm_eval=suite.scoring.lm_eval, lm_eval_include=tasks_dir(suite), drift_data=drift_data,
+        drift_reference=drift_reference, progress=progress, trust_remote_code=suite.model.trust_remote_code,
+    )
+    # The reward model by where it is relative to the results folder (a trained one is inside it):
+    # a moved folder, or --out written relative instead of absolute, keeps every evaluation; a
+    # loaded one, and the lm-eval tasks, by their contents.
+    # compare_to and bootstrap_samples shape only the aggregate, so changing them re-evaluates nothing.
+    scoring = suite.scoring.model_dump(mode="json", exclude=AGGREGATE_ONLY_SCORING)
+    eval_key = content_hash("eval", data_key, base_key, _portable(reward_dir, store.root), suite.generation, scoring,
+                            suite.reward_model, training.max_length, training.max_prompt_length,
+                            fingerprints["reward_model"], fingerprints["lm_eval_tasks"])
+    return SuiteContext(suite=suite, suite_dir=suite_path.parent, data_key=data_key, base_key=base_key,
+                        reference_dir=reference_dir, tokenizer=tokenizer, train_data=train_data, ref_logps=ref_logps,
+                        eval_ctx=eval_ctx, eval_key=eval_key, data_info=data_info, progress=progress,
+                        fingerprints=fingerprints, train_audit=train_audit)
+
+
+def _cache_files(folder: Path) -> dict[str, tuple[int, int]]:
+    """name -> (size, modification time) of the reference caches: a rewritten one differs."""
+    if not folder.is_dir():
+        return {}
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.glob("*.safetensors")}
+
+
+def _portable(path: Path | None, root: Path) -> str | None:
+    """`path` relative to `root` when inside it (so independent of where `root` lives), else as given."""
+    if path is None:
+        return None
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+AGGREGATE_ONLY_SCORING = {"compare_to", "bootstrap_samples"}
