@@ -27,7 +27,8 @@ import accelerate  # noqa: E402
 import torch  # noqa: E402
 
 from trainers.models import load_tokenizer  # noqa: E402
-from tests.helpers_trainer import ensure_objectives, small_config, tokenized_pairs  # noqa: E402
+import trainers.objectives as objectives  # noqa: E402
+from tests.helpers_trainer import small_config, tokenized_pairs  # noqa: E402
 from trainers.trainer import train  # noqa: E402
 
 torch.set_num_threads(1)
@@ -62,7 +63,6 @@ def wrapper_kind(module) -> str:
 
 def main(model_dir, out_dir, batch_size, grad_accum, max_steps, wrapper="ddp", save_every="0", stop_after="0"):
     accelerate.Accelerator = RecordingAccelerator   # the trainer imports it at run time
-    objectives = ensure_objectives()
     data = tokenized_pairs(load_tokenizer(model_dir, trust_remote_code=False), n=16, seed=1)
 
     def on_step(step):

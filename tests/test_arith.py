@@ -131,7 +131,6 @@ def test_bad_options_are_one_line_errors():
 def test_registry():
     assert "arith" in TASKS
     task = get_task("arith")
-    assert task.verify("Answer: 5", {"answer": 5}) == 1.0
     assert len(task.make_pairs(3, 0)) == 3
     with pytest.raises(BenchError, match="'arith'"):
         get_task("arth")

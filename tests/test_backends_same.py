@@ -265,12 +265,13 @@ def test_evaluation_frees_memory_before_the_engine_and_closes_it(monkeypatch, tm
 
 def test_trained_policy_is_released_after_training(monkeypatch, tmp_path, tiny_model_dir, char_tokenizer):
     from trainers import devices
-    from tests.helpers_trainer import ensure_objectives, small_config, tokenized_pairs
+    from tests.helpers_trainer import small_config, tokenized_pairs
+    from trainers.objectives import build_objective
     from trainers.trainer import train
 
     released = []
     monkeypatch.setattr(devices, "release_memory", lambda: released.append(True))
-    train(model_path=tiny_model_dir, objective=ensure_objectives().build_objective([{"name": "nll", "weight": 1.0}]),
+    train(model_path=tiny_model_dir, objective=build_objective([{"name": "nll", "weight": 1.0}]),
           train_data=tokenized_pairs(char_tokenizer, n=4), config=small_config(max_steps=1), out_dir=tmp_path,
           progress=False)
     assert released

@@ -96,10 +96,11 @@ def test_suite_fingerprints_cover_policy_data_reward_model_and_tasks(tmp_path, i
 def test_checkpoint_saved_in_training_dtype_with_use_cache_restored(tmp_path, tiny_model_dir, char_tokenizer):
     from safetensors import safe_open
 
-    from tests.helpers_trainer import ensure_objectives, small_config, tokenized_pairs
+    from tests.helpers_trainer import small_config, tokenized_pairs
+    from trainers.objectives import build_objective
     from trainers.trainer import train
 
-    objective = ensure_objectives().build_objective([{"name": "nll", "weight": 1.0}])
+    objective = build_objective([{"name": "nll", "weight": 1.0}])
     data = tokenized_pairs(char_tokenizer, n=4)
     for precision, dtype in (("bf16", "bfloat16"), ("fp32", "float32")):
         res = train(model_path=tiny_model_dir, objective=objective, train_data=data, out_dir=tmp_path / precision,

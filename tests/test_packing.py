@@ -8,7 +8,7 @@ import torch
 
 from bench.data.records import PreferencePair
 from trainers.models import load_model
-from tests.helpers_trainer import arith_pairs, ensure_objectives, small_config
+from tests.helpers_trainer import arith_pairs, small_config
 from trainers import logps as logps_mod
 from trainers.logps import collate_pairs, pair_logps, split_logps, supports_packing
 from trainers.reference import compute_reference
@@ -133,7 +133,7 @@ def test_a_model_that_ignores_the_mask_is_detected_and_runs_padded(tiny_model_di
 
 
 def test_trainer_packed_equals_padded(tmp_path, tiny_model_dir, char_tokenizer):
-    objectives = ensure_objectives()
+    import trainers.objectives as objectives
     data, _ = tokenize_pairs(arith_pairs(16, seed=2), char_tokenizer, max_length=32, max_prompt_length=16)
     logs = []
     for packing in (False, True):

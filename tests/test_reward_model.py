@@ -171,14 +171,15 @@ def test_reward_model_training_resumed_equals_uninterrupted(tmp_path, tiny_rewar
 def test_reward_model_uses_the_trainers_schedule(tmp_path, tiny_reward_model_dir, tiny_model_dir, char_tokenizer):
     """`constant` warms up (transformers' constant_with_warmup) for the reward model as for a
     policy: the same learning rate at every step of the same config."""
-    from tests.helpers_trainer import ensure_objectives, tokenized_pairs
+    from tests.helpers_trainer import tokenized_pairs
+    from trainers.objectives import build_objective
     from trainers.optim import SCHEDULERS
     from trainers.trainer import read_log_lines, train
 
     cfg = TrainConfig(learning_rate=1e-3, max_steps=4, batch_size=2, warmup_ratio=0.5, scheduler="constant", seed=0)
     rm = train(model_path=tiny_reward_model_dir, objective=BradleyTerry(), train_data=_rm_data(char_tokenizer),
                config=cfg, out_dir=tmp_path / "rm", progress=False)
-    policy = train(model_path=tiny_model_dir, objective=ensure_objectives().build_objective([{"name": "nll", "weight": 1.0}]),
+    policy = train(model_path=tiny_model_dir, objective=build_objective([{"name": "nll", "weight": 1.0}]),
                    train_data=tokenized_pairs(char_tokenizer, n=8), config=cfg, out_dir=tmp_path / "p", progress=False)
     lrs = [row["lr"] for _, row in read_log_lines(rm.log_path)]
     assert lrs == [row["lr"] for _, row in read_log_lines(policy.log_path)]

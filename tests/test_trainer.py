@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from bench.errors import BenchError
-from tests.helpers_trainer import ensure_objectives, load_params, small_config, tokenized_pairs
+from tests.helpers_trainer import load_params, small_config, tokenized_pairs
 from trainers.trainer import train
 
-objectives = ensure_objectives()
+import trainers.objectives as objectives
 DPO = [{"name": "dpo", "weight": 1.0, "beta": 0.1}]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers_trainer import ensure_objectives, load_params, small_config, tokenized_pairs
+from tests.helpers_trainer import load_params, small_config, tokenized_pairs
 from trainers.trainer import train
 
 SCRIPT = Path(__file__).with_name("accelerate_train_script.py")
@@ -24,7 +24,7 @@ def test_two_processes_equal_one(tmp_path, tiny_model_dir, char_tokenizer):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # one process, same global batch (2 per micro-step × 2 accumulation × 2 processes = 8)
-    objectives = ensure_objectives()
+    import trainers.objectives as objectives
     single = train(model_path=tiny_model_dir, objective=objectives.build_objective([{"name": "dpo", "weight": 1.0, "beta": 0.1}]),
                    train_data=tokenized_pairs(char_tokenizer, n=16, seed=1), out_dir=tmp_path / "single",
                    progress=False, config=small_config(batch_size=8, grad_accum=1, max_steps=3))

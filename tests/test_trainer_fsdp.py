@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers_trainer import ensure_objectives, load_params, small_config, tokenized_pairs
+from tests.helpers_trainer import load_params, small_config, tokenized_pairs
 from trainers.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def fsdp_run(tmp_path_factory, tiny_model_dir):
 
 
 def test_fsdp_two_processes_equal_one_unsharded_process(fsdp_run, tmp_path, tiny_model_dir, char_tokenizer):
-    objectives = ensure_objectives()
+    import trainers.objectives as objectives
     single = train(model_path=tiny_model_dir, objective=objectives.build_objective([{"name": "dpo", "weight": 1.0, "beta": 0.1}]),
                    train_data=tokenized_pairs(char_tokenizer, n=16, seed=1), out_dir=tmp_path / "single",
                    progress=False, config=small_config(batch_size=8, grad_accum=1, max_steps=3))

@@ -10,11 +10,11 @@ import torch
 from bench.data.records import PreferencePair
 from trainers.models import load_model
 from bench.suite.schema import LoraSpec
-from tests.helpers_trainer import ensure_objectives, load_params, small_config, tokenized_pairs
+import trainers.objectives as objectives
+from tests.helpers_trainer import load_params, small_config, tokenized_pairs
 from trainers.tokenize import tokenize_pairs
 from trainers.trainer import train
 
-objectives = ensure_objectives()
 
 SPECS = {
     "dpo": [{"name": "dpo", "beta": 0.1}],

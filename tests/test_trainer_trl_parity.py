@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from tests.helpers_trainer import ensure_objectives, small_config, tokenized_pairs
+import trainers.objectives as objectives
+from tests.helpers_trainer import small_config, tokenized_pairs
 from trainers.optim import adamw, disable_dropout, warmup_steps
 from trainers.trainer import train
 
-objectives = ensure_objectives()
 DPO = [{"name": "dpo", "weight": 1.0, "beta": 0.1}]
 
 

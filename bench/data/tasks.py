@@ -14,14 +14,13 @@ class BuiltinTask:
     name: str
     make_pairs: Callable        # (n, seed, **options) -> list[PreferencePair]
     make_sft_demos: Callable    # (n, seed, error_rate, **options) -> list[PreferencePair]
-    verify: Callable            # (text, metadata) -> float in {0.0, 1.0}
     default_size: int           # pairs made when the suite sets no data.limit
     words: tuple[str, ...] = () # the task's vocabulary (whole-word tokens of the word tokenizer)
     pair_kind: Callable | None = None   # (pair) -> which confound it carries, for scorer validity
 
 
 _REGISTRY = {
-    "arith": BuiltinTask("arith", arith.make_pairs, arith.make_sft_demos, arith.verify, default_size=2000,
+    "arith": BuiltinTask("arith", arith.make_pairs, arith.make_sft_demos, default_size=2000,
                          words=arith.WORDS, pair_kind=arith.pair_kind),
 }
 TASKS = sorted(_REGISTRY)
