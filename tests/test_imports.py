@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Floors, lowest first; a module's floor is that of its longest matching prefix.
 FLOORS = [
-    ("trainers", "bench.errors", "bench.hashing", "bench.models"),
+    ("trainers", "bench.errors", "bench.hashing", "bench.io", "bench.models"),
     ("bench.data", "bench.suite", "bench.tables"),       # the suite's definition, data, tables
     ("bench.evaluation",),                               # one policy: generate and score
     ("bench.run", "bench.suite.validate"),               # the stages; validate's cross-checks load data

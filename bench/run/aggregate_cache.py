@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from bench.hashing import content_hash
+from bench.io import atomic_write
 from bench.run.store import DONE_MARKER
 
 KEY_FILE = ".aggregate.json"
@@ -76,7 +77,6 @@ def reuse(out: Path, key: str) -> str | None:
 
 def remember(out: Path, key: str) -> None:
     """Record the key and the outputs' checksums (after every output is written)."""
-    from bench.tables.results import atomic_write
 
     text = json.dumps({"key": key, "files": _outputs(out)}, indent=1, sort_keys=True)
     atomic_write(out / KEY_FILE, lambda tmp: tmp.write_text(text))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from types import SimpleNamespace
 import torch
 
 from bench.errors import BenchError
+from bench.io import atomic_write
 from bench.hashing import content_hash
 
 
@@ -41,22 +41,14 @@ def _shared_inputs(ctx, out_dir: Path) -> tuple[Path, Path | None]:
     key = content_hash(ctx.data_key, ctx.base_key, training.max_length, training.max_prompt_length)
     data_file = folder / f"train_data-{key}.json"
     if not data_file.exists():
-        _write_atomically(data_file, lambda tmp: tmp.write_text(json.dumps([dataclasses.asdict(p)
+        atomic_write(data_file, lambda tmp: tmp.write_text(json.dumps([dataclasses.asdict(p)
                                                                             for p in ctx.train_data])))
     if ctx.ref_logps is None:
         return data_file, None
     reference_file = folder / f"reference_logps-{key}.pt"
     if not reference_file.exists():
-        _write_atomically(reference_file, lambda tmp: torch.save(ctx.ref_logps, tmp))
+        atomic_write(reference_file, lambda tmp: torch.save(ctx.ref_logps, tmp))
     return data_file, reference_file
-
-
-def _write_atomically(path: Path, write) -> None:
-    from trainers.checkpoint import unique_suffix
-
-    tmp = path.with_name(f"{path.name}.tmp-{unique_suffix()}")   # never another process's temporary
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def train_with_accelerate(run, ctx, out_dir: Path):

@@ -13,7 +13,8 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.tables import stats
-from bench.tables.results import LM_EVAL_PREFIX, REFERENCE, atomic_write, metric_info
+from bench.io import atomic_write
+from bench.tables.results import LM_EVAL_PREFIX, REFERENCE, metric_info
 from bench.tables.cells import SharedCounts, aggregate, failed_run_ids
 from bench.tables.comparisons import COMPARISON_COLUMNS, comparisons, resolve_baseline
 

@@ -26,7 +26,8 @@ import pandas as pd
 from bench.errors import BenchError
 from bench.tables.leaderboard import leaderboard, read_settings
 from bench.tables.render import FORMATS, render
-from bench.tables.results import atomic_write, read_results, read_runs, read_units
+from bench.io import atomic_write
+from bench.tables.results import read_results, read_runs, read_units
 from bench.tables.validity import section
 
 

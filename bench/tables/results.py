@@ -16,7 +16,6 @@ from bench.hashing import canonical_json
 
 import json
 import math
-import os
 import platform
 import subprocess
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.io import atomic_write
 
 RESULT_COLUMNS = [
     "suite", "run_id", "objective", "label", "params", "seed",
@@ -296,17 +296,6 @@ def read_units(results_dir: str | Path) -> pd.DataFrame | None:
     if missing:
         raise BenchError(f"{path}: lacks the columns {missing}")
     return df
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary sibling, then rename: a killed run never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def read_results(results_dir: str | Path) -> pd.DataFrame:

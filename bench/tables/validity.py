@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.io import atomic_write
+
 VALIDITY_JSON = "validity.json"
 VALIDITY_MD = "validity.md"
 
@@ -65,7 +67,6 @@ def _pct(value) -> str:
 
 
 def write(out: Path, facts: dict) -> None:
-    from bench.tables.results import atomic_write
 
     text = json.dumps(facts, indent=2, sort_keys=True, default=str) + "\n"
     atomic_write(out / VALIDITY_JSON, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from bench.errors import BenchError, DataError
+from bench.io import atomic_write
 # Prompts are encoded by training's rule (BOS exactly once) in every backend.
 from trainers.tokenize import encode_prompt  # noqa: F401
 
@@ -106,12 +107,8 @@ def write_generations(path, generations) -> Path:
     """One JSON object per line; written to a temporary name, then renamed (never half-written)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for gen in generations:
-            fh.write(json.dumps(gen.to_dict(), ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
+    text = "".join(json.dumps(gen.to_dict(), ensure_ascii=False) + "\n" for gen in generations)
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def read_generations(path) -> list[Generation]:
