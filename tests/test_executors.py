@@ -125,3 +125,13 @@ def test_a_failed_reference_evaluation_fails_the_suite_after_the_runs(tmp_path):
     assert (tmp_path / "a.done").exists() and (tmp_path / "b.done").exists()   # the runs went on
     with pytest.raises(BenchError, match="the reference's evaluation failed: RuntimeError: boom in reference"):
         outcome(fan)
+
+
+def test_gpus_asked_for_and_absent_is_one_line_before_any_stage(tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "bench.py"), "run", str(REPO / "suites" / "ci_smoke.yaml"),
+                           "--out", str(tmp_path / "out"), "--executor", "local", "--set", "executor.gpus_per_run=1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "error: executor.gpus_per_run: 1, but no GPU is visible here; set executor.gpus_per_run: 0 to run on CPU"]
+    assert not (tmp_path / "out" / "stages").exists()

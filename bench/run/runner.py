@@ -71,6 +71,10 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True,
     check_lm_eval_tasks(suite)
     if suite.launcher == "accelerate":
         check_accelerate_config(suite)
+    if suite.executor.kind == "local":   # GPUs asked for and not here: said before the shared stages run
+        from bench.run.local_workers import plan
+
+        plan(suite.executor)
     runs = select_runs(suite.runs, only)
     out = Path(out_dir) if out_dir else Path("results") / suite.name
     try:
