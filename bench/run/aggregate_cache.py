@@ -19,9 +19,10 @@ from pathlib import Path
 from bench.hashing import content_hash
 from bench.io import atomic_write
 from bench.run.store import DONE_MARKER
+from trainers.manifest import file_digest
 
 KEY_FILE = ".aggregate.json"
-_NOT_OUTPUTS = {"stages", "logs", KEY_FILE}
+_NOT_OUTPUTS = {"stages", "logs"}   # and every hidden path: the key file, the folder and stage locks
 
 
 @functools.lru_cache(maxsize=1)
@@ -55,12 +56,12 @@ def marker_text(stage_dir) -> str:
     return marker.read_text() if marker.is_file() else ""
 
 
-def _outputs(out: Path) -> dict[str, str]:
+def _outputs(out: Path) -> dict[str, dict]:
     files = {}
     for path in sorted(out.rglob("*")):
         rel = path.relative_to(out)
-        if path.is_file() and rel.parts[0] not in _NOT_OUTPUTS and not rel.name.startswith("."):
-            files[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
+        if path.is_file() and rel.parts[0] not in _NOT_OUTPUTS and not any(p.startswith(".") for p in rel.parts):
+            files[rel.as_posix()] = file_digest(path)   # the stage manifests' digest
     return files
 
 
