@@ -15,7 +15,6 @@ space (split by a stable hash of the prompt), so SFT never trains on an eval pro
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import random
 import re
 import zlib
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 
 from bench.data.records import PreferencePair
 from bench.errors import BenchError
+from trainers.errors import nearest
 
 _ANSWER = re.compile(r"Answer:\s*(-?\d+)")
 _FILLER = (
@@ -64,8 +64,8 @@ def parse_options(options: dict) -> ArithOptions:
     known = [f.name for f in dataclasses.fields(ArithOptions)]
     for key in options:
         if key not in known:
-            near = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean {near[0]}?)" if near else f" (known: {', '.join(known)})"
+            near = nearest(key, known)
+            hint = f" (did you mean {near}?)" if near else f" (known: {', '.join(known)})"
             raise BenchError(f"arith: unknown task option {key!r}{hint}")
     return ArithOptions(**options)
 

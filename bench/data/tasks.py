@@ -1,12 +1,12 @@
 """Registry of builtin synthetic tasks (data + gold verifier), looked up by name."""
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Callable
 
 from bench.data import arith
 from bench.errors import BenchError
+from trainers.errors import nearest
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,8 @@ def get_task(name: str) -> BuiltinTask:
     """The builtin task called `name`; an unknown name is a BenchError naming the nearest."""
     if name in _REGISTRY:
         return _REGISTRY[name]
-    near = difflib.get_close_matches(name, TASKS, n=1, cutoff=0.0)
-    raise BenchError(f"unknown builtin task {name!r}; did you mean {near[0]!r}? (tasks: {', '.join(TASKS)})")
+    near = nearest(name, TASKS, cutoff=0.0)
+    raise BenchError(f"unknown builtin task {name!r}; did you mean {near!r}? (tasks: {', '.join(TASKS)})")
 
 
 def builtin_words(source: str) -> tuple[str, ...]:

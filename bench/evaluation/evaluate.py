@@ -19,7 +19,8 @@ import pandas as pd
 import torch
 
 from bench.tables.aggregate import JUDGMENTS, LM_EVAL_UNITS
-from bench.evaluation.generation.base import GenerationConfig, encode_prompt, get_generator, write_generations
+from bench.evaluation.generation.base import GenerationConfig, encode_prompt, write_generations
+from bench.evaluation.generation.registry import get_backend, get_generator
 from bench.evaluation.capture import output_to_log
 from bench.suite.schema import GenerationConfigSection, LmEvalConfig
 from trainers.tokenize import TokenizedPair, render_prompt
@@ -49,11 +50,8 @@ def prompts_of(ctx: EvalContext) -> list[tuple[str, str]]:
 
 
 def generator_options(section) -> dict:
-    """Constructor options of the suite's generation backend."""
-    if section.backend == "vllm":
-        return {"tensor_parallel_size": section.tensor_parallel_size, "seed": section.seed,
-                "gpu_memory_utilization": section.gpu_memory_utilization, "max_model_len": section.max_model_len}
-    return {"max_model_len": section.max_model_len}
+    """Constructor options of the suite's generation backend (the backend says which it takes)."""
+    return get_backend(section.backend).cls.options(section)
 
 
 def generate(policy_dir: Path, ctx: EvalContext, out_dir: Path):

@@ -4,12 +4,12 @@
 """
 from __future__ import annotations
 
-import difflib
 from typing import get_args
 
 from pydantic import BaseModel, ValidationError
 
 from bench.errors import SuiteError, SuiteErrors
+from trainers.errors import nearest
 
 
 def dotted(parts) -> str:
@@ -55,8 +55,8 @@ def _one_error(first: dict, root: type[BaseModel], file: str, prefix: tuple = ()
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and ("[" in p or "function-after" in p)))
     if first["type"] == "extra_forbidden":
         valid = _fields_at(root, loc[:-1])
-        near = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-        hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(valid)}"
+        near = nearest(loc[-1], valid)
+        hint = f"; did you mean '{near}'?" if near else f"; valid keys: {', '.join(valid)}"
         return SuiteError(file, dotted(prefix + loc), f"unknown key{hint}")
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "value_error":

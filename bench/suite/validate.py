@@ -8,7 +8,6 @@ in code); and the lm-eval task names (lm-eval's own TaskManager, with the suite'
 """
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from bench.suite.paths import tasks_dir
 from bench.suite.runs import RunSpec
 from bench.suite.schema import Suite
 from bench.errors import BenchError, ModelNotFoundError, NetworkRequiredError, SuiteError, SuiteErrors
+from trainers.errors import nearest
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_MODELS = ("builtin:tiny-llama",)
@@ -123,14 +123,26 @@ def check_batch_sizes(suite: Suite, runs, n_train: int) -> str:
 
 # ---------------------------------------------------------------- generation backend
 def check_backend(suite: Suite) -> str:
-    backend = suite.generation.backend
-    if backend == "vllm":
-        import importlib.util
+    """The backend is registered and can run here (its package installed; CUDA when it needs it)."""
+    from bench.evaluation.generation.registry import get_backend
 
-        if importlib.util.find_spec("vllm") is None:
-            raise SuiteError(suite.source, "generation.backend", "vllm is not installed here "
-                                                                "(pip install -e '.[vllm]' on a CUDA machine), or use backend: hf")
-    return f"generation: {backend} backend available"
+    field_name = "generation.backend"
+    try:
+        backend = get_backend(suite.generation.backend)
+    except BenchError as err:
+        raise SuiteError(suite.source, field_name, str(err)) from None
+    # Runs on Ray or Slurm start their engines on the cluster's machines, not on this one.
+    cuda = suite.executor.kind not in ("inprocess", "local") or _cuda_here()
+    problem = backend.unavailable(cuda=cuda)
+    if problem:
+        raise SuiteError(suite.source, field_name, problem)
+    return f"generation: {backend.name} backend available"
+
+
+def _cuda_here() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 # ---------------------------------------------------------------- launcher
@@ -253,8 +265,8 @@ def check_model(suite: Suite, name: str, field_name: str) -> str:
     """A builtin name, an existing HF model directory, or a hub id that is cached or reachable."""
     if name.startswith(BUILTIN_PREFIX):
         if name not in BUILTIN_MODELS:
-            near = difflib.get_close_matches(name, BUILTIN_MODELS, n=1, cutoff=0.0)
-            raise SuiteError(suite.source, field_name, f"unknown builtin model {name!r}; did you mean {near[0]!r}?")
+            near = nearest(name, BUILTIN_MODELS, cutoff=0.0)
+            raise SuiteError(suite.source, field_name, f"unknown builtin model {name!r}; did you mean {near!r}?")
         return f"{field_name}: {name} (built in code)"
     from trainers.models import resolve_model
 
@@ -323,8 +335,8 @@ def check_lm_eval_tasks(suite: Suite) -> str:
     for i, task in enumerate(tasks):
         field_name = f"scoring.lm_eval.tasks[{i}]"
         if task not in index:
-            near = difflib.get_close_matches(task, sorted(index), n=1)
-            hint = f"; closest known task: {near[0]!r}" if near else ""
+            near = nearest(task, sorted(index))
+            hint = f"; closest known task: {near!r}" if near else ""
             problems.append(SuiteError(suite.source, field_name, f"unknown lm-eval task {task!r}{hint}"))
             continue
         hub = _task_hub_dataset(index[task])

@@ -7,14 +7,13 @@ with one line naming the objective, the parameter, the value and what is allowed
 """
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
-from trainers.errors import UserError
+from trainers.errors import UserError, nearest
 
 
 class ObjectiveError(UserError, ValueError):
@@ -28,8 +27,8 @@ class ObjectiveError(UserError, ValueError):
 
 def closest(name: str, options: list[str]) -> str:
     """' (did you mean 'x'?)' for the nearest option, or '' when nothing is close."""
-    match = difflib.get_close_matches(str(name), options, n=1, cutoff=0.5)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+    match = nearest(name, options, cutoff=0.5)
+    return f" (did you mean {match!r}?)" if match else ""
 
 
 # ---------------------------------------------------------------- inputs and outputs

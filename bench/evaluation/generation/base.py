@@ -1,13 +1,12 @@
-"""The generation interface: settings, records, a lazy backend registry, jsonl helpers.
+"""The generation interface: settings, records, the prompt-truncation rule, jsonl helpers.
 
 A backend turns `(prompt_id, prompt_text)` pairs into `Generation` records, identical in
 shape whichever backend produced them (lm-eval's narrow `LM` interface is the model).
-The registry maps names to import paths, so `vllm` (CUDA-only) is imported only when the
-`vllm` backend is asked for.
+Backends register themselves in `bench.evaluation.generation.registry` (`get_generator`
+is re-exported here); `vllm` (CUDA-only) is imported only when its backend starts.
 """
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Literal, Protocol
 
 from bench.errors import BenchError, DataError
 from bench.io import atomic_write
+from bench.evaluation.generation.registry import get_generator  # noqa: F401  (the interface's entry point)
 # Prompts are encoded by training's rule (BOS exactly once) in every backend.
 from trainers.tokenize import encode_prompt  # noqa: F401
 
@@ -63,22 +63,6 @@ class Generation:
 class Generator(Protocol):
     def generate(self, prompts: list[tuple[str, str]], config: GenerationConfig) -> list[Generation]:
         """Records for every prompt, prompts in input order, samples 0..n-1 within a prompt."""
-
-
-# name -> "module:class"; imported on demand so an absent optional backend costs nothing.
-BACKENDS = {
-    "hf": "bench.evaluation.generation.hf:HFGenerator",
-    "vllm": "bench.evaluation.generation.vllm_backend:VLLMGenerator",
-}
-
-
-def get_generator(backend: str, model_path, **options) -> Generator:
-    """The generator of `backend` for the model at `model_path` (options go to its constructor)."""
-    if backend not in BACKENDS:
-        raise BenchError(f"unknown generation backend {backend!r}; choices: {', '.join(sorted(BACKENDS))}")
-    module_name, class_name = BACKENDS[backend].split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(str(model_path), **options)
 
 
 def truncate_prompts(encoded: list[list[int]], max_model_len: int | None, max_new_tokens: int,

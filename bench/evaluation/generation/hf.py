@@ -13,9 +13,12 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig as HFGenerationConfig
 
 from bench.evaluation.generation.base import Generation, GenerationConfig, encode_prompt, truncate_prompts
+from bench.evaluation.generation.registry import register_backend
 from trainers.models import load_model, load_tokenizer
 
 
+@register_backend("hf", needs_cuda=False, batching=True, lm_eval_model="hf",
+                  reference="transformers' GenerationMixin.generate; lm-eval's HFLM")
 class HFGenerator:
     """Generate with a transformers causal LM loaded from `model_path` (bf16 on GPU, fp32 on CPU)."""
 
@@ -30,6 +33,25 @@ class HFGenerator:
         # The context limit: the suite's max_model_len, else the model's positions.
         self.max_model_len = max_model_len or getattr(self.model.config, "max_position_embeddings", None)
         self.truncated = 0
+
+    @staticmethod
+    def options(section) -> dict:
+        """Constructor options from the suite's `generation` section."""
+        return {"max_model_len": section.max_model_len}
+
+    @staticmethod
+    def lm_eval_args(*, tensor_parallel_size: int, gpu_memory_utilization: float,
+                     max_model_len: int | None) -> list[str]:
+        """lm-eval's HFLM: the model split over the GPUs (its `parallelize`) and the context limit."""
+        args = ["parallelize=True"] if tensor_parallel_size > 1 else []
+        return args + ([f"max_length={max_model_len}"] if max_model_len else [])
+
+    # lm-eval's HFLM takes the device (trainers.devices.placement's); vLLM places itself.
+    lm_eval_takes_device = True
+
+    @staticmethod
+    def after_lm_eval() -> None:
+        """Nothing beyond trainers.devices.release_memory, which the scorer calls for every backend."""
 
     def encode(self, text: str) -> list[int]:
         return encode_prompt(self.tokenizer, text)

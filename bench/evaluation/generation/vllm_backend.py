@@ -14,9 +14,13 @@ import contextlib
 
 from bench.errors import BenchError
 from bench.evaluation.generation.base import Generation, GenerationConfig, encode_prompt, truncate_prompts
+from bench.evaluation.generation.registry import register_backend
 from trainers.models import resolve_model
 
 
+@register_backend("vllm", needs_cuda=True, batching=False, lm_eval_model="vllm", package="vllm",
+                  install_hint=" (pip install -e '.[vllm]' on a CUDA machine), or use backend: hf",
+                  reference="Kwon et al. 2023, PagedAttention (arXiv:2309.06180); lm-eval's VLLM model")
 class VLLMGenerator:
     """Generate with `vllm.LLM` (the dtype of `trainers.devices.placement`; `tensor_parallel_size` GPUs)."""
 
@@ -40,6 +44,29 @@ class VLLMGenerator:
                             gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
                             trust_remote_code=trust_remote_code, generation_config="vllm")
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+
+    @staticmethod
+    def options(section) -> dict:
+        """Constructor options from the suite's `generation` section."""
+        return {"tensor_parallel_size": section.tensor_parallel_size, "seed": section.seed,
+                "gpu_memory_utilization": section.gpu_memory_utilization, "max_model_len": section.max_model_len}
+
+    @staticmethod
+    def lm_eval_args(*, tensor_parallel_size: int, gpu_memory_utilization: float,
+                     max_model_len: int | None) -> list[str]:
+        """lm-eval's VLLM model: tensor parallelism, its memory share and the context limit."""
+        args = [f"tensor_parallel_size={tensor_parallel_size}", f"gpu_memory_utilization={gpu_memory_utilization}"]
+        return args + ([f"max_model_len={max_model_len}"] if max_model_len else [])
+
+    lm_eval_takes_device = False   # vLLM places itself on its GPUs
+
+    @staticmethod
+    def after_lm_eval() -> None:
+        """lm-eval's engine is unreferenced now; vLLM's own cleanup returns its memory."""
+        with contextlib.suppress(ImportError):
+            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+            cleanup_dist_env_and_memory()
 
     def sampling_params(self, config: GenerationConfig, min_new_tokens: int = 0):
         # Explicit neutral values for everything the hf backend also pins (bench.evaluation.generation.hf).

@@ -5,10 +5,10 @@ final-answer match, the analogue of GSM8K accuracy used in the ADPO paper's math
 """
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Sequence
 
 from bench.errors import BenchError
+from trainers.errors import nearest
 
 Verifier = Callable[[str, dict], float]
 
@@ -36,8 +36,8 @@ def get_verifier(name: str) -> Verifier:
     try:
         return VERIFIERS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, VERIFIERS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        close = nearest(name, VERIFIERS)
+        hint = f" (did you mean {close!r}?)" if close else ""
         raise BenchError(f"unknown gold verifier {name!r}{hint}; known: {', '.join(sorted(VERIFIERS))}") from None
 
 

@@ -8,7 +8,6 @@ machine has no network (a local task reads a local file either way).
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
 import os
 from collections.abc import Iterator, Sequence
@@ -16,6 +15,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.evaluation.generation.registry import get_backend, list_backends
+from trainers.errors import nearest
 
 _OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
@@ -86,8 +87,8 @@ def _check_tasks(manager, tasks: Sequence[str]) -> None:
     known = set(manager.all_tasks)
     for task in tasks:
         if task not in known:
-            close = difflib.get_close_matches(task, sorted(known), n=1)
-            hint = f" (closest known: {close[0]!r})" if close else ""
+            close = nearest(task, sorted(known))
+            hint = f" (closest known: {close!r})" if close else ""
             raise BenchError(f"unknown lm-eval task {task!r}{hint}")
 
 
@@ -119,23 +120,27 @@ def _num(x):
     return float(x) if isinstance(x, (int, float)) else None
 
 
+def lm_eval_backend(backend: str):
+    """The registered generation backend `backend`, refused in one line when lm-eval has no model type for it."""
+    spec = get_backend(backend)
+    if spec.lm_eval_model is None:
+        usable = [name for name in list_backends() if get_backend(name).lm_eval_model is not None]
+        raise BenchError(f"generation backend {backend!r} has no lm-eval model type; lm-eval runs with "
+                         f"{', '.join(usable)}")
+    return spec
+
+
 def model_args(backend: str, model_path: str, *, dtype: str, tensor_parallel_size: int = 1,
                gpu_memory_utilization: float = 0.85, max_model_len: int | None = None,
                trust_remote_code: bool = False) -> str:
-    """lm-eval's `model_args` for either backend: the same dtype (`trainers.devices.placement`), the
-    same parallelism (vLLM: tensor parallel; hf: the model split over the GPUs) and context limit."""
+    """lm-eval's `model_args` for any backend: the same dtype (`trainers.devices.placement`); the
+    parallelism and context limit in the backend's own words (its `lm_eval_args`)."""
     args = [f"pretrained={model_path}", f"dtype={dtype}"]
     if trust_remote_code:   # lm-eval passes it on to from_pretrained / vllm.LLM (its default is False)
         args.append("trust_remote_code=True")
-    if backend == "vllm":
-        args += [f"tensor_parallel_size={tensor_parallel_size}", f"gpu_memory_utilization={gpu_memory_utilization}"]
-        if max_model_len:
-            args.append(f"max_model_len={max_model_len}")
-    else:
-        if tensor_parallel_size > 1:
-            args.append("parallelize=True")
-        if max_model_len:
-            args.append(f"max_length={max_model_len}")
+    args += lm_eval_backend(backend).cls.lm_eval_args(tensor_parallel_size=tensor_parallel_size,
+                                                      gpu_memory_utilization=gpu_memory_utilization,
+                                                      max_model_len=max_model_len)
     return ",".join(args)
 
 
@@ -149,13 +154,12 @@ def evaluate(checkpoint, tasks: Sequence[str], *, include_path=None, limit: int 
     A ``per_doc`` dict is filled with each document's metric values (`per_doc_values`), whose
     means are the rows' values: comparisons between policies then pair by document.
 
-    ``backend`` is lm-eval's model type: "hf" (transformers) or "vllm"; the device and dtype
-    are `trainers.devices.placement("lm_eval")`'s under both. The hub is switched off for the
+    ``backend`` is a registered generation backend; lm-eval runs its model type (the backend's
+    `lm_eval_model`). The device and dtype are `trainers.devices.placement("lm_eval")`'s under all. The hub is switched off for the
     call only when this machine has no network: hub tasks (hellaswag...) then fail in one
     line instead of hanging, while with network they download as lm-eval does.
     """
-    if backend not in ("hf", "vllm"):
-        raise BenchError(f"lm-eval backend must be 'hf' or 'vllm', got {backend!r}")
+    spec = lm_eval_backend(backend)
     tasks = list(tasks)
     if not tasks:
         return []
@@ -175,15 +179,11 @@ def evaluate(checkpoint, tasks: Sequence[str], *, include_path=None, limit: int 
                           gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
                           trust_remote_code=trust_remote_code)
         out = lm_eval.simple_evaluate(
-            model=backend, model_args=args, tasks=tasks, task_manager=manager, limit=limit,
+            model=spec.lm_eval_model, model_args=args, tasks=tasks, task_manager=manager, limit=limit,
             num_fewshot=num_fewshot, batch_size=batch_size,
-            device=str(where.device) if backend == "hf" else None, log_samples=per_doc is not None,
+            device=str(where.device) if spec.cls.lm_eval_takes_device else None, log_samples=per_doc is not None,
         )
-    if backend == "vllm":   # lm-eval's engine is unreferenced now; vLLM's own cleanup returns its memory
-        with contextlib.suppress(ImportError):
-            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
-
-            cleanup_dist_env_and_memory()
+    spec.cls.after_lm_eval()
     release_memory()
     if out is None:  # simple_evaluate returns None on non-zero ranks of a distributed run
         return []
