@@ -114,3 +114,24 @@ def test_per_document_values_keep_one_filter_metrics_only():
         {"doc_id": 2, "filter": "none", "metrics": ["acc", "bleu"], "acc": True, "bleu": "n/a"},
     ]}
     assert per_doc_values(samples) == {"t": {"acc": {"0": 1.0, "1": 0.0}}}
+
+
+def test_environment_report_is_collected_once_per_process(tiny_model_dir, monkeypatch):
+    """lm-eval's `add_env_info` runs torch's collect_env (subprocesses, ~1.2 s) after every
+    task; the scorer computes that record once and copies it into later calls."""
+    import torch.utils.collect_env as collect_env
+
+    from bench.evaluation.scoring import lm_eval_scorer
+
+    calls = []
+    monkeypatch.setattr(collect_env, "get_pretty_env_info", lambda: calls.append(1) or "env report")
+    lm_eval_scorer._environment_info.cache_clear()
+    for _ in range(2):
+        evaluate(tiny_model_dir, ["arith_qa"], include_path=TASKS_DIR, limit=4, batch_size=16)
+    assert len(calls) == 1
+    record: dict = {}
+    import lm_eval.evaluator
+
+    lm_eval.evaluator.add_env_info(record)     # what simple_evaluate stores in its results
+    assert record["pretty_env_info"] == "env report" and "lm_eval_version" in record
+    lm_eval_scorer._environment_info.cache_clear()

@@ -21,6 +21,33 @@ from trainers.errors import nearest
 _OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
+@functools.cache
+def _environment_info() -> dict:
+    """lm-eval's environment record (torch's `collect_env` report, versions, git hash), once."""
+    from lm_eval.loggers import utils as lm_eval_log_utils
+
+    info: dict = {}
+    lm_eval_log_utils.add_env_info(info)
+    return info
+
+
+def _add_env_info_once(storage: dict) -> None:
+    storage.update(_environment_info())
+
+
+def record_environment_once() -> None:
+    """Make `simple_evaluate` compute its environment record once per process.
+
+    `simple_evaluate` ends with `add_env_info`, whose `torch.utils.collect_env` report starts
+    subprocesses (pip, nvidia-smi, ...): 1.1-1.4 s per call on this 2-core machine, as long
+    as training a run. The environment does not change within a process, so later calls copy
+    the first record; the results keep the same fields.
+    """
+    import lm_eval.evaluator
+
+    lm_eval.evaluator.add_env_info = _add_env_info_once
+
+
 def lm_eval_version() -> str:
     try:
         return version("lm_eval")
@@ -173,6 +200,7 @@ def evaluate(checkpoint, tasks: Sequence[str], *, include_path=None, limit: int 
     with hub:
         import lm_eval
 
+        record_environment_once()
         manager = task_manager(include_path, tasks)
         _check_tasks(manager, tasks)
         args = model_args(backend, model_path, dtype=where.dtype_name, tensor_parallel_size=tensor_parallel_size,
