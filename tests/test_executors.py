@@ -135,3 +135,47 @@ def test_gpus_asked_for_and_absent_is_one_line_before_any_stage(tmp_path):
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         "error: executor.gpus_per_run: 1, but no GPU is visible here; set executor.gpus_per_run: 0 to run on CPU"]
     assert not (tmp_path / "out" / "stages").exists()
+
+
+# ---------------------------------------------------------------- GPU over-asks: one line before any stage
+def _run_ci_suite(out: Path, *settings, env=None):
+    command = [sys.executable, str(REPO / "bench.py"), "run", str(REPO / "suites" / "ci_smoke.yaml"), "--out", str(out)]
+    for setting in settings:
+        command += ["--set", setting]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
+
+
+def test_a_ray_gpu_over_ask_is_one_line_before_any_stage(tmp_path):
+    pytest.importorskip("ray")
+    done = _run_ci_suite(tmp_path / "out", "executor.kind=ray", "executor.ray.num_cpus=1", "executor.ray.num_gpus=1",
+                         "executor.gpus_per_run=2")
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [
+        "error: executor: a run asks for 2 GPU(s) and 1 CPU(s); the Ray cluster offers 1 GPU(s) and 1 CPU(s) "
+        "(executor.gpus_per_run, executor.cpus_per_run, executor.ray)"]
+    assert not (tmp_path / "out" / "stages").exists()
+
+
+def test_node_gpus_reads_sinfo_gres():
+    from bench.run.slurm_jobs import node_gpus
+
+    assert node_gpus("gpu:8\n(null)\n") == 8
+    assert node_gpus("gpu:a100:4(S:0-1)\ngpu:h100:2,gpu:a100:1,shard:8\n") == 4
+    assert node_gpus("(null)\n") == 0
+
+
+def test_a_slurm_gpu_over_ask_is_one_line_before_any_stage(tmp_path):
+    """`sinfo` on the login node says what a node of the partition has; a stand-in sinfo here."""
+    pytest.importorskip("submitit")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sinfo").write_text("#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/args\"\nprintf 'gpu:a100:2(S:0-1)\\n(null)\\n'\n")
+    (bin_dir / "sinfo").chmod(0o755)
+    done = _run_ci_suite(tmp_path / "out", "executor.kind=slurm", "executor.slurm.partition=gpu",
+                         "executor.gpus_per_run=4", env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [
+        "error: executor.gpus_per_run: 4, but a node of Slurm partition gpu has at most 2 GPU(s); "
+        "lower executor.gpus_per_run or choose another executor.slurm.partition"]
+    assert "--partition gpu" in (bin_dir / "args").read_text()
+    assert not (tmp_path / "out" / "stages").exists()

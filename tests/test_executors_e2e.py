@@ -1,7 +1,9 @@
 """The CI suite on every executor gives the in-process results.csv, byte for byte (the
-in-process run is conftest's `finished`); a killed worker, Ctrl-C and a rerun lose nothing."""
+in-process run is conftest's `finished`); a killed worker, Ctrl-C and a rerun lose nothing;
+the shared stages that do not depend on each other run side by side on the executor."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -62,6 +64,17 @@ def _missing_stages(out: Path, runs: int) -> int:
     return (runs + 1 - len(done("evaluate"))) + (1 - len(done("chosen"))) + (runs - len(trained))
 
 
+def _side_by_side(out: Path) -> list[dict]:
+    """The reward model and the reference log-probs, each computed once, by two workers at once:
+    each started before the other ended (in sequence, one would start after the other's end)."""
+    times = [json.loads(line) for line in (out / "logs" / "shared_stages.jsonl").read_text().splitlines()]
+    assert sorted(t["stage"] for t in times) == ["ref_logps", "reward"], times
+    first, second = times
+    assert first["pid"] != second["pid"], times
+    assert max(first["started"], second["started"]) < min(first["ended"], second["ended"]), times
+    return times
+
+
 def test_local_workers_killed_and_stopped_then_resumed_give_the_inprocess_results(finished, tmp_path):
     reference, _ = finished
     out, errors = tmp_path / "local", tmp_path / "stderr.txt"
@@ -99,19 +112,36 @@ def test_local_workers_killed_and_stopped_then_resumed_give_the_inprocess_result
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"({missing} stages computed" in again.stdout      # nothing finished was redone
     assert (out / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()
+    _side_by_side(out)      # in the first command; the rerun found them finished
 
 
-def test_ray_on_a_local_cluster_with_logical_gpus_gives_the_inprocess_results(finished, tmp_path):
-    """2 CPUs and 2 logical GPUs declared, one GPU per run: Ray schedules the runs by GPU (at
-    most two at once) on a machine that has none, and sets each task's CUDA_VISIBLE_DEVICES."""
+def _same_rows(out: Path, reference: Path, runs: int) -> None:
+    """out's results.csv rows are the in-process ones of the same runs (and the reference's)."""
+    ids = set(pd.read_parquet(out / "runs.parquet").run_id)
+    assert len(ids) == runs + 1
+    expected = [line for line in (reference / "results.csv").read_text().splitlines(keepends=True)[1:]
+                if line.split(",")[1] in ids]
+    assert (out / "results.csv").read_text().splitlines(keepends=True)[1:] == expected
+
+
+def test_ray_on_a_local_cluster_with_logical_gpus_gives_the_inprocess_rows(finished, tmp_path):
+    """2 CPUs and 2 logical GPUs declared, one GPU per run: Ray schedules the tasks by GPU (at
+    most two at once) on a machine that has none, and sets each task's CUDA_VISIBLE_DEVICES.
+    From a copy of the data and SFT stages, so that the reward model and the reference
+    log-probs are two Ray tasks side by side; three runs (dpo, rpo: a reference; simpo: none)
+    to keep it short (the local test runs the whole suite)."""
     reference, _ = finished
     out = tmp_path / "ray"
+    for stage in ("data", "init", "sft"):
+        shutil.copytree(reference / "stages" / stage, out / "stages" / stage)
     done = bench("run", str(SUITE), "--out", str(out), "--executor", "ray", "--set", "executor.ray.num_cpus=2",
-                 "--set", "executor.ray.num_gpus=2", "--set", "executor.gpus_per_run=1")
+                 "--set", "executor.ray.num_gpus=2", "--set", "executor.gpus_per_run=1", "--only", "dpo",
+                 "--only", "simpo")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "[grid] ray executor: 2 CPUs, 2 GPUs; each run 1 CPU(s), 1 GPU(s)" in done.stderr
-    assert "[grid] 9/9 done, 0 running, 0 failed" in done.stderr
-    assert (out / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()
+    assert "[grid] 3/3 done, 0 running, 0 failed" in done.stderr
+    _same_rows(out, reference, runs=3)
+    _side_by_side(out)
 
 
 def test_slurm_jobs_through_submitit_give_the_inprocess_rows(finished, tmp_path):
@@ -125,9 +155,5 @@ def test_slurm_jobs_through_submitit_give_the_inprocess_rows(finished, tmp_path)
                  "--only", "hinge", "--set", "executor.slurm.cluster=local", "--set", "executor.cpus_per_run=1")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2/2 runs ok" in done.stdout
-    ids = set(pd.read_parquet(out / "runs.parquet").run_id)
-    assert len(ids) == 3                       # the reference and the two runs
-    expected = [line for line in (reference / "results.csv").read_text().splitlines(keepends=True)[1:]
-                if line.split(",")[1] in ids]
-    assert (out / "results.csv").read_text().splitlines(keepends=True)[1:] == expected
+    _same_rows(out, reference, runs=2)
     assert len(list((out / "logs" / "slurm").glob("*_log.err"))) == 3   # one job per task: submitit's logs

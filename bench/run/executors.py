@@ -9,7 +9,10 @@
 - `slurm`: each run a Slurm job through submitit (optional extra `prefbench[slurm]`).
 
 The parent computes the shared stages (data, reference SFT, reward model, reference
-log-probs) before the fan-out and keeps the results folder's lock. Every executor then runs
+log-probs) before the fan-out and keeps the results folder's lock; the two that need only the
+SFT reference, not each other, run side by side as tasks on the executor
+(bench.run.shared_stages). The executor is opened once per command (a pool of local workers,
+a Ray, a Slurm session), before the shared stages, and given both batches. Every executor then runs
 the same `run_task` on the same SuiteContext: a task writes its stages into the shared
 results folder through the stage store (a lock per stage key, atomic renames) and returns
 its record, so the results do not depend on the executor. The reference's evaluation is one
@@ -114,7 +117,10 @@ def describe_death(exitcode: int | None, pid: int | None) -> str:
 
 
 class Fanout:
-    """What every executor shares: the tasks, their results in suite order, the progress view."""
+    """What every executor shares: the tasks, their results in suite order, the progress view.
+    (The other batch an executor runs: bench.run.shared_stages.SharedStages.)"""
+
+    key = "runs"      # the batch's name: a local worker keeps one batch's context at a time
 
     def __init__(self, ctx, runs, out: Path, progress, *, with_reference: bool = True, function=None):
         self.out = Path(out)

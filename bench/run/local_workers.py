@@ -56,28 +56,41 @@ def plan(config, gpus: list[str] | None = None, cores: int | None = None):
     return workers, threads, devices
 
 
-def _worker(slot: int, threads: int, devices, function, payload: bytes, out: str, tasks, events) -> None:
-    """A worker's loop: take a task from its own queue, run it, report; None ends it."""
+def _worker(slot: int, threads: int, devices, out: str, tasks, events) -> None:
+    """A worker's loop: take a task from its own queue, run it, report; None ends it.
+
+    A task comes as (function, batch key, pickled context or None, task): the context of a
+    batch (the shared stages' inputs, then the suite's context for the runs) is sent to a
+    worker once and kept, so one pool of workers serves both without starting again."""
     os.setsid()                       # Ctrl-C at the terminal reaches the parent only
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     pin_threads(threads, devices)
-    ctx = pickle.loads(payload)       # after pinning: nothing in it may touch a GPU before
     from bench.run.progress import quiet_library_noise
 
     quiet_library_noise()
+    # The modules every task needs, imported before the worker says it is ready: the parent
+    # hands the next task to whichever worker is ready first, not to one still importing.
+    import bench.run.one_run  # noqa: F401
+    import trainers.trainer  # noqa: F401
+
+    events.put(("ready", slot, None))
     parent = os.getppid()
+    contexts: dict = {}
     try:
         while True:
             try:
-                task = tasks.get(timeout=1.0)
+                message = tasks.get(timeout=1.0)
             except queue_lib.Empty:
                 if os.getppid() != parent:    # the parent died: no one to report to
                     return
                 continue
-            if task is None:
+            if message is None:
                 return
+            function, key, payload, task = message
+            if payload is not None:       # after pinning: nothing in it may touch a GPU before
+                contexts = {key: pickle.loads(payload)}
             try:
-                events.put(("done", slot, function(task, ctx, out)))
+                events.put(("done", slot, function(task, contexts[key], out)))
             except KeyboardInterrupt:
                 events.put(("stopped", slot, None))
                 return
@@ -89,59 +102,105 @@ def _worker(slot: int, threads: int, devices, function, payload: bytes, out: str
 
 
 class _Slot:
-    def __init__(self, mp, slot, threads, devices, fanout, events):
+    def __init__(self, mp, slot, threads, devices, out, events):
         self.tasks = mp.Queue()
         self.task = None
-        self.proc = mp.Process(target=_worker, args=(slot, threads, devices, fanout.function, fanout.payload(),
-                                                     str(fanout.out), self.tasks, events),
+        self.ready = False
+        self.drained = False
+        self.sent: set[str] = set()       # the batches whose context this worker holds
+        self.proc = mp.Process(target=_worker, args=(slot, threads, devices, str(out), self.tasks, events),
                                name=f"prefbench-worker-{slot}", daemon=False)
         self.proc.start()
 
 
-def run_local(fanout: Fanout, config) -> None:
-    import multiprocessing
+class LocalPool:
+    """The local workers, started once per command (when it opens, so their imports overlap
+    the parent's first stages) and given every batch of tasks: the shared stages, then the runs."""
 
-    workers, threads, devices = plan(config)
-    workers = min(workers, len(fanout.tasks)) or 1
-    # spawn: a fresh interpreter (no forked torch or CUDA state), and this checkout's sys.path
-    mp = multiprocessing.get_context("spawn")
-    events = mp.Queue()
-    pinned = (lambda i: devices[i]) if devices is not None else (lambda i: None)
-    slots = [_Slot(mp, i, threads, pinned(i), fanout, events) for i in range(workers)]
-    fanout.progress.note(f"local executor: {workers} workers, {threads} CPU thread(s) each"
-                         + (f", GPUs {' | '.join(','.join(d) or '-' for d in devices)}" if devices and any(devices) else ""))
-    pending = deque(fanout.tasks)
-    try:
+    def __init__(self, config, out, note=lambda text: None, *, most: int | None = None):
+        import multiprocessing
+
+        self.workers, self.threads, self.devices = plan(config)
+        self.workers = min(self.workers, most or self.workers)   # no more workers than tasks
+        self.out = out
+        self.note = note
+        # spawn: a fresh interpreter (no forked torch or CUDA state), and this checkout's sys.path
+        self.mp = multiprocessing.get_context("spawn")
+        self.events = self.mp.Queue()
+        self.slots: list[_Slot] = []
+
+    def __enter__(self):
+        self.slots = [self._spawn(i) for i in range(self.workers)]
+        devices = self.devices
+        self.note(f"local executor: {self.workers} workers, {self.threads} CPU thread(s) each"
+                  + (f", GPUs {' | '.join(','.join(d) or '-' for d in devices)}" if devices and any(devices) else ""))
+        return self
+
+    def _spawn(self, i: int) -> _Slot:
+        return _Slot(self.mp, i, self.threads, self.devices[i] if self.devices is not None else None,
+                     self.out, self.events)
+
+    def run(self, batch) -> None:
+        """Every task of `batch` (bench.run.executors.Fanout or SharedStages) on the workers,
+        each handed to a ready, idle worker; results and failures go to `batch`."""
+        slots = self.slots
+        key = batch.key
+        pending = deque(batch.tasks)
         while pending or any(s.task is not None for s in slots):
             for i, slot in enumerate(slots):
-                if slot.task is None and pending:
-                    if not slot.proc.is_alive():     # died between tasks: a fresh one in its place
-                        slots[i] = slot = _Slot(mp, i, threads, pinned(i), fanout, events)
+                if slot.task is None and pending and not slot.proc.is_alive():
+                    # died between tasks: a fresh one in its place
+                    slots[i] = slot = self._spawn(i)
+                if slot.task is None and slot.ready and pending:
                     slot.task = pending.popleft()
-                    slot.tasks.put(slot.task)
-                    fanout.started(slot.task)
+                    payload = None if key in slot.sent else batch.payload()
+                    slot.sent.add(key)
+                    slot.tasks.put((batch.function, key, payload, slot.task))
+                    batch.started(slot.task)
             try:
-                kind, i, payload = events.get(timeout=POLL_SECONDS)
+                kind, i, payload = self.events.get(timeout=POLL_SECONDS)
             except queue_lib.Empty:
                 for slot in slots:
-                    if slot.task is not None and not slot.proc.is_alive():
-                        fanout.failed(slot.task, describe_death(slot.proc.exitcode, slot.proc.pid))
+                    if not slot.proc.is_alive() and (slot.task is not None or not slot.ready):
+                        if slot.task is None:     # never ready: it cannot start here at all
+                            raise BenchError(f"local executor: worker {slots.index(slot)} exited before "
+                                             f"it was ready ({describe_death(slot.proc.exitcode, slot.proc.pid)})")
+                        batch.failed(slot.task, describe_death(slot.proc.exitcode, slot.proc.pid))
                         slot.task = None
+                continue
+            if kind == "ready":
+                slots[i].ready = True
                 continue
             task, slots[i].task = slots[i].task, None
             if kind == "done":
-                fanout.finished(task, payload)
+                batch.finished(task, payload)
             elif kind == "error":
-                fanout.failed(task, payload)
+                batch.failed(task, payload)
             else:   # "stopped": SIGINT or SIGTERM sent to that worker alone; that run alone stops
-                fanout.failed(task, "its worker was interrupted (SIGINT or SIGTERM); a training saved its state, "
-                                    "run the same command again to resume it")
-    except BaseException:
-        _stop(slots)
-        raise
-    for slot in slots:
-        slot.tasks.put(None)
-    wait_or_kill([s.proc for s in slots], 60)
+                batch.failed(task, "its worker was interrupted (SIGINT or SIGTERM); a training saved its "
+                                   "state, run the same command again to resume it")
+
+    def drain(self) -> None:
+        """No more tasks: each worker ends now (an interpreter's exit takes seconds under load),
+        while the parent goes on; `__exit__` then waits for them."""
+        for slot in self.slots:
+            if not slot.drained:
+                slot.tasks.put(None)
+                slot.drained = True
+
+    def __exit__(self, kind, value, tb):
+        if kind is None:
+            self.drain()
+            wait_or_kill([s.proc for s in self.slots], 60)
+        else:
+            _stop(self.slots)
+        return False
+
+
+def run_local(fanout: Fanout, config) -> None:
+    """One batch on a pool of its own (the executors' tests)."""
+    with LocalPool(config, fanout.out, fanout.progress.note, most=len(fanout.tasks)) as pool:
+        pool.run(fanout)
 
 
 def _stop(slots) -> None:

@@ -157,7 +157,7 @@ def reward_stage(suite, store: StageStore, data_key: str, base_key: str, referen
         return Path(resolve_model(cfg.path))
     from bench.evaluation.scoring.reward_model import train_reward_model
 
-    key = content_hash("reward", cfg, data_key, base_key)
+    key = reward_key(suite, data_key, base_key)
 
     def build(tmp: Path):
         # Trained by the one training loop in a work folder of its own, so a killed run resumes it.
@@ -171,6 +171,27 @@ def reward_stage(suite, store: StageStore, data_key: str, base_key: str, referen
     return model
 
 
+def reward_key(suite, data_key: str, base_key: str) -> str | None:
+    """The trained reward model's stage key; None when the suite trains none."""
+    cfg = suite.reward_model
+    if cfg.kind != "train" or not suite.scoring.reward_model:
+        return None
+    return content_hash("reward", cfg, data_key, base_key)
+
+
+def reference_stage(suite, reference_dir: Path, train_data, drift_data, cache_dir: Path, *, progress: bool):
+    """(reference log-probs of the training pairs, of the drift pairs); None for data not given.
+    Cached in `cache_dir` by the model's and the data's contents: a second call reads them."""
+    from trainers.reference import reference_logps
+
+    training = suite.training
+    pack_to = training.max_length if training.packing else None
+    return tuple(None if data is None else
+                 reference_logps(str(reference_dir), data, batch_size=training.batch_size * 2, cache_dir=cache_dir,
+                                 progress=progress, pack_to=pack_to, trust_remote_code=suite.model.trust_remote_code)
+                 for data in (train_data, drift_data))
+
+
 def _pair_kind_function(suite):
     """The builtin task's pair classifier (which confound a pair carries), else None."""
     from bench.data.tasks import builtin_pair_kind
@@ -178,8 +199,8 @@ def _pair_kind_function(suite):
     return builtin_pair_kind(suite.data.source)
 
 
-def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: bool) -> SuiteContext:
-    from trainers.reference import reference_logps
+def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: bool, session=None) -> SuiteContext:
+    """The shared stages; with an executor `session`, the independent ones run side by side on it."""
     from trainers.tokenize import tokenize_pairs
 
     from bench.run.fingerprint import suite_fingerprints
@@ -197,33 +218,44 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
     from bench.evaluation.budget import check_generation_budget
 
     check_generation_budget(suite, pairs["eval"], tokenizer)
-    bar.stage("reward")
-    reward_dir = reward_stage(suite, store, data_key, base_key, reference_dir, pairs["train"], progress=progress)
     training = suite.training
     train_data, skipped = tokenize_pairs(pairs["train"], tokenizer, max_length=training.max_length,
                                          max_prompt_length=training.max_prompt_length)
     if pairs["train"] and not train_data:
         tokenize_for_training(pairs["train"], tokenizer, training, "training")   # raises, naming the reasons
     data_info = {**data_info, "skipped_at_tokenization": dict(skipped)}
-    from bench.evaluation.scoring.gold import audit_pairs
-
-    train_audit = audit_pairs(pairs["train"], suite.scoring.gold)
-    ref_cache = store.root / "ref_logps"
-    pack_to = training.max_length if training.packing else None
-    ref_logps = None
-    cached_before = _cache_files(ref_cache)
-    if any(run.needs_reference for run in runs):
-        bar.stage("ref_logps")
-        ref_logps = reference_logps(str(reference_dir), train_data, batch_size=training.batch_size * 2,
-                                    cache_dir=ref_cache, progress=progress, pack_to=pack_to,
-                                    trust_remote_code=suite.model.trust_remote_code)
-    drift_data, drift_reference = None, None
+    drift_data = None
     if suite.scoring.drift and pairs["drift"]:
         drift_data, _ = tokenize_pairs(pairs["drift"], tokenizer, max_length=training.max_length,
                                        max_prompt_length=training.max_prompt_length)
-        drift_reference = reference_logps(str(reference_dir), drift_data, batch_size=training.batch_size * 2,
-                                          cache_dir=ref_cache, progress=progress, pack_to=pack_to,
-                                          trust_remote_code=suite.model.trust_remote_code)
+    needs_reference = any(run.needs_reference for run in runs)
+    ref_cache = store.root / "ref_logps"
+    cached_before = _cache_files(ref_cache)
+    # The reward model and the reference log-probs need the SFT reference, not each other: on
+    # an executor they are computed side by side on its workers (bench.run.shared_stages), and
+    # then read back below as finished stages.
+    counting = store
+    if session is not None:
+        from bench.run import shared_stages
+
+        inputs = dict(suite=suite, data_key=data_key, base_key=base_key, reference_dir=reference_dir,
+                      train_pairs=pairs["train"], train_data=train_data if needs_reference else None,
+                      drift_data=drift_data)
+        names = shared_stages.to_compute(suite, store, data_key=data_key, base_key=base_key,
+                                         reference_dir=reference_dir, train_data=inputs["train_data"],
+                                         drift_data=drift_data)
+        if len(names) > 1:
+            shared_stages.run_side_by_side(session, names, inputs, store, bar)
+            counting = StageStore(store.out)   # the workers' counts are in `store`: not counted twice
+    bar.stage("reward")
+    reward_dir = reward_stage(suite, counting, data_key, base_key, reference_dir, pairs["train"], progress=progress)
+    from bench.evaluation.scoring.gold import audit_pairs
+
+    train_audit = audit_pairs(pairs["train"], suite.scoring.gold)
+    if needs_reference:
+        bar.stage("ref_logps")
+    ref_logps, drift_reference = reference_stage(suite, reference_dir, train_data if needs_reference else None,
+                                                 drift_data, ref_cache, progress=progress)
     if ref_logps is not None or drift_reference is not None:   # a new or rewritten cache file: computed now
         store.count("ref_logps", base_key, reused=_cache_files(ref_cache) == cached_before)
     eval_ctx = EvalContext(

@@ -70,6 +70,10 @@ class GridProgress:
         self.done = self.failed = self.running = 0
         self.started_at = time.time()
 
+    def begin(self) -> None:
+        """The fan-out starts now: elapsed time and ETA count from here, not from the shared stages."""
+        self.started_at = time.time()
+
     def note(self, text: str) -> None:
         if self.enabled:
             tqdm.write(f"[grid] {text}", file=sys.stderr)

@@ -56,20 +56,52 @@ def _start(ray, config) -> bool:
                          f"(address {section.address or 'local'}): {first}") from None
 
 
+class RaySession:
+    """Ray for one command: started (or reached) before the shared stages, so that a run asking
+    for more than the cluster offers is refused before any of them; then given every batch of
+    tasks (the shared stages, then the runs); stopped at the end when this command started it."""
+
+    def __init__(self, config, note=lambda text: None):
+        self.config, self.note = config, note
+        self.ray, self.started_here = None, False
+
+    def __enter__(self):
+        try:
+            import ray
+        except ImportError:
+            raise BenchError("executor.kind: ray needs Ray; install it with pip install 'prefbench[ray]'") from None
+        self.started_here = _start(ray, self.config)
+        self.ray = ray
+        try:
+            self.gpus, self.threads = _fits(ray, self.config)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        offered = ray.cluster_resources()
+        self.note(f"ray executor: {offered.get('CPU', 0):g} CPUs, {offered.get('GPU', 0):g} GPUs; "
+                  f"each run {self.threads} CPU(s), {self.gpus} GPU(s)")
+        return self
+
+    def run(self, batch) -> None:
+        _fan_out(self.ray, batch, self.config, self.gpus, self.threads)
+
+    def drain(self) -> None:
+        pass
+
+    def __exit__(self, kind, value, tb):
+        if self.started_here:
+            self.ray.shutdown()
+            self.started_here = False
+        return False
+
+
 def run_ray(fanout: Fanout, config) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise BenchError("executor.kind: ray needs Ray; install it with pip install 'prefbench[ray]'") from None
-    started_here = _start(ray, config)
-    try:
-        _fan_out(ray, fanout, config)
-    finally:
-        if started_here:
-            ray.shutdown()
+    with RaySession(config, fanout.progress.note) as session:
+        session.run(fanout)
 
 
-def _fan_out(ray, fanout: Fanout, config) -> None:
+def _fits(ray, config) -> tuple[int, int]:
+    """(GPUs, CPUs) per task; one line when a task asks for more than any cluster offers."""
     offered = ray.cluster_resources()
     gpus = config.gpus_per_run if config.gpus_per_run is not None else (1 if offered.get("GPU", 0) >= 1 else 0)
     threads = config.cpus_per_run or 1
@@ -78,24 +110,26 @@ def _fan_out(ray, fanout: Fanout, config) -> None:
         raise BenchError(f"executor: a run asks for {gpus} GPU(s) and {threads} CPU(s); the Ray cluster offers "
                          f"{offered.get('GPU', 0):g} GPU(s) and {offered.get('CPU', 0):g} CPU(s) "
                          "(executor.gpus_per_run, executor.cpus_per_run, executor.ray)")
+    return gpus, threads
+
+
+def _fan_out(ray, batch, config, gpus: int, threads: int) -> None:
     remote = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(_ray_task)
-    fanout.progress.note(f"ray executor: {offered.get('CPU', 0):g} CPUs, {offered.get('GPU', 0):g} GPUs; "
-                         f"each run {threads} CPU(s), {gpus} GPU(s)")
-    ctx = ray.put(fanout.payload())     # sent to the object store once, not once per task
-    pending, inflight = deque(fanout.tasks), {}
+    ctx = ray.put(batch.payload())     # sent to the object store once, not once per task
+    pending, inflight = deque(batch.tasks), {}
     try:
         while pending or inflight:
             while pending and (config.workers is None or len(inflight) < config.workers):
                 task = pending.popleft()
-                inflight[remote.remote(fanout.function, task, ctx, str(fanout.out), threads)] = task
-                fanout.started(task)
+                inflight[remote.remote(batch.function, task, ctx, str(batch.out), threads)] = task
+                batch.started(task)
             done, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_SECONDS)
             for ref in done:
                 task = inflight.pop(ref)
                 try:
-                    fanout.finished(task, ray.get(ref))
+                    batch.finished(task, ray.get(ref))
                 except ray.exceptions.RayError as err:
-                    fanout.failed(task, _reason(err))
+                    batch.failed(task, _reason(err))
     except BaseException:
         _stop(ray, inflight)
         raise

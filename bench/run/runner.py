@@ -110,17 +110,43 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True,
 def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: bool):
     from bench.run import pipeline
 
-    ctx = prepare(suite, suite_path, store, runs, bar, progress=progress)
     if suite.executor.kind == "inprocess":
+        ctx = prepare(suite, suite_path, store, runs, bar, progress=progress)
         reference_eval = pipeline.evaluate_reference(ctx, store, bar)
         records = [train_and_evaluate(run, ctx, store, out, bar) for run in runs]
-    else:   # the shared stages are done: each run (and the reference's evaluation) is one task
+    else:
         grid = GridProgress(total_runs=len(runs), enabled=progress)
-        reference_eval, records = fan_out(suite.executor, ctx, runs, out, store, grid)
+        # Opened before the shared stages: a Ray or Slurm GPU over-ask is refused before any of
+        # them, and the local workers start (import torch...) while the parent computes them.
+        with open_session(suite.executor, out, grid.note, tasks=len(runs) + 1) as session:
+            ctx = prepare(suite, suite_path, store, runs, bar, progress=progress, session=session)
+            grid.begin()
+            # the shared stages are done: each run (and the reference's evaluation) is one task
+            reference_eval, records = fan_out(session, ctx, runs, out, store, grid)
+            session.drain()      # the workers end while the parent aggregates
+            bar.stage("aggregate")
+            leaderboard = pipeline.aggregate(suite, ctx, out, reference_eval, records, runs, store)
+        bar.close()
+        return records, leaderboard
     bar.stage("aggregate")
     leaderboard = pipeline.aggregate(suite, ctx, out, reference_eval, records, runs, store)
     bar.close()
     return records, leaderboard
+
+
+def open_session(config, out: Path, note, *, tasks: int):
+    """The executor for one command (bench.run.executors): its workers, Ray, or Slurm."""
+    if config.kind == "local":
+        from bench.run.local_workers import LocalPool
+
+        return LocalPool(config, out, note, most=tasks)
+    if config.kind == "ray":
+        from bench.run.ray_tasks import RaySession
+
+        return RaySession(config, note)
+    from bench.run.slurm_jobs import SlurmSession
+
+    return SlurmSession(config, note)
 
 
 def select_runs(runs, only):
@@ -133,18 +159,12 @@ def select_runs(runs, only):
     return chosen
 
 
-def fan_out(config, ctx, runs, out: Path, store, progress):
-    """Every run (and the reference's evaluation) as a task on the configured executor
+def fan_out(session, ctx, runs, out: Path, store, progress):
+    """Every run (and the reference's evaluation) as a task on the executor session
     (bench.run.executors); returns (reference evaluation, records in suite order)."""
     from bench.run.executors import Fanout, quiet_context
 
     fanout = Fanout(quiet_context(ctx), runs, out, progress)
-    if config.kind == "local":
-        from bench.run.local_workers import run_local as execute
-    elif config.kind == "ray":
-        from bench.run.ray_tasks import run_ray as execute
-    else:
-        from bench.run.slurm_jobs import run_slurm as execute
-    execute(fanout, config)
+    session.run(fanout)
     progress.close()
     return fanout.outcome(store)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -31,8 +32,12 @@ def _slurm_task(function, task, ctx_file: str, out: str, threads: int):
     return function(task, ctx, out)
 
 
+def _gpus(config, section) -> int:
+    return config.gpus_per_run if config.gpus_per_run is not None else (1 if section.cluster == "slurm" else 0)
+
+
 def _parameters(config, section) -> dict:
-    gpus = config.gpus_per_run if config.gpus_per_run is not None else (1 if section.cluster == "slurm" else 0)
+    gpus = _gpus(config, section)
     params = dict(timeout_min=section.timeout_min, cpus_per_task=config.cpus_per_run or 1, name="prefbench",
                   slurm_partition=section.partition, slurm_array_parallelism=config.workers)
     if gpus:
@@ -41,15 +46,84 @@ def _parameters(config, section) -> dict:
     return params
 
 
-def run_slurm(fanout: Fanout, config) -> None:
+def node_gpus(gres_lines: str) -> int:
+    """The most GPUs one node has, from `sinfo -o %G` lines ("gpu:8", "gpu:a100:4(S:0-1)",
+    "gpu:a100:2,shard:8", "(null)")."""
+    most = 0
+    for line in gres_lines.split():
+        count = 0
+        for item in line.split(","):
+            parts = item.split("(")[0].split(":")
+            if parts[0] == "gpu" and len(parts) >= 2 and parts[-1].isdigit():
+                count += int(parts[-1])
+        most = max(most, count)
+    return most
+
+
+def check_gpus(config) -> None:
+    """A run asking for more GPUs than any node of the partition has would wait in the queue
+    forever: refused in one line, before any stage runs (`sinfo`, on the login node)."""
+    section = config.slurm
+    gpus = _gpus(config, section)
+    if not gpus:
+        return
+    if section.cluster != "slurm":   # submitit's local executor: this machine's GPUs
+        from bench.run.local_workers import visible_gpus
+
+        have, where = len(visible_gpus()), "this machine has (executor.slurm.cluster: local)"
+    else:
+        command = ["sinfo", "--noheader", "--format", "%G"] + (["--partition", section.partition]
+                                                              if section.partition else [])
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        except FileNotFoundError:
+            raise BenchError("executor.kind: slurm, but sinfo is not found here: run from a Slurm login node "
+                             "(or set executor.slurm.cluster: local)") from None
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"executor.slurm: {' '.join(command)} did not answer in 60 s") from None
+        if done.returncode != 0:
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            raise BenchError(f"executor.slurm: {' '.join(command)} failed: {lines[-1] if lines else done.returncode}")
+        have = node_gpus(done.stdout)
+        where = (f"a node of Slurm partition {section.partition} has" if section.partition
+                 else "a node of this Slurm cluster has")
+    if gpus > have:
+        raise BenchError(f"executor.gpus_per_run: {gpus}, but {where} at most {have} GPU(s); "
+                         "lower executor.gpus_per_run" + ("" if section.cluster != "slurm"
+                                                          else " or choose another executor.slurm.partition"))
+
+
+class SlurmSession:
+    """Slurm for one command: the GPU check before the shared stages, then every batch of
+    tasks (the shared stages, then the runs) as one job array each."""
+
+    def __init__(self, config, note=lambda text: None):
+        self.config, self.note = config, note
+
+    def __enter__(self):
+        check_gpus(self.config)
+        return self
+
+    def run(self, batch) -> None:
+        run_slurm(batch, self.config, self.note)
+
+    def drain(self) -> None:
+        pass
+
+    def __exit__(self, kind, value, tb):
+        return False
+
+
+def run_slurm(fanout: Fanout, config, note=None) -> None:
     try:
         import submitit
     except ImportError:
         raise BenchError("executor.kind: slurm needs submitit; install it with pip install 'prefbench[slurm]'") from None
     section = config.slurm
+    note = note or fanout.progress.note
     folder = Path(section.folder) if section.folder else fanout.out / "logs" / "slurm"
     folder.mkdir(parents=True, exist_ok=True)
-    ctx_file = folder / "context.pkl"      # once, not pickled into every job
+    ctx_file = folder / f"context-{fanout.key}.pkl"      # once, not pickled into every job
     ctx_file.write_bytes(fanout.payload())
     try:
         executor = submitit.AutoExecutor(folder=folder, cluster=section.cluster)
@@ -65,7 +139,7 @@ def run_slurm(fanout: Fanout, config) -> None:
     except (OSError, RuntimeError) as err:   # no sbatch here, or Slurm refused the array
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise BenchError(f"executor.slurm: could not submit the jobs: {first}") from None
-    fanout.progress.note(f"slurm executor ({section.cluster}): {n} jobs submitted, logs in {folder}")
+    note(f"slurm executor ({section.cluster}): {n} jobs submitted ({fanout.key}), logs in {folder}")
     for task in tasks:
         fanout.started(task)
     waiting = dict(zip(range(n), jobs))
