@@ -2,6 +2,8 @@
 from bench.data.records import LoadResult, PreferencePair
 from bench.data.sources import load_pairs
 from bench.data.splits import Splits, split_pairs
-from bench.data.tasks import TASKS, get_task
+from bench.data.registry import DataSource, get_source, list_sources
+from bench.data.tasks import get_task, list_tasks
 
-__all__ = ["LoadResult", "PreferencePair", "Splits", "TASKS", "get_task", "load_pairs", "split_pairs"]
+__all__ = ["DataSource", "LoadResult", "PreferencePair", "Splits", "get_source", "get_task", "list_sources",
+           "list_tasks", "load_pairs", "split_pairs"]

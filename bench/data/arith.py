@@ -21,6 +21,7 @@ import zlib
 from dataclasses import dataclass
 
 from bench.data.records import PreferencePair
+from bench.data.registry import BuiltinTask, register_task
 from bench.errors import BenchError
 from trainers.errors import nearest
 
@@ -219,3 +220,9 @@ def verify(text: str, metadata: dict) -> float:
         return 1.0 if extract_answer(text) == int(metadata["answer"]) else 0.0
     except (KeyError, TypeError, ValueError):
         return 0.0
+
+
+# The data source `arith` (bench.data.registry); its answers are checked by the gold verifier `arith`.
+register_task(BuiltinTask("arith", make_pairs, make_sft_demos, default_size=2000, words=WORDS, pair_kind=pair_kind),
+              gold="arith", reference="synthetic multi-step arithmetic, the GSM8K-like math setting of the "
+                                      "ADPO paper (docs/DESIGN.md section 5)")

@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bench.data.registry import register_rows_source
+
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 _MARKER = re.compile(r"\n\n(Human|Assistant):")
 _ROLE = {"Human": "user", "Assistant": "assistant"}
@@ -77,3 +79,17 @@ def parse_hh(chosen_text: str, rejected_text: str) -> HHParse | str:
     messages = tuple({"role": t.role, "content": t.content.strip()} for t in a[:cut] if t.role)
     divergent = cut < len(a) - 1 or cut < len(b) - 1
     return HHParse(prompt, chosen, rejected, messages, divergent)
+
+
+@register_rows_source("hh_rlhf", hub_id="Anthropic/hh-rlhf", splits=("train", "test"),
+                      reference="Bai et al. 2022, Training a Helpful and Harmless Assistant with RLHF "
+                                "(arXiv:2204.05862)")
+def hh_row(row: dict):
+    """One HH-RLHF row (two whole conversations) as a pair, or the reason it is skipped."""
+    if not isinstance(row.get("chosen"), str) or not isinstance(row.get("rejected"), str):
+        return "missing_field"
+    parsed = parse_hh(row["chosen"], row["rejected"])
+    if isinstance(parsed, str):
+        return parsed
+    note = "prompt_from_common_prefix" if parsed.from_common_prefix else None
+    return parsed.prompt, parsed.chosen, parsed.rejected, parsed.messages, note

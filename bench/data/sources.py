@@ -1,15 +1,15 @@
 """Load preference pairs from a builtin task, the HF hub, or local files (`load_pairs`).
 
-Sources (`data.source`): a builtin task name (`arith`); `hh_rlhf` (Anthropic HH-RLHF
-conversations, see `bench.data.hh_rlhf`); `preference` (columns prompt/chosen/rejected
-whose values are strings or chat-message lists, UltraFeedback-binarized style). Rows come
-from `data.path` (.jsonl, .jsonl.gz, .json, .parquet) or from `data.hub_id` via
-`datasets.load_dataset`. A faulty row never crashes a run: it is skipped and counted by
+Sources (`data.source`) are registered in `bench.data.registry`: builtin tasks (`arith`),
+made in code; and rows sources, each turning one row into a pair: `hh_rlhf` (Anthropic
+HH-RLHF conversations, `bench.data.hh_rlhf`), `preference` (columns prompt/chosen/rejected
+whose values are strings or chat-message lists, `bench.data.preference`). Rows come
+from `data.path` (.jsonl, .jsonl.gz, .json, .parquet) or from `data.hub_id` (or the
+source's own hub dataset) via `datasets.load_dataset`. A faulty row never crashes a run: it is skipped and counted by
 reason, unless `on_bad_row: error`, which turns the first one into a DataError naming it.
 """
 from __future__ import annotations
 
-import difflib
 import gzip
 import json
 import os
@@ -20,45 +20,37 @@ from typing import Iterator
 
 from tqdm.auto import tqdm
 
-from bench.data import hh_rlhf
 from bench.data.records import LoadResult, PreferencePair
-from bench.data.tasks import TASKS, get_task
+from bench.data.registry import DataSource, get_source, list_sources
 from bench.errors import DataError, NetworkRequiredError
 
-HH_HUB_ID = "Anthropic/hh-rlhf"
 # datasets' packaged builders read local files (data_dir / data_files): no network needed
 _LOCAL_BUILDERS = {"json", "csv", "parquet", "arrow", "text", "pandas"}
 _EXTENSIONS = (".jsonl", ".jsonl.gz", ".json", ".parquet")
 
 
 def load_pairs(cfg, *, task_seed: int | None = None, progress: bool = True) -> LoadResult:
-    """Pairs for a `bench.suite.schema.DataConfig`: builtin task, `hh_rlhf` or `preference`.
+    """Pairs for a `bench.suite.schema.DataConfig` from its registered source (`bench.data.registry`).
 
     Builtin tasks make `cfg.limit` pairs (or the task's default size) from `task_seed`
     (default `cfg.shuffle_seed`). File and hub sources keep valid rows in order, then
     shuffle them with `cfg.shuffle_seed` and keep the first `cfg.limit`. Ids are
     `<source name>:<row index>` of the original row, stable under shuffling and limits.
     """
-    if cfg.source in TASKS:
-        return _builtin(cfg, cfg.shuffle_seed if task_seed is None else task_seed)
-    if cfg.source == "hh_rlhf":
-        convert = _hh_row
-    elif cfg.source == "preference":
-        convert = _preference_row
-    else:
-        choices = [*TASKS, "hh_rlhf", "preference"]
-        near = difflib.get_close_matches(cfg.source, choices, n=1, cutoff=0.0)
-        raise DataError(f"data.source: unknown source {cfg.source!r}; did you mean {near[0]!r}? (sources: {', '.join(choices)})")
+    source = get_source(cfg.source)
+    if source.builtin:
+        return _builtin(source, cfg, cfg.shuffle_seed if task_seed is None else task_seed)
     if cfg.task_options:
-        raise DataError(f"data.task_options: only builtin tasks ({', '.join(TASKS)}) take options, not {cfg.source!r}")
-    name, where, unit, rows = _rows(cfg)
-    pairs, skipped, notes = _convert(rows, convert, name, where, unit, cfg.on_bad_row == "error", progress)
+        raise DataError(f"data.task_options: only builtin tasks ({', '.join(list_sources(builtin=True))}) take "
+                        f"options, not {cfg.source!r}")
+    name, where, unit, rows = _rows(source, cfg)
+    pairs, skipped, notes = _convert(rows, source.convert, name, where, unit, cfg.on_bad_row == "error", progress)
     random.Random(cfg.shuffle_seed).shuffle(pairs)
     return LoadResult(pairs[: cfg.limit] if cfg.limit else pairs, skipped, name, notes)
 
 
-def _builtin(cfg, seed: int) -> LoadResult:
-    task = get_task(cfg.source)
+def _builtin(source: DataSource, cfg, seed: int) -> LoadResult:
+    task = source.task
     pairs = task.make_pairs(cfg.limit or task.default_size, seed, **cfg.task_options)
     return LoadResult(pairs, {}, f"{cfg.source}:{seed}")
 
@@ -76,11 +68,11 @@ class _Unreadable(str):
         return obj
 
 
-def _rows(cfg) -> tuple[str, str, str, Iterator[tuple[int, object]]]:
+def _rows(source: DataSource, cfg) -> tuple[str, str, str, Iterator[tuple[int, object]]]:
     """(name for ids, where for messages, unit for messages, iterator of (row index, row or _Unreadable))."""
     if cfg.path:
         return _local_rows(Path(os.path.expanduser(cfg.path)))
-    hub_id = cfg.hub_id or (HH_HUB_ID if cfg.source == "hh_rlhf" else None)
+    hub_id = source.hub_dataset(cfg)
     if not hub_id:
         raise DataError(f"data: source {cfg.source!r} needs data.path (a local file) or data.hub_id")
     return _hub_rows(hub_id, cfg.data_dir, cfg.split)
@@ -247,82 +239,3 @@ def _encodable(parsed) -> bool:
     return True
 
 
-def _hh_row(row: dict):
-    if not isinstance(row.get("chosen"), str) or not isinstance(row.get("rejected"), str):
-        return "missing_field"
-    parsed = hh_rlhf.parse_hh(row["chosen"], row["rejected"])
-    if isinstance(parsed, str):
-        return parsed
-    note = "prompt_from_common_prefix" if parsed.from_common_prefix else None
-    return parsed.prompt, parsed.chosen, parsed.rejected, parsed.messages, note
-
-
-def _preference_row(row: dict):
-    """prompt/chosen/rejected as strings, or chat-message lists (last assistant message = response)."""
-    chosen, rejected, prompt = row.get("chosen"), row.get("rejected"), row.get("prompt")
-    if chosen is None or rejected is None:
-        return "missing_field"
-    if isinstance(chosen, str) and isinstance(rejected, str) and isinstance(prompt, str):
-        return _string_pair(prompt, chosen, rejected)
-    return _chat_pair(prompt, chosen, rejected)
-
-
-def _string_pair(prompt: str, chosen: str, rejected: str):
-    # some exports repeat the prompt at the start of each response: keep only the continuation
-    if prompt and chosen.startswith(prompt) and rejected.startswith(prompt):
-        chosen, rejected = chosen[len(prompt) :], rejected[len(prompt) :]
-    return _checked(prompt, chosen, rejected, None)
-
-
-def _chat_pair(prompt, chosen, rejected):
-    if isinstance(chosen, str) and isinstance(rejected, str):
-        if not _is_messages(prompt):
-            return "missing_field" if prompt is None else "unparseable"
-        return _checked(render_plain(prompt), _space(chosen), _space(rejected), _freeze(prompt))
-    if not (_is_messages(chosen) and _is_messages(rejected)) or not chosen or not rejected:
-        return "unparseable"
-    if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
-        return "unparseable"
-    head_c, head_r = chosen[:-1], rejected[:-1]
-    if head_c and head_r and head_c != head_r:
-        return "prompts_differ"
-    context = head_c or head_r
-    if not context:  # responses only: the prompt column holds the context
-        if isinstance(prompt, str):
-            context = [{"role": "user", "content": prompt}]
-        elif _is_messages(prompt):
-            context = prompt
-        else:
-            return "missing_field"
-    return _checked(render_plain(context), _space(chosen[-1]["content"]), _space(rejected[-1]["content"]), _freeze(context))
-
-
-def _checked(prompt, chosen, rejected, messages):
-    if not chosen.strip() or not rejected.strip():
-        return "empty_response"
-    if chosen == rejected:
-        return "identical_responses"
-    return prompt, chosen, rejected, messages, None
-
-
-def _is_messages(value) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
-    )
-
-
-def _freeze(messages) -> tuple[dict, ...]:
-    return tuple({"role": m["role"], "content": m["content"]} for m in messages)
-
-
-def _space(text: str) -> str:
-    return text if text.startswith((" ", "\n")) else " " + text
-
-
-_LABEL = {"user": "Human", "assistant": "Assistant", "system": "System"}
-
-
-def render_plain(messages) -> str:
-    """Chat messages as HH-style plain text ending in the Assistant marker, for models without a chat template."""
-    turns = "".join(f"\n\n{_LABEL.get(m['role'], m['role'].title())}: {m['content']}" for m in messages)
-    return turns + hh_rlhf.ASSISTANT

@@ -90,16 +90,22 @@ def fingerprint(name_or_path: str | None, repo_type: str = "model") -> str | Non
     return f"hub:{text}@{hub_revision(text, repo_type)}"
 
 
+def _default_hub_id(source_name: str) -> str | None:
+    """The hub dataset a source reads when the suite names none (bench.data.registry)."""
+    from bench.data.registry import find_source
+
+    source = find_source(source_name)
+    return source.hub_id if source is not None else None
+
+
 def suite_fingerprints(suite) -> dict[str, str | None]:
     """Fingerprints of everything a suite reads from outside: policy, data, reward model, lm-eval tasks."""
 
     data = suite.data
     if data.path:
         data_fp = fingerprint(data.path)
-    elif data.hub_id or data.source == "hh_rlhf":
-        from bench.data.sources import HH_HUB_ID
-
-        data_fp = fingerprint(data.hub_id or HH_HUB_ID, "dataset")
+    elif data.hub_id or _default_hub_id(data.source):
+        data_fp = fingerprint(data.hub_id or _default_hub_id(data.source), "dataset")
     else:
         data_fp = f"builtin:{data.source}"
     rm = suite.reward_model

@@ -24,7 +24,6 @@ from trainers.errors import nearest
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_MODELS = ("builtin:tiny-llama",)
-_ROW_SOURCES = ("preference", "hh_rlhf")   # sources that read rows from a file or the hub
 
 
 @dataclass
@@ -188,7 +187,7 @@ def check_budget(suite: Suite) -> str:
     from bench.data.splits import split_pairs
 
     cfg = suite.data
-    if not cfg.path and cfg.source in _ROW_SOURCES:
+    if _reads_hub(cfg):
         return "generation budget: checked at run time (the data is on the hub)"
     try:
         tokenizer = _policy_tokenizer(suite)
@@ -219,7 +218,7 @@ def check_data(suite: Suite) -> str:
 def _check_data_counts(suite: Suite) -> tuple[str, int | None]:
     """(what was checked, training pairs after the held-out splits; None when not known here)."""
     cfg = suite.data
-    if not cfg.path and cfg.source in _ROW_SOURCES:
+    if _reads_hub(cfg):
         return _check_hub_data(suite), None
     from bench.data.sources import load_pairs
     from bench.data.splits import split_pairs
@@ -244,14 +243,27 @@ def _check_data_counts(suite: Suite) -> tuple[str, int | None]:
         len(splits.train)
 
 
+def _reads_hub(cfg) -> bool:
+    """The suite's data source reads rows from the hub (an unknown source is load_pairs' to report)."""
+    from bench.data.registry import find_source
+
+    source = find_source(cfg.source)
+    return source is not None and source.needs_network(cfg)
+
+
 def _check_hub_data(suite: Suite) -> str:
-    from bench.data.sources import HH_HUB_ID
+    from bench.data.registry import get_source
     from trainers.net import network_available
 
     cfg = suite.data
-    hub_id = cfg.hub_id or (HH_HUB_ID if cfg.source == "hh_rlhf" else None)
+    source = get_source(cfg.source)
+    hub_id = source.hub_dataset(cfg)
     if not hub_id:
         raise SuiteError(suite.source, "data.path", f"source {cfg.source!r} needs data.path (a local file) or data.hub_id")
+    if source.splits and not cfg.hub_id and cfg.split not in source.splits:
+        raise SuiteError(suite.source, "data.split", f"{hub_id} has no split {cfg.split!r}; did you mean "
+                                                     f"{nearest(cfg.split, source.splits, cutoff=0.0)!r}? "
+                                                     f"(splits: {', '.join(source.splits)})")
     if not network_available():
         raise NetworkRequiredError(
             f"{suite.source}: data.hub_id: dataset {hub_id} is on the Hugging Face hub and this machine has no "
