@@ -2,15 +2,15 @@
 
 Writes into the stage directory it is given:
 - `generations.jsonl`: the raw generations (expensive; never recomputed for a new metric);
-- `judgments.parquet`: one row per sample: length, reward-model score, gold score, and the
-  sample's log-prob under the policy and under the reference (for the KL estimate);
+- `judgments.parquet`: one row per sample: length, a column per active sample scorer
+  (reward-model score, gold score...; bench.evaluation.scoring.registry), and the sample's
+  log-prob under the policy and under the reference (for the KL estimate);
 - `drift.json`: likelihood drift on the held-out pairs (policies only);
 - `lm_eval.json`: lm-evaluation-harness rows, one per task metric.
 - `lm_eval_units.json`: each document's value of those metrics ({task: {metric: {doc_id: value}}}).
 """
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +18,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from bench.tables.aggregate import JUDGMENTS, LM_EVAL_UNITS
+from bench.tables.aggregate import JUDGMENTS
 from bench.evaluation.generation.base import GenerationConfig, encode_prompt, write_generations
 from bench.evaluation.generation.registry import get_backend, get_generator
-from bench.evaluation.capture import output_to_log
+from bench.evaluation.scoring.registry import active_scorers
+from bench.evaluation.scoring.reward_model import score_rewards
 from bench.suite.schema import GenerationConfigSection, LmEvalConfig
 from trainers.tokenize import TokenizedPair, render_prompt
 
@@ -43,6 +44,7 @@ class EvalContext:
     drift_reference: dict | None
     progress: bool = True
     trust_remote_code: bool = False   # the suite's model.trust_remote_code, for every load
+    scorers: tuple = ()               # scoring.scorers: further registered scorers to run
 
 
 def prompts_of(ctx: EvalContext) -> list[tuple[str, str]]:
@@ -98,7 +100,10 @@ def response_ids(tokenizer, generation) -> list[int]:
     return ids + [tokenizer.eos_token_id] if generation.finish_reason == "stop" else ids
 
 
-def judge(policy_dir: Path, generations, ctx: EvalContext, *, with_kl: bool) -> pd.DataFrame:
+def judge(policy_dir: Path, generations, ctx: EvalContext, *, with_kl: bool,
+          scorers: list | None = None) -> pd.DataFrame:
+    """One row per sample: its length and finish, each active sample scorer's column
+    (bench.evaluation.scoring.registry), and with `with_kl` its log-prob under policy and reference."""
     pairs = {pair.id: pair for pair in ctx.eval_pairs}
     frame = pd.DataFrame({
         "prompt_id": [g.prompt_id for g in generations],
@@ -107,13 +112,10 @@ def judge(policy_dir: Path, generations, ctx: EvalContext, *, with_kl: bool) -> 
         "num_chars": [len(g.text) for g in generations],
         "finish_reason": [g.finish_reason for g in generations],
     })
-    if ctx.reward_model_dir is not None:
-        frame["reward"] = score_rewards(ctx, [pairs[g.prompt_id] for g in generations], [g.text for g in generations])
-    if ctx.gold is not None:
-        from bench.evaluation.scoring.gold import get_verifier
-
-        verify = get_verifier(ctx.gold)
-        frame["gold"] = [float(verify(g.text, pairs[g.prompt_id].metadata)) for g in generations]
+    scorers = active_scorers(ctx, is_reference=not with_kl) if scorers is None else scorers
+    for scorer in scorers:
+        if scorer.sample:
+            frame[scorer.column] = scorer.score(ctx, generations, [pairs[g.prompt_id] for g in generations])
     if with_kl:
         # The same prompt tokens generation conditioned on (BOS handling included).
         prompt_ids = {pid: encode_prompt(ctx.tokenizer, text) for pid, text in prompts_of(ctx)}
@@ -121,19 +123,6 @@ def judge(policy_dir: Path, generations, ctx: EvalContext, *, with_kl: bool) -> 
         frame["logp_policy"] = sample_logps(policy_dir, prompt_ids, samples, trust_remote_code=ctx.trust_remote_code)
         frame["logp_ref"] = sample_logps(ctx.reference_dir, prompt_ids, samples, trust_remote_code=ctx.trust_remote_code)
     return frame
-
-
-@functools.lru_cache(maxsize=1)
-def _reward_scorer(path: str, batch_size: int, progress: bool, trust_remote_code: bool):
-    """Loaded once per suite: every policy is judged by the same reward model."""
-    from bench.evaluation.scoring.reward_model import RewardModelScorer
-
-    return RewardModelScorer(path, batch_size=batch_size, progress=progress, trust_remote_code=trust_remote_code)
-
-
-def score_rewards(ctx: EvalContext, pairs: list, responses: list[str]) -> list[float]:
-    scorer = _reward_scorer(str(ctx.reward_model_dir), ctx.reward_batch_size, ctx.progress, ctx.trust_remote_code)
-    return scorer.score([p.prompt for p in pairs], responses, [p.messages for p in pairs])
 
 
 def chosen_judgments(ctx: EvalContext) -> pd.DataFrame:
@@ -145,29 +134,13 @@ def chosen_judgments(ctx: EvalContext) -> pd.DataFrame:
 
 
 def evaluate_policy(policy_dir: Path, ctx: EvalContext, out_dir: Path, *, is_reference: bool) -> dict:
-    """The whole evaluation of one policy into `out_dir`; returns a small summary."""
+    """The whole evaluation of one policy into `out_dir`: generate, the sample scorers into
+    the judgments, then the policy scorers (drift, lm-eval...) into their own files."""
+    scorers = active_scorers(ctx, is_reference=is_reference)
     generations = generate(policy_dir, ctx, out_dir)
-    judgments = judge(policy_dir, generations, ctx, with_kl=not is_reference)
+    judgments = judge(policy_dir, generations, ctx, with_kl=not is_reference, scorers=scorers)
     judgments.to_parquet(out_dir / JUDGMENTS, index=False)
-    if ctx.drift_data and ctx.drift_reference is not None and not is_reference:
-        from bench.evaluation.scoring.drift import compute_drift
-
-        drift = compute_drift(str(policy_dir), ctx.drift_reference, ctx.drift_data, progress=ctx.progress,
-                              trust_remote_code=ctx.trust_remote_code)
-        (out_dir / "drift.json").write_text(json.dumps(drift, sort_keys=True))
-    if ctx.lm_eval.tasks:
-        from bench.evaluation.scoring.lm_eval_scorer import evaluate as lm_evaluate
-
-
-        gen = ctx.generation
-        per_doc: dict = {}
-        with output_to_log(out_dir / "lm_eval.log"):   # its notices and bars: kept, off the screen
-            rows = lm_evaluate(str(policy_dir), ctx.lm_eval.tasks, include_path=ctx.lm_eval_include,
-                               limit=ctx.lm_eval.limit, num_fewshot=ctx.lm_eval.num_fewshot,
-                               batch_size=ctx.lm_eval.batch_size, backend=gen.backend,
-                               tensor_parallel_size=gen.tensor_parallel_size,
-                               gpu_memory_utilization=gen.gpu_memory_utilization, max_model_len=gen.max_model_len,
-                               trust_remote_code=ctx.trust_remote_code, per_doc=per_doc)
-        (out_dir / "lm_eval.json").write_text(json.dumps(rows, sort_keys=True, default=str))
-        (out_dir / LM_EVAL_UNITS).write_text(json.dumps(per_doc, sort_keys=True))
+    for scorer in scorers:
+        if not scorer.sample:
+            scorer.run(policy_dir, ctx, out_dir)
     return {"samples": len(generations)}

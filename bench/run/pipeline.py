@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bench.tables.aggregate import PolicyRecord, policy_rows
 from bench.evaluation.evaluate import chosen_judgments, evaluate_policy
+from bench.evaluation.scoring.registry import listed_sample_metrics
 from bench.hashing import content_hash
 from bench.run.store import StageStore
 from bench.run.context import REFERENCE_ID, SUITE_HASH, SuiteContext
@@ -143,6 +144,7 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
     chosen_dir = store.path("chosen", content_hash("chosen", ctx.eval_key))
     chosen = pd.read_parquet(chosen_dir / "judgments.parquet") if (chosen_dir / "judgments.parquet").exists() else None
     n_boot, seed = suite.scoring.bootstrap_samples, suite.generation.seed
+    extra = listed_sample_metrics(suite.scoring.scorers)   # the scorers the suite adds by name
     reference = PolicyRecord(run_id=REFERENCE_ID, label=REFERENCE_ID, objective=REFERENCE_ID, params="{}",
                              seed=seed, eval_dir=reference_eval)
     for record in records:   # what each run trained on, checked by the gold verifier
@@ -160,7 +162,7 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
     for record in [reference, *records]:
         try:
             rows += policy_rows(record, suite=suite.name, reference_judgments=reference_judgments,
-                                chosen_judgments=chosen, n_boot=n_boot, seed=seed)
+                                chosen_judgments=chosen, n_boot=n_boot, seed=seed, extra_scorers=extra)
         except Exception as err:  # one run's unreadable files fail that run, not the aggregate
             if record is reference:
                 raise
@@ -178,8 +180,8 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
                      if r.run_id in by_id else "{}",
                      data=json.dumps(ctx.data_info, sort_keys=True), **prov) for r in [reference, *records]]
     write_results(out, rows, run_rows)
-    units = [policy_units(record, reference_judgments=reference_judgments, chosen_judgments=chosen)
-             for record in [reference, *records]]
+    units = [policy_units(record, reference_judgments=reference_judgments, chosen_judgments=chosen,
+                          extra_scorers=extra) for record in [reference, *records]]
     write_units(out, units)
     write_settings(out, StatsSettings(compare_to=suite.scoring.compare_to, n_boot=n_boot, seed=seed))
     _write_validity(ctx, out, reference_eval, [reference, *records])

@@ -65,9 +65,10 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True,
         suite = load_suite(suite_path, list(overrides) + [f"executor.{key}={value}" for key, value in chosen.items()])
     # What `validate` checks cheaply and a later stage would only find after the data, SFT,
     # reward-model and reference stages: checked now, before any stage runs.
-    from bench.suite.validate import check_accelerate_config, check_backend, check_lm_eval_tasks
+    from bench.suite.validate import check_accelerate_config, check_backend, check_lm_eval_tasks, check_scorers
 
     check_backend(suite)
+    check_scorers(suite)
     check_lm_eval_tasks(suite)
     if suite.launcher == "accelerate":
         check_accelerate_config(suite)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PositiveInt, PrivateAttr, model_validator
+from pydantic import Field, PositiveInt, PrivateAttr, model_serializer, model_validator
 
 # The training sections are the trainer's own settings (the trainer imports nothing from bench).
 from trainers.config import LoraSpec, Seed, Strict, TrainConfig  # noqa: F401  (the suite's names for them)
@@ -116,6 +116,18 @@ class ScoringConfig(Strict):
     # The baseline every other objective is compared with (paired Δ, p-values, Holm): a label
     # or an objective name with one label in the suite. Empty: no comparisons.
     compare_to: str | None = "dpo"
+    # Further registered scorers to run, by name (bench.evaluation.scoring.registry); the builtin
+    # ones above are switched by their own settings.
+    scorers: list[str] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _omit_no_scorers(self, handler):
+        # Left out of the dump while empty: the resolved suite, its hash and the evaluation's key
+        # stay those of suites written before the field existed (their stored stages are reused).
+        out = handler(self)
+        if not self.scorers:
+            out.pop("scorers", None)
+        return out
 
 
 class TermEntry(Strict):

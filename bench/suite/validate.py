@@ -19,11 +19,10 @@ from bench.suite.load import load_suite
 from bench.suite.paths import tasks_dir
 from bench.suite.runs import RunSpec
 from bench.suite.schema import Suite
-from bench.errors import BenchError, ModelNotFoundError, NetworkRequiredError, SuiteError, SuiteErrors
+from bench.errors import BenchError, NetworkRequiredError, SuiteError, SuiteErrors
 from trainers.errors import nearest
 
-BUILTIN_PREFIX = "builtin:"
-BUILTIN_MODELS = ("builtin:tiny-llama",)
+from bench.suite.model_check import BUILTIN_PREFIX, check_model, weights_problem  # noqa: F401  (validate's checks)
 
 
 @dataclass
@@ -86,6 +85,7 @@ def validate_suite(path, overrides=()) -> ValidationSummary:
     if suite.reward_model.kind == "load":
         attempt(check_model, suite, suite.reward_model.path, "reward_model.path")
     attempt(check_backend, suite)
+    attempt(check_scorers, suite)
     attempt(check_lm_eval_tasks, suite)
     if suite.launcher == "accelerate":
         attempt(check_accelerate_config, suite)
@@ -142,6 +142,36 @@ def _cuda_here() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+# ---------------------------------------------------------------- scorers
+def check_scorers(suite: Suite) -> str:
+    """Each name in scoring.scorers is a registered scorer that the suite lets run: the builtin
+    ones are switched by their own settings, and a scorer's needs (a reward model, drift pairs)
+    must be met. One line per problem."""
+    from bench.evaluation.scoring.registry import get_scorer
+
+    problems: list[BenchError] = []
+    rm, scoring = suite.reward_model, suite.scoring
+    for i, name in enumerate(scoring.scorers):
+        where = f"scoring.scorers[{i}]"
+        try:
+            scorer = get_scorer(name)
+        except BenchError as err:
+            problems.append(SuiteError(suite.source, where, str(err)))
+            continue
+        if scorer.enabled is not None:
+            problems.append(SuiteError(suite.source, where, f"scorer {name!r} is builtin and switched by its own "
+                                                            f"setting under scoring:, not listed here"))
+        elif scorer.needs_reward_model and (rm.kind == "none" or not scoring.reward_model):
+            problems.append(SuiteError(suite.source, where, f"scorer {name!r} needs a reward model; set "
+                                                            "reward_model.kind: train or load and scoring.reward_model: true"))
+        elif scorer.needs_drift_pairs and (not scoring.drift or suite.data.drift_pairs == 0):
+            problems.append(SuiteError(suite.source, where, f"scorer {name!r} needs the held-out drift pairs; set "
+                                                            "scoring.drift: true and data.drift_pairs above 0"))
+    if problems:
+        raise problems[0] if len(problems) == 1 else SuiteErrors(problems)
+    return f"scorers: {', '.join(scoring.scorers)} registered" if scoring.scorers else "scorers: builtin only"
 
 
 # ---------------------------------------------------------------- launcher
@@ -272,56 +302,6 @@ def _check_hub_data(suite: Suite) -> str:
     return f"data: hub dataset {hub_id} (reachable; downloaded at run time)"
 
 
-# ---------------------------------------------------------------- models
-def check_model(suite: Suite, name: str, field_name: str) -> str:
-    """A builtin name, an existing HF model directory, or a hub id that is cached or reachable."""
-    if name.startswith(BUILTIN_PREFIX):
-        if name not in BUILTIN_MODELS:
-            near = nearest(name, BUILTIN_MODELS, cutoff=0.0)
-            raise SuiteError(suite.source, field_name, f"unknown builtin model {name!r}; did you mean {near!r}?")
-        return f"{field_name}: {name} (built in code)"
-    from trainers.models import resolve_model
-
-    try:
-        resolved = resolve_model(name)
-    except NetworkRequiredError as err:
-        raise NetworkRequiredError(f"{suite.source}: {field_name}: {err}") from None
-    except ModelNotFoundError as err:
-        raise SuiteError(suite.source, field_name, str(err)) from None
-    if Path(resolved).is_dir():
-        problem = weights_problem(Path(resolved))
-        if problem:
-            raise SuiteError(suite.source, field_name, problem)
-    return f"{field_name}: {resolved}"
-
-
-def weights_problem(folder: Path) -> str | None:
-    """None when the directory's weight files can be opened; else what is wrong, naming the file.
-
-    safetensors: the header is parsed and must cover the whole file (a cut file fails);
-    PyTorch .bin files are zip archives whose directory sits at the end (a cut file fails).
-    Reads headers only, never the tensors."""
-    import zipfile
-
-    from safetensors import safe_open
-
-    files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("pytorch_model*.bin"))
-    if not files:
-        return f"model directory {folder} has no weights (*.safetensors or pytorch_model*.bin)"
-    for path in files:
-        try:
-            if path.suffix == ".safetensors":
-                with safe_open(str(path), framework="pt") as fh:
-                    fh.keys()
-            else:
-                with zipfile.ZipFile(path) as zf:
-                    zf.namelist()
-        except Exception as err:  # noqa: BLE001 - every library error means: unreadable
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            return f"weights file {path} is unreadable ({first})"
-    return None
-
-
 # ---------------------------------------------------------------- lm-eval tasks
 def _task_index(include_path: str | None, tasks: tuple[str, ...]) -> dict[str, dict]:
     """lm-eval's tasks: name -> config, from the scorer's TaskManager (local folder only when it
@@ -391,4 +371,4 @@ def _dataset_reachable(dataset: str) -> bool:
 
 
 __all__ = ["ValidationSummary", "validate_suite", "check_data", "check_model", "check_lm_eval_tasks",
-           "check_accelerate_config", "check_batch_sizes", "check_backend"]
+           "check_accelerate_config", "check_batch_sizes", "check_backend", "check_scorers"]

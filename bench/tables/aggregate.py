@@ -60,8 +60,8 @@ def _aligned(policy: pd.DataFrame, other: pd.DataFrame, column: str, other_colum
     return a.loc[common].to_numpy(float), b.loc[common].to_numpy(float)
 
 
-def judgment_units(policy: pd.DataFrame, reference: pd.DataFrame,
-                   chosen: pd.DataFrame | None) -> dict[tuple[str, str], pd.Series]:
+def judgment_units(policy: pd.DataFrame, reference: pd.DataFrame, chosen: pd.DataFrame | None,
+                   extra_scorers: tuple = ()) -> dict[tuple[str, str], pd.Series]:
     """Per-prompt values (index: prompt id) of the judgment metrics that are means over prompts.
 
     Each one's mean is exactly the run's value in the results table (``judgment_rows``).
@@ -93,6 +93,10 @@ def judgment_units(policy: pd.DataFrame, reference: pd.DataFrame,
     if "gold" in policy and policy["gold"].notna().all():
         out[("gold", "accuracy")] = per_prompt(policy, "gold").mean(axis=1)
         out[("gold", "win_rate_vs_reference")] = wins("gold", reference)
+    for scorer, column, metric in extra_scorers:   # registered sample scorers (scoring.scorers)
+        if column in policy and policy[column].notna().all():
+            out[(scorer, metric)] = per_prompt(policy, column).mean(axis=1)
+            out[(scorer, "win_rate_vs_reference")] = wins(column, reference)
     out[("length", "mean_tokens")] = per_prompt(policy, "num_tokens").mean(axis=1)
     out[("length", "mean_chars")] = per_prompt(policy, "num_chars").mean(axis=1)
     if "logp_policy" in policy and policy["logp_policy"].notna().all():
@@ -120,7 +124,7 @@ def drift_units(drift: dict) -> dict[tuple[str, str], pd.Series]:
 
 
 def judgment_rows(policy: pd.DataFrame, reference: pd.DataFrame, chosen: pd.DataFrame | None,
-                  *, n_boot: int, seed: int) -> list[tuple[str, str, metrics.Estimate]]:
+                  *, n_boot: int, seed: int, extra_scorers: tuple = ()) -> list[tuple[str, str, metrics.Estimate]]:
     """(scorer, metric, estimate) for one policy's judgments against the reference's."""
     out: list[tuple[str, str, metrics.Estimate]] = []
     boot = dict(n_boot=n_boot, seed=seed)
@@ -138,6 +142,14 @@ def judgment_rows(policy: pd.DataFrame, reference: pd.DataFrame, chosen: pd.Data
         pol, ref = _aligned(policy, reference, "gold")
         out.append(("gold", "accuracy", metrics.mean_ci(pol.mean(axis=1), **boot)))
         out.append(("gold", "win_rate_vs_reference", metrics.win_rate(pol, ref, **boot)))
+    # A registered sample scorer (bench.evaluation.scoring.registry, listed in scoring.scorers),
+    # given as (scorer, judgments column, mean metric): the mean over prompts and
+    # the win rate against the reference, as for gold.
+    for scorer, column, metric in extra_scorers:
+        if column in policy and policy[column].notna().all():
+            pol, ref = _aligned(policy, reference, column)
+            out.append((scorer, metric, metrics.mean_ci(pol.mean(axis=1), **boot)))
+            out.append((scorer, "win_rate_vs_reference", metrics.win_rate(pol, ref, **boot)))
     if "finish_reason" in policy:
         # Samples stopped by the token budget, not by EOS: a verifier scores them as cut.
         truncated = (policy["finish_reason"] == "length").to_numpy(float)
@@ -158,7 +170,8 @@ def _point(value: float, n: int) -> metrics.Estimate:
 
 
 def policy_rows(record: PolicyRecord, *, suite: str, reference_judgments: pd.DataFrame,
-                chosen_judgments: pd.DataFrame | None, n_boot: int, seed: int) -> list[dict]:
+                chosen_judgments: pd.DataFrame | None, n_boot: int, seed: int,
+                extra_scorers: tuple = ()) -> list[dict]:
     """Every result row of one evaluated policy."""
     rows: list[dict] = []
     boot = dict(n_boot=n_boot, seed=seed)
@@ -180,7 +193,7 @@ def policy_rows(record: PolicyRecord, *, suite: str, reference_judgments: pd.Dat
         return rows
     judgments = _judgments(record.eval_dir)
     for scorer, metric, est in judgment_rows(judgments, reference_judgments, chosen_judgments,
-                                             n_boot=n_boot, seed=seed):
+                                             n_boot=n_boot, seed=seed, extra_scorers=extra_scorers):
         add(scorer, metric, est)
     drift = _drift(record.eval_dir)
     if drift is not None:
@@ -237,12 +250,12 @@ def lm_eval_units(eval_dir: Path) -> dict[tuple[str, str], pd.Series]:
 
 
 def policy_units(record: PolicyRecord, *, reference_judgments: pd.DataFrame,
-                 chosen_judgments: pd.DataFrame | None) -> pd.DataFrame:
+                 chosen_judgments: pd.DataFrame | None, extra_scorers: tuple = ()) -> pd.DataFrame:
     """Tidy unit values of one evaluated policy: columns :data:`UNIT_COLUMNS`, one row per
     (metric, prompt or drift pair). Empty for a failed run."""
     if record.eval_dir is None or record.status != "ok":
         return pd.DataFrame(columns=UNIT_COLUMNS)
-    series = judgment_units(_judgments(record.eval_dir), reference_judgments, chosen_judgments)
+    series = judgment_units(_judgments(record.eval_dir), reference_judgments, chosen_judgments, extra_scorers)
     drift = _drift(record.eval_dir)
     if drift is not None:
         series.update(drift_units(drift))

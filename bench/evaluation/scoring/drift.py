@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import json
+
 import torch
 from tqdm.auto import tqdm
+
+from bench.evaluation.scoring.registry import register_scorer
 
 
 def _masked_sum(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -93,3 +97,15 @@ def compute_drift(policy_model_path, ref_logps: dict, tokenized_pairs, *, batch_
     out = drift_metrics(cat["pc"], cat["pr"], cat["rc"], cat["rr"], cat["cm"], cat["rm"])
     out["pair_ids"] = [p.id for p in pairs]   # per_pair lists follow this order: pairs policies by id
     return out
+
+
+@register_scorer("drift", kind="policy", order=30, on_reference=False, needs_drift_pairs=True,
+                 enabled=lambda ctx: bool(ctx.drift_data) and ctx.drift_reference is not None,
+                 metrics=("logratio_chosen", "logratio_rejected", "logratio_chosen_per_token",
+                          "logratio_rejected_per_token", "chosen_logp_down", "implicit_accuracy", "margin"),
+                 reference="Rafailov et al. 2023 (arXiv:2305.18290), Eq. 5; Razin et al. 2024 (arXiv:2410.08847)")
+def run_drift(policy_dir, ctx, out_dir) -> None:
+    """drift.json: the policy's log-ratios to the reference on the held-out pairs."""
+    drift = compute_drift(str(policy_dir), ctx.drift_reference, ctx.drift_data, progress=ctx.progress,
+                          trust_remote_code=ctx.trust_remote_code)
+    (out_dir / "drift.json").write_text(json.dumps(drift, sort_keys=True))

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from bench.errors import BenchError
+from bench.evaluation.scoring.registry import register_scorer
 from trainers.errors import nearest
 
 Verifier = Callable[[str, dict], float]
@@ -63,3 +64,13 @@ def audit_pairs(pairs: Sequence, name: str | None) -> dict | None:
     chosen = sum(verify(p.chosen, p.metadata) for p in pairs) / len(pairs)
     rejected = sum(verify(p.rejected, p.metadata) for p in pairs) / len(pairs)
     return {"n": len(pairs), "chosen_verified": float(chosen), "rejected_verified": float(rejected)}
+
+
+@register_scorer("gold", order=20, enabled=lambda ctx: ctx.gold is not None,
+                 metrics=("accuracy", "win_rate_vs_reference"),
+                 reference="programmatic verifiers of tasks with a checkable answer (GSM8K-style exact match, "
+                           "Cobbe et al. 2021, arXiv:2110.14168)")
+def score_samples(ctx, generations, pairs) -> list[float]:
+    """The suite's gold verifier (scoring.gold) on each sample: 1.0 right, 0.0 wrong."""
+    verify = get_verifier(ctx.gold)
+    return [float(verify(g.text, pair.metadata)) for g, pair in zip(generations, pairs)]

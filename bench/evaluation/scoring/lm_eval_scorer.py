@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 from collections.abc import Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.evaluation.capture import output_to_log
 from bench.evaluation.generation.registry import get_backend, list_backends
+from bench.evaluation.scoring.registry import register_scorer
+from bench.tables.aggregate import LM_EVAL_UNITS
 from trainers.errors import nearest
 
 _OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -235,3 +239,22 @@ def per_doc_values(samples: dict) -> dict[str, dict[str, dict[str, float]]]:
         out[task] = {metric: next(iter(by_filter.values())) for metric, by_filter in values.items()
                      if len(by_filter) == 1}
     return out
+
+
+@register_scorer("lm_eval", kind="policy", order=40, enabled=lambda ctx: bool(ctx.lm_eval.tasks),
+                 metrics=("<each task's own metrics>",),
+                 reference="Gao et al., lm-evaluation-harness (doi:10.5281/zenodo.5371628)")
+def run_lm_eval(policy_dir, ctx, out_dir) -> None:
+    """lm_eval.json (one row per task metric) and lm_eval_units.json (each document's values);
+    lm-eval runs the suite's generation backend's model type."""
+    gen = ctx.generation
+    per_doc: dict = {}
+    with output_to_log(out_dir / "lm_eval.log"):   # its notices and bars: kept, off the screen
+        rows = evaluate(str(policy_dir), ctx.lm_eval.tasks, include_path=ctx.lm_eval_include,
+                        limit=ctx.lm_eval.limit, num_fewshot=ctx.lm_eval.num_fewshot,
+                        batch_size=ctx.lm_eval.batch_size, backend=gen.backend,
+                        tensor_parallel_size=gen.tensor_parallel_size,
+                        gpu_memory_utilization=gen.gpu_memory_utilization, max_model_len=gen.max_model_len,
+                        trust_remote_code=ctx.trust_remote_code, per_doc=per_doc)
+    (out_dir / "lm_eval.json").write_text(json.dumps(rows, sort_keys=True, default=str))
+    (out_dir / LM_EVAL_UNITS).write_text(json.dumps(per_doc, sort_keys=True))

@@ -9,6 +9,7 @@ data (held-out split, the texts as the scorer encodes them) and reports its pair
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -20,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.errors import BenchError
+from bench.evaluation.scoring.registry import register_scorer
 from trainers.heads import BradleyTerry, Scores, ensure_pad, pad_right
 
 REWARD_TRAIN_FILE = "reward_train.json"
@@ -249,3 +251,26 @@ def train_reward_model(pairs, base_model_path, out_dir, *, config, progress: boo
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+# ---------------------------------------------------------------- the scorer
+@functools.lru_cache(maxsize=1)
+def _reward_scorer(path: str, batch_size: int, progress: bool, trust_remote_code: bool) -> RewardModelScorer:
+    """Loaded once per suite: every policy is judged by the same reward model."""
+    return RewardModelScorer(path, batch_size=batch_size, progress=progress, trust_remote_code=trust_remote_code)
+
+
+def score_rewards(ctx, pairs: list, responses: list[str]) -> list[float]:
+    """The suite's reward model's score of each response to its pair's prompt."""
+    scorer = _reward_scorer(str(ctx.reward_model_dir), ctx.reward_batch_size, ctx.progress, ctx.trust_remote_code)
+    return scorer.score([p.prompt for p in pairs], responses, [p.messages for p in pairs])
+
+
+@register_scorer("reward_model", column="reward", order=10, needs_reward_model=True,
+                 enabled=lambda ctx: ctx.reward_model_dir is not None,
+                 metrics=("mean_reward", "win_rate_vs_reference", "lc_win_rate_vs_reference", "win_rate_vs_chosen"),
+                 reference="Bradley & Terry 1952; Ouyang et al. 2022 (arXiv:2203.02155), Eq. 1; LC win rate: "
+                           "Dubois et al. 2024 (arXiv:2404.04475)")
+def score_samples(ctx, generations, pairs) -> list[float]:
+    """The reward model's score of each sample."""
+    return score_rewards(ctx, pairs, [g.text for g in generations])

@@ -1,0 +1,124 @@
+"""The registry of scorers: each scorer registers itself with what it needs and what it produces.
+
+Two kinds, as the evaluation runs them (`bench.evaluation.evaluate.evaluate_policy`):
+- a *sample* scorer gives one number per generated sample (`score(ctx, generations, pairs)`),
+  stored as the judgments column `column`; a registered sample scorer of one's own gets, from
+  the aggregate, its mean over prompts (`metrics[0]`) and its win rate against the reference
+  (`win_rate_vs_reference`), each with per-prompt unit values for paired comparisons;
+- a *policy* scorer reads the policy itself (`run(policy_dir, ctx, out_dir)`) and writes its
+  own file (drift.json, lm_eval.json).
+
+The builtin scorers are switched by their own suite settings (`enabled(ctx)`: scoring.gold,
+scoring.drift...); any other registered scorer runs when the suite lists it in
+`scoring.scorers`. `get_scorer` imports every module of this package the first time a name
+is asked for, so a new scorer is one new file. Validation (`bench.suite.validate`) asks the
+flags: an unknown name, or a scorer whose needs the suite does not meet, is one line.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import Callable
+
+from bench.errors import BenchError
+from trainers.errors import nearest
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A registered scorer and its capability flags."""
+
+    name: str                              # the results table's `scorer` column
+    metrics: tuple[str, ...]               # the metrics it produces
+    reference: str                         # its paper or library
+    score: Callable | None = None          # sample scorers: (ctx, generations, pairs) -> one float per generation
+    run: Callable | None = None            # policy scorers: (policy_dir, ctx, out_dir) -> None
+    column: str | None = None              # sample scorers: the judgments column
+    enabled: Callable | None = None        # builtin: (EvalContext) -> bool from its own setting; None: scoring.scorers
+    needs_reward_model: bool = False       # reads the suite's reward model (ctx.reward_model_dir)
+    needs_generations: bool = True         # reads the policy's samples (False: the policy's weights)
+    needs_drift_pairs: bool = False        # reads the held-out drift pairs (ctx.drift_data)
+    unit_values: bool = True               # has per-prompt / per-pair / per-document values (paired tests)
+    on_reference: bool = True              # also scores the reference policy (its rows and comparisons)
+    order: int = 100                       # evaluation order (builtin: 10-40, so theirs is what it was)
+
+    @property
+    def sample(self) -> bool:
+        return self.score is not None
+
+    def active(self, ctx) -> bool:
+        """Runs in this evaluation: its own setting, else being listed in scoring.scorers."""
+        return self.enabled(ctx) if self.enabled is not None else self.name in ctx.scorers
+
+
+_REGISTRY: dict[str, Scorer] = {}
+_DISCOVERED = False
+
+
+def register_scorer(name: str, *, metrics: tuple[str, ...], reference: str, kind: str = "sample",
+                    column: str | None = None, enabled: Callable | None = None, needs_reward_model: bool = False,
+                    needs_drift_pairs: bool = False, unit_values: bool = True, on_reference: bool = True, order: int = 100) -> Callable:
+    """Decorator registering a scorer function as scorer `name`; returns the function unchanged.
+
+    kind "sample": the function is `score(ctx, generations, pairs) -> list[float]` (column: `name`
+    unless given); kind "policy": the function is `run(policy_dir, ctx, out_dir)`."""
+    if kind not in ("sample", "policy"):
+        raise ValueError(f"scorer {name!r}: kind must be 'sample' or 'policy', not {kind!r}")
+
+    def wrap(fn: Callable) -> Callable:
+        if name in _REGISTRY:
+            raise RuntimeError(f"scorer {name!r} is registered twice")
+        sample = kind == "sample"
+        _REGISTRY[name] = Scorer(name, tuple(metrics), reference, score=fn if sample else None,
+                                 run=None if sample else fn, column=(column or name) if sample else None,
+                                 enabled=enabled, needs_reward_model=needs_reward_model, needs_generations=sample,
+                                 needs_drift_pairs=needs_drift_pairs, unit_values=unit_values,
+                                 on_reference=on_reference, order=order)
+        return fn
+    return wrap
+
+
+def _discover() -> None:
+    """Import every module of this package once, so each scorer file registers itself. The
+    heavy libraries (lm_eval) are imported inside the scorers' functions, so this is cheap."""
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    package = importlib.import_module(__package__)
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{__package__}.{info.name}")
+
+
+def list_scorers() -> list[str]:
+    """Names of every registered scorer, in registration order (the order an evaluation runs them)."""
+    _discover()
+    return list(_REGISTRY)
+
+
+def get_scorer(name: str) -> Scorer:
+    """The scorer registered as `name`; an unknown name is one line naming the nearest."""
+    _discover()
+    if name not in _REGISTRY:
+        near = nearest(name, _REGISTRY)
+        hint = f" (did you mean {near!r}?)" if near else ""
+        raise BenchError(f"unknown scorer {name!r}{hint}; registered: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def active_scorers(ctx, *, is_reference: bool) -> list[Scorer]:
+    """The scorers this evaluation runs, by `order`, then in registration order."""
+    scorers = sorted((_REGISTRY[n] for n in list_scorers()), key=lambda s: s.order)
+    return [s for s in scorers if s.active(ctx) and (s.on_reference or not is_reference)]
+
+
+def listed_sample_metrics(names) -> tuple[tuple[str, str, str], ...]:
+    """(scorer, judgments column, mean metric) of the listed sample scorers, for the
+    aggregate's generic rows (the builtin scorers' rows are the aggregate's own)."""
+    out = []
+    for name in names:
+        scorer = get_scorer(name)
+        if scorer.sample and scorer.enabled is None:
+            out.append((scorer.name, scorer.column, scorer.metrics[0]))
+    return tuple(out)
