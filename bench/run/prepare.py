@@ -93,13 +93,14 @@ def _initial_model(suite, store: StageStore, key: str) -> Path:
 
         resolved = resolve_model(policy)   # a local directory or a loadable hub id; else one clear line
         return Path(resolved) if Path(resolved).exists() else resolved
-    from bench.data.tasks import builtin_words
-    from bench.models import build_builtin_tokenizer, build_tiny_causal_lm
-
-    size = suite.model.builtin
-    tokenizer = build_builtin_tokenizer(size.tokenizer, builtin_words(suite.data.source))
-
     def build(tmp: Path) -> None:
+        # Imported here: bench.models imports transformers' model classes (~3 s), which a
+        # finished stage does not need (an executor's parent process never trains).
+        from bench.data.tasks import builtin_words
+        from bench.models import build_builtin_tokenizer, build_tiny_causal_lm
+
+        size = suite.model.builtin
+        tokenizer = build_builtin_tokenizer(size.tokenizer, builtin_words(suite.data.source))
         build_tiny_causal_lm(tmp, tokenizer, hidden_size=size.hidden_size, layers=size.layers,
                              heads=size.heads, seed=0)
 
