@@ -45,7 +45,7 @@ def fake_task(task, ctx: dict, out: str) -> TaskResult:
     import torch
 
     seen = dict(threads=torch.get_num_threads(), cuda=os.environ.get("CUDA_VISIBLE_DEVICES"), pid=os.getpid(),
-                omp=os.environ.get("OMP_NUM_THREADS"))
+                omp=os.environ.get("OMP_NUM_THREADS"), rayon=os.environ.get("RAYON_NUM_THREADS"))
     if task.run is None:
         return TaskResult(index=task.index, reference_eval=Path(out))
     record = PolicyRecord(run_id=task.run.run_id, label=label, objective=label, params="{}", seed=0,

@@ -48,7 +48,7 @@ def test_local_workers_are_pinned_and_results_come_back_in_suite_order(tmp_path,
     seen = [r.train_summary for r in records.values()]
     assert {s["cuda"] for s in seen} == {"5", "7"}         # one GPU each, never both
     assert len({(s["pid"], s["cuda"]) for s in seen}) == 2  # a worker keeps its GPU
-    assert {s["threads"] for s in seen} == {1} and {s["omp"] for s in seen} == {"1"}
+    assert {s["threads"] for s in seen} == {1} and {s["omp"] for s in seen} == {s["rayon"] for s in seen} == {"1"}
     assert len({s["pid"] for s in seen}) == 2              # two workers, reused across runs
     assert store.computed == [f"train/{x}" for x in "abcd"]
 

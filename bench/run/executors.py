@@ -82,7 +82,9 @@ def pin_threads(threads: int, devices: list[str] | None = None) -> None:
     worker before its first model: CUDA reads CUDA_VISIBLE_DEVICES once, at its first use."""
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    # RAYON_NUM_THREADS: the Rust tokenizers' pool (one thread per core by default), read when
+    # tokenizers is first used, which is after this.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
         os.environ[var] = str(threads)
     import torch
 
