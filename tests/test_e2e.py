@@ -315,6 +315,25 @@ def test_python_api_reads_the_table_and_reruns_a_loaded_suite(finished):
     suite = load_suite(SUITE)
     with pytest.raises(BenchError, match="overrides apply when a suite file is loaded"):
         run_suite(suite, out=out, overrides=["seeds=[0]"])
-    again = run_suite(suite, out=out)                 # every stage is reused: the same table
+    import gc
+
+    import bench.run.runner as runner
+
+    frozen_during_runs = []
+    original = runner.train_and_evaluate
+
+    def recording(*args, **kwargs):
+        frozen_during_runs.append(gc.get_freeze_count())
+        return original(*args, **kwargs)
+
+    runner.train_and_evaluate = recording
+    try:
+        again = run_suite(suite, out=out)             # every stage is reused: the same table
+    finally:
+        runner.train_and_evaluate = original
     pd.testing.assert_frame_equal(again, table)
+    # Runs see the suite's long-lived objects frozen (trainers.devices.settle_memory); the suite
+    # hands them back to the collector when it ends.
+    assert len(frozen_during_runs) == 9 and min(frozen_during_runs) > 0
+    assert gc.get_freeze_count() == 0
     assert again.attrs["summary"].startswith("suite ci_smoke: 9/9 runs ok") and again.attrs["out"] == str(out)

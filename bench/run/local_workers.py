@@ -20,6 +20,7 @@ from collections import deque
 
 from bench.errors import BenchError
 from bench.run.executors import Fanout, describe_death, pin_threads, wait_or_kill
+from trainers.devices import settle_memory
 
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 120      # a stopping training finishes its step and saves its state
@@ -89,6 +90,7 @@ def _worker(slot: int, threads: int, devices, out: str, tasks, events) -> None:
             function, key, payload, task = message
             if payload is not None:       # after pinning: nothing in it may touch a GPU before
                 contexts = {key: pickle.loads(payload)}
+            settle_memory()               # what the worker holds between tasks is long-lived (trainers.devices)
             try:
                 events.put(("done", slot, function(task, contexts[key], out)))
             except KeyboardInterrupt:
