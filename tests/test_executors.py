@@ -179,3 +179,13 @@ def test_a_slurm_gpu_over_ask_is_one_line_before_any_stage(tmp_path):
         "lower executor.gpus_per_run or choose another executor.slurm.partition"]
     assert "--partition gpu" in (bin_dir / "args").read_text()
     assert not (tmp_path / "out" / "stages").exists()
+
+
+def test_an_error_while_the_local_workers_start_is_still_one_line(tmp_path):
+    """The workers start before the shared stages; an error found there (a batch larger than
+    the data, after the data stage) ends them while they still import torch: one line, no
+    worker's traceback (a SIGINT then printed one per worker)."""
+    done = _run_ci_suite(tmp_path / "out", "executor.kind=local", "executor.workers=2", "training.batch_size=1000")
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = [line for line in done.stderr.strip().splitlines() if not line.startswith("[")]   # progress lines
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "training.batch_size: 1000 pairs" in lines[0], lines

@@ -64,6 +64,12 @@ def _worker(slot: int, threads: int, devices, out: str, tasks, events) -> None:
     batch (the shared stages' inputs, then the suite's context for the runs) is sent to a
     worker once and kept, so one pool of workers serves both without starting again."""
     os.setsid()                       # Ctrl-C at the terminal reaches the parent only
+    # SIGINT came blocked from the parent (_Slot): a Ctrl-C while this interpreter started would
+    # have printed an import's traceback. One that came meanwhile is dropped here; the parent
+    # ends a worker without a task by SIGKILL, so none is needed.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     pin_threads(threads, devices)
     from bench.run.progress import quiet_library_noise
@@ -112,7 +118,13 @@ class _Slot:
         self.sent: set[str] = set()       # the batches whose context this worker holds
         self.proc = mp.Process(target=_worker, args=(slot, threads, devices, str(out), self.tasks, events),
                                name=f"prefbench-worker-{slot}", daemon=False)
-        self.proc.start()
+        # SIGINT blocked in the child from its first instruction (the mask survives the exec of
+        # a spawned interpreter) until _worker has its own session and handlers.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class LocalPool:
@@ -206,12 +218,13 @@ def run_local(fanout: Fanout, config) -> None:
 
 
 def _stop(slots) -> None:
-    """Ctrl-C, SIGTERM or an error in the parent: SIGINT to every live worker once (a training
-    finishes its step and saves its state), wait for them, kill what is left."""
+    """Ctrl-C, SIGTERM or an error in the parent: SIGINT to every worker running a task, once (a
+    training finishes its step and saves its state), wait for them, kill what is left. A worker
+    without a task (still starting, or idle) has nothing to save: it is killed at once."""
     for slot in slots:
         if slot.proc.is_alive():
             try:
-                os.kill(slot.proc.pid, signal.SIGINT)
+                os.kill(slot.proc.pid, signal.SIGINT if slot.task is not None else signal.SIGKILL)
             except ProcessLookupError:
                 pass
     wait_or_kill([s.proc for s in slots], STOP_GRACE_SECONDS)
