@@ -16,7 +16,6 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE = REPO / "suites" / "ci_smoke.yaml"
-from bench.perf.grid import SHARED_STAGES
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -147,15 +146,17 @@ def test_ray_on_a_local_cluster_with_logical_gpus_gives_the_inprocess_rows(finis
 
 def test_slurm_jobs_through_submitit_give_the_inprocess_rows(finished, tmp_path):
     """submitit's local executor stands in for Slurm: the same pickled jobs, run on this machine.
-    One run, from a copy of the finished run's shared stages, to keep it short: each job is a
-    fresh process that pays the imports."""
+    From a copy of the data and SFT stages (the reward model and the reference log-probs are
+    two jobs side by side), and one run, to keep it short: each job is a fresh process that
+    pays the imports."""
     reference, _ = finished
     out = tmp_path / "slurm"
-    for stage in SHARED_STAGES:
+    for stage in ("data", "init", "sft"):
         shutil.copytree(reference / "stages" / stage, out / "stages" / stage)
     done = bench("run", str(SUITE), "--out", str(out), "--quiet", "--executor", "slurm", "--only", "ipo",
                  "--set", "executor.slurm.cluster=local", "--set", "executor.cpus_per_run=1")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "1/1 runs ok" in done.stdout
     _same_rows(out, reference, runs=1)
-    assert len(list((out / "logs" / "slurm").glob("*_log.err"))) == 2   # one job per task: submitit's logs
+    _side_by_side(out)
+    assert len(list((out / "logs" / "slurm").glob("*_log.err"))) == 4   # one job per task: submitit's logs
