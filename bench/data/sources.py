@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from bench.data.records import LoadResult, PreferencePair
 from bench.data.registry import DataSource, get_source, list_sources
 from bench.errors import DataError, NetworkRequiredError
+from trainers import net   # module, not name: tests replace the network probe
 
 # datasets' packaged builders read local files (data_dir / data_files): no network needed
 _LOCAL_BUILDERS = {"json", "csv", "parquet", "arrow", "text", "pandas"}
@@ -164,10 +165,8 @@ def _parquet_rows(path: Path):
 
 
 def _hub_rows(hub_id: str, data_dir: str | None, split: str):
-    from trainers.net import network_available
-
     # asked BEFORE load_dataset, which would otherwise hang retrying an unreachable hub
-    if hub_id not in _LOCAL_BUILDERS and not network_available():
+    if hub_id not in _LOCAL_BUILDERS and not net.network_available():
         raise NetworkRequiredError(
             f"data.hub_id: {hub_id} is on the Hugging Face hub and this machine has no network; "
             "download the data elsewhere and set data.path to a local .jsonl/.jsonl.gz/.json/.parquet file"

@@ -25,6 +25,9 @@ from bench.evaluation.scoring.registry import active_scorers
 from bench.evaluation.scoring.reward_model import score_rewards
 from bench.suite.schema import GenerationConfigSection, LmEvalConfig
 from trainers.tokenize import TokenizedPair, render_prompt
+from trainers import devices   # module, not name: a test may replace release_memory
+from trainers.models import load_model
+from trainers.reference import compute_reference
 
 
 @dataclass
@@ -60,9 +63,7 @@ def generate(policy_dir: Path, ctx: EvalContext, out_dir: Path):
     """Generate, then write the samples and the decoding settings they were made with
     (`generation_params.json`: the resolved parameters, the checkpoint's generation_config that
     they override, and how many prompts were cut to fit the context)."""
-    from trainers.devices import release_memory
-
-    release_memory()      # whatever the previous stage left (a trained policy) goes before an engine starts
+    devices.release_memory()      # whatever the previous stage left (a trained policy) goes before an engine starts
     section = ctx.generation
     generator = get_generator(section.backend, str(policy_dir), progress=ctx.progress,
                               trust_remote_code=ctx.trust_remote_code, **generator_options(section))
@@ -81,9 +82,6 @@ def generate(policy_dir: Path, ctx: EvalContext, out_dir: Path):
 def sample_logps(model_dir: Path, prompt_ids: dict, samples: list[tuple[str, list[int]]], *,
                  trust_remote_code: bool, batch_size: int = 32, progress: bool = False) -> list[float]:
     """Sum of log-probs of each (prompt_id, response ids) under the model at `model_dir`."""
-    from trainers.models import load_model
-    from trainers.reference import compute_reference
-
     model = load_model(str(model_dir), trust_remote_code=trust_remote_code, role="kl")
     data = [TokenizedPair(id=str(i), prompt_ids=prompt_ids[pid], chosen_ids=ids, rejected_ids=None)
             for i, (pid, ids) in enumerate(samples) if ids]

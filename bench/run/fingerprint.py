@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 
 from bench.suite.paths import tasks_dir
+from bench.data.registry import find_source
+from trainers import net   # module, not name: tests replace the network probe
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -57,9 +59,7 @@ def local_fingerprint(path) -> str:
 def hub_revision(repo_id: str, repo_type: str = "model") -> str:
     """The commit `repo_id`'s main branch resolves to: the hub's answer with network, else the
     local cache's `refs/main`; "unresolved" when neither knows (the run then fails on loading)."""
-    from trainers.net import network_available
-
-    if network_available():
+    if net.network_available():
         try:
             from huggingface_hub import HfApi
 
@@ -92,8 +92,6 @@ def fingerprint(name_or_path: str | None, repo_type: str = "model") -> str | Non
 
 def _default_hub_id(source_name: str) -> str | None:
     """The hub dataset a source reads when the suite names none (bench.data.registry)."""
-    from bench.data.registry import find_source
-
     source = find_source(source_name)
     return source.hub_id if source is not None else None
 

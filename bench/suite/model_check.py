@@ -6,6 +6,7 @@ from pathlib import Path
 
 from bench.errors import ModelNotFoundError, NetworkRequiredError, SuiteError
 from trainers.errors import nearest
+from trainers.models import resolve_model
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_MODELS = ("builtin:tiny-llama",)
@@ -18,8 +19,6 @@ def check_model(suite, name: str, field_name: str) -> str:
             near = nearest(name, BUILTIN_MODELS, cutoff=0.0)
             raise SuiteError(suite.source, field_name, f"unknown builtin model {name!r}; did you mean {near!r}?")
         return f"{field_name}: {name} (built in code)"
-    from trainers.models import resolve_model
-
     try:
         resolved = resolve_model(name)
     except NetworkRequiredError as err:

@@ -23,6 +23,15 @@ from bench.errors import BenchError, NetworkRequiredError, SuiteError, SuiteErro
 from trainers.errors import nearest
 
 from bench.suite.model_check import BUILTIN_PREFIX, check_model, weights_problem  # noqa: F401  (validate's checks)
+from bench.data.registry import find_source, get_source
+from bench.data.sources import _LOCAL_BUILDERS, load_pairs
+from bench.data.splits import split_pairs
+from bench.data.tasks import builtin_words
+from bench.evaluation.budget import check_generation_budget
+from bench.evaluation.generation.registry import get_backend
+from bench.evaluation.scoring.registry import get_scorer
+from trainers.models import load_tokenizer
+from trainers import net   # module, not name: tests replace the network probe
 
 
 @dataclass
@@ -123,8 +132,6 @@ def check_batch_sizes(suite: Suite, runs, n_train: int) -> str:
 # ---------------------------------------------------------------- generation backend
 def check_backend(suite: Suite) -> str:
     """The backend is registered and can run here (its package installed; CUDA when it needs it)."""
-    from bench.evaluation.generation.registry import get_backend
-
     field_name = "generation.backend"
     try:
         backend = get_backend(suite.generation.backend)
@@ -149,8 +156,6 @@ def check_scorers(suite: Suite) -> str:
     """Each name in scoring.scorers is a registered scorer that the suite lets run: the builtin
     ones are switched by their own settings, and a scorer's needs (a reward model, drift pairs)
     must be met. One line per problem."""
-    from bench.evaluation.scoring.registry import get_scorer
-
     problems: list[BenchError] = []
     rm, scoring = suite.reward_model, suite.scoring
     for i, name in enumerate(scoring.scorers):
@@ -212,10 +217,6 @@ def check_accelerate_config(suite: Suite) -> str:
 def check_budget(suite: Suite) -> str:
     """The generation budget against the eval split's longest chosen response (bench.evaluation.budget),
     when the data and the tokenizer can be had here; the runner checks again before generating."""
-    from bench.evaluation.budget import check_generation_budget
-    from bench.data.sources import load_pairs
-    from bench.data.splits import split_pairs
-
     cfg = suite.data
     if _reads_hub(cfg):
         return "generation budget: checked at run time (the data is on the hub)"
@@ -230,12 +231,10 @@ def check_budget(suite: Suite) -> str:
 
 def _policy_tokenizer(suite: Suite):
     if suite.model.policy.startswith(BUILTIN_PREFIX):
-        from bench.data.tasks import builtin_words
+        # Imported here: bench.models imports transformers at its top (seconds at every validate).
         from bench.models import build_builtin_tokenizer
 
         return build_builtin_tokenizer(suite.model.builtin.tokenizer, builtin_words(suite.data.source))
-    from trainers.models import load_tokenizer
-
     return load_tokenizer(suite.model.policy, trust_remote_code=suite.model.trust_remote_code)
 
 
@@ -250,9 +249,6 @@ def _check_data_counts(suite: Suite) -> tuple[str, int | None]:
     cfg = suite.data
     if _reads_hub(cfg):
         return _check_hub_data(suite), None
-    from bench.data.sources import load_pairs
-    from bench.data.splits import split_pairs
-
     try:
         loaded = load_pairs(cfg, progress=False)
     except NetworkRequiredError:
@@ -275,16 +271,11 @@ def _check_data_counts(suite: Suite) -> tuple[str, int | None]:
 
 def _reads_hub(cfg) -> bool:
     """The suite's data source reads rows from the hub (an unknown source is load_pairs' to report)."""
-    from bench.data.registry import find_source
-
     source = find_source(cfg.source)
     return source is not None and source.needs_network(cfg)
 
 
 def _check_hub_data(suite: Suite) -> str:
-    from bench.data.registry import get_source
-    from trainers.net import network_available
-
     cfg = suite.data
     source = get_source(cfg.source)
     hub_id = source.hub_dataset(cfg)
@@ -294,7 +285,7 @@ def _check_hub_data(suite: Suite) -> str:
         raise SuiteError(suite.source, "data.split", f"{hub_id} has no split {cfg.split!r}; did you mean "
                                                      f"{nearest(cfg.split, source.splits, cutoff=0.0)!r}? "
                                                      f"(splits: {', '.join(source.splits)})")
-    if not network_available():
+    if not net.network_available():
         raise NetworkRequiredError(
             f"{suite.source}: data.hub_id: dataset {hub_id} is on the Hugging Face hub and this machine has no "
             "network; download it elsewhere and point the suite at the local file with `data.path: ...`"
@@ -306,6 +297,8 @@ def _check_hub_data(suite: Suite) -> str:
 def _task_index(include_path: str | None, tasks: tuple[str, ...]) -> dict[str, dict]:
     """lm-eval's tasks: name -> config, from the scorer's TaskManager (local folder only when it
     holds every task the suite names; lm-eval's whole index otherwise, for the closest-name hint)."""
+    # Imported here, not at the top: the scorer brings pandas (the aggregate's file names) and
+    # lm-eval's task machinery, which a suite without lm-eval tasks never needs.
     from bench.evaluation.scoring.lm_eval_scorer import task_manager
 
     index = task_manager(include_path, tasks).task_index
@@ -344,8 +337,6 @@ def check_lm_eval_tasks(suite: Suite) -> str:
 
 def _task_hub_dataset(cfg: dict) -> str | None:
     """The hub dataset a task reads, or None for local data (custom loaders, local builders, paths)."""
-    from bench.data.sources import _LOCAL_BUILDERS
-
     path = cfg.get("dataset_path")
     if not path or cfg.get("custom_dataset") or path in _LOCAL_BUILDERS or Path(os.path.expanduser(path)).exists():
         return None
@@ -355,9 +346,7 @@ def _task_hub_dataset(cfg: dict) -> str | None:
 def _dataset_reachable(dataset: str) -> bool:
     if os.environ.get("HF_DATASETS_OFFLINE", "0") in ("0", "", "false", "False") and \
             os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False"):
-        from trainers.net import network_available
-
-        if network_available():
+        if net.network_available():
             return True
     try:   # cached by `datasets` or by the hub client: lm-eval loads it from there offline
         import datasets.config

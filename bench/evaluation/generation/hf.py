@@ -15,6 +15,7 @@ from transformers import GenerationConfig as HFGenerationConfig
 from bench.evaluation.generation.base import Generation, GenerationConfig, encode_prompt, truncate_prompts
 from bench.evaluation.generation.registry import register_backend
 from trainers.models import load_model, load_tokenizer
+from trainers import devices
 
 
 @register_backend("hf", needs_cuda=False, batching=True, lm_eval_model="hf",
@@ -87,10 +88,8 @@ class HFGenerator:
 
     def close(self) -> None:
         """Free the model (the next stage's engine needs the memory)."""
-        from trainers.devices import release_memory
-
         self.model = None
-        release_memory()
+        devices.release_memory()
 
     def _hf_config(self, config: GenerationConfig, min_new_tokens: int) -> HFGenerationConfig:
         # Every setting that changes which token is picked is given explicitly: generate() fills

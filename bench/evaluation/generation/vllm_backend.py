@@ -16,6 +16,7 @@ from bench.errors import BenchError
 from bench.evaluation.generation.base import Generation, GenerationConfig, encode_prompt, truncate_prompts
 from bench.evaluation.generation.registry import register_backend
 from trainers.models import resolve_model
+from trainers import devices
 
 
 @register_backend("vllm", needs_cuda=True, batching=False, lm_eval_model="vllm", package="vllm",
@@ -32,15 +33,13 @@ class VLLMGenerator:
         except ImportError:
             raise BenchError("generation backend 'vllm' needs the vllm package (CUDA only): "
                              "pip install vllm, or set generation.backend: hf") from None
-        from trainers.devices import placement
-
         self._vllm = vllm
         self.progress = progress
         self.truncated = 0
         # generation_config="vllm": vLLM's neutral defaults, not the checkpoint's generation_config
         # (the hf backend overrides it too), so the suite's settings alone decide.
         self.llm = vllm.LLM(model=resolve_model(model_path), tensor_parallel_size=tensor_parallel_size,
-                            seed=seed, dtype=dtype or placement("generation").dtype_name,
+                            seed=seed, dtype=dtype or devices.placement("generation").dtype_name,
                             gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
                             trust_remote_code=trust_remote_code, generation_config="vllm")
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
@@ -105,9 +104,7 @@ class VLLMGenerator:
             from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
 
             cleanup_dist_env_and_memory()
-        from trainers.devices import release_memory
-
-        release_memory()
+        devices.release_memory()
 
 
 def records_of(prompt_id: str, request_output) -> list[Generation]:

@@ -16,6 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.evaluation.scoring.registry import register_scorer
+from trainers.logps import collate_pairs, pair_logps
+from trainers.models import load_model
 
 
 def _masked_sum(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -69,16 +71,12 @@ def compute_drift(policy_model_path, ref_logps: dict, tokenized_pairs, *, batch_
     ``ref_logps`` maps pair id -> (chosen 1-D, rejected 1-D) per-token log-probs, as returned
     by `trainers.reference.reference_logps` on the same tokenized pairs.
     """
-    from trainers.logps import collate_pairs, pair_logps
-
     pairs = [p for p in tokenized_pairs if p.rejected_ids is not None]  # SFT demos carry no pair
     if not pairs:
         raise ValueError("compute_drift needs at least one preference pair")
     missing = [p.id for p in pairs if p.id not in ref_logps]
     if missing:
         raise KeyError(f"reference log-probs lack pair {missing[0]!r} ({len(missing)} missing)")
-    from trainers.models import load_model
-
     model = load_model(str(policy_model_path), trust_remote_code=trust_remote_code, role="drift", device=device).eval()
     pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("pc", "pr", "rc", "rr", "cm", "rm")}

@@ -10,15 +10,13 @@ from collections.abc import Callable, Sequence
 from bench.errors import BenchError
 from bench.evaluation.scoring.registry import register_scorer
 from trainers.errors import nearest
+from bench.data.arith import verify
 
 Verifier = Callable[[str, dict], float]
 
 
 def _arith(text: str, metadata: dict) -> float:
-    # Imported on call: bench.data.arith owns the answer format, and importing it lazily
-    # keeps this registry free of a dependency cycle with the data package.
-    from bench.data.arith import verify
-
+    # bench.data.arith owns the answer format; this is its verifier under the name `arith`.
     return float(verify(text, metadata))
 
 

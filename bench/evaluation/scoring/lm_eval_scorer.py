@@ -4,6 +4,10 @@ The numbers are lm-eval's own (metric, stderr, version), reshaped into tidy rows
 is re-implemented here. Local task YAMLs (e.g. `suites/tasks/arith_qa.yaml`) are found
 through `include_path`. lm-eval's hub access is switched off for the call only when the
 machine has no network (a local task reads a local file either way).
+
+`lm_eval` itself is imported inside the functions that use it, never at the top: its import
+takes seconds (every validate and report would pay it), and the hub's offline switches it
+reads at import time must be set first (`offline_hub`).
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ from bench.evaluation.generation.registry import get_backend, list_backends
 from bench.evaluation.scoring.registry import register_scorer
 from bench.tables.aggregate import LM_EVAL_UNITS
 from trainers.errors import nearest
+from trainers import devices, net   # modules, not names: tests replace placement and the network probe
+from trainers.models import resolve_model
 
 _OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
@@ -186,21 +192,18 @@ def evaluate(checkpoint, tasks: Sequence[str], *, include_path=None, limit: int 
     means are the rows' values: comparisons between policies then pair by document.
 
     ``backend`` is a registered generation backend; lm-eval runs its model type (the backend's
-    `lm_eval_model`). The device and dtype are `trainers.devices.placement("lm_eval")`'s under all. The hub is switched off for the
-    call only when this machine has no network: hub tasks (hellaswag...) then fail in one
-    line instead of hanging, while with network they download as lm-eval does.
+    `lm_eval_model`). The device and dtype are `trainers.devices.placement("lm_eval")`'s under
+    all. The hub is switched off for the call only when this machine has no network: hub tasks
+    (hellaswag...) then fail in one line instead of hanging, while with network they download
+    as lm-eval does.
     """
     spec = lm_eval_backend(backend)
     tasks = list(tasks)
     if not tasks:
         return []
-    from trainers.devices import placement, release_memory
-    from trainers.models import resolve_model
-    from trainers.net import network_available
-
     model_path = resolve_model(str(checkpoint))
-    where = placement("lm_eval")
-    hub = contextlib.nullcontext() if network_available() else offline_hub()
+    where = devices.placement("lm_eval")
+    hub = contextlib.nullcontext() if net.network_available() else offline_hub()
     with hub:
         import lm_eval
 
@@ -216,7 +219,7 @@ def evaluate(checkpoint, tasks: Sequence[str], *, include_path=None, limit: int 
             device=str(where.device) if spec.cls.lm_eval_takes_device else None, log_samples=per_doc is not None,
         )
     spec.cls.after_lm_eval()
-    release_memory()
+    devices.release_memory()
     if out is None:  # simple_evaluate returns None on non-zero ranks of a distributed run
         return []
     if per_doc is not None:

@@ -23,6 +23,9 @@ from tqdm.auto import tqdm
 from bench.errors import BenchError
 from bench.evaluation.scoring.registry import register_scorer
 from trainers.heads import BradleyTerry, Scores, ensure_pad, pad_right
+from trainers.models import load_model, load_tokenizer, resolve_model
+from trainers.tokenize import TokenizedPair
+from trainers.trainer import read_log_lines, train
 
 REWARD_TRAIN_FILE = "reward_train.json"
 
@@ -69,8 +72,6 @@ class RewardModelScorer:
 
     def __init__(self, path_or_id, *, batch_size: int = 32, device=None, trust_remote_code: bool = False,
                  progress: bool = True):
-        from trainers.models import load_model, load_tokenizer
-
         self.path = str(path_or_id)
         self.tokenizer = load_tokenizer(self.path, trust_remote_code=trust_remote_code)
         self.model = load_model(self.path, trust_remote_code=trust_remote_code, head="sequence_classification",
@@ -140,6 +141,8 @@ def _base_model(base_model_path, seed: int, tmp: Path) -> str:
     (char tokenizer) built in code from `seed`."""
     if base_model_path is not None:
         return str(base_model_path)
+    # Imported here: bench.models imports transformers at its top (seconds), which scoring with a
+    # stored reward model, and the registry's import of every scorer, do not need.
     from bench.models import build_char_tokenizer, build_tiny_reward_model
 
     return str(build_tiny_reward_model(tmp / "base", build_char_tokenizer(), seed=seed))
@@ -204,10 +207,6 @@ def train_reward_model(pairs, base_model_path, out_dir, *, config, progress: boo
     directory ``out_dir`` appears only when complete (written to a temporary dir, then renamed).
     """
     from transformers import AutoConfig
-
-    from trainers.models import load_model, load_tokenizer, resolve_model
-    from trainers.tokenize import TokenizedPair
-    from trainers.trainer import read_log_lines, train
 
     pairs = [p for p in pairs if p.rejected]  # SFT demonstrations have no rejected response
     if not pairs:
