@@ -112,6 +112,13 @@ def test_local_workers_killed_and_stopped_then_resumed_give_the_inprocess_result
     assert f"({missing} stages computed" in again.stdout      # nothing finished was redone
     assert (out / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()
     _side_by_side(out)      # in the first command; the rerun found them finished
+    # A rerun of the finished suite reads every run in the parent: no task goes to a worker.
+    third = bench("run", str(SUITE), "--out", str(out), "--executor", "local", "--workers", "2")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "(0 stages computed" in third.stdout
+    runs = len(pd.read_parquet(reference / "runs.parquet")) - 1
+    assert f"{runs} run(s) already finished in the results folder" in third.stderr
+    assert "started " not in third.stderr, third.stderr[-3000:]
 
 
 def _same_rows(out: Path, reference: Path, runs: int) -> None:

@@ -158,6 +158,20 @@ class Fanout:
             return
         self.finished(task, TaskResult(index=task.index, record=failed_record(task, reason, self.out)))
 
+    def read_stored(self, store) -> None:
+        """Tasks whose stages are all stored are read here, in the parent, and leave the batch:
+        a rerun of a finished suite sends no task to a worker (whose start, imports included,
+        costs more than reading the run)."""
+        from bench.run import pipeline
+
+        stored = [task for task in self.tasks
+                  if (pipeline.reference_is_stored(self.ctx, store) if task.run is None
+                      else pipeline.run_is_stored(task.run, self.ctx, store))]
+        for task in stored:
+            self.results[task.index] = run_task(task, self.ctx, self.out)
+        self.progress.found_stored(sum(task.run is not None for task in stored))
+        self.tasks = [task for task in self.tasks if all(task is not done for done in stored)]
+
     def outcome(self, store):
         """(reference evaluation folder, run records in suite order); the workers' stage counts
         are added to the parent's store."""
@@ -169,7 +183,7 @@ class Fanout:
             store.reused += result.reused
             store.repaired += result.repaired
         reference = self.results.get(-1)
-        records = [self.results[task.index].record for task in self.tasks if task.run is not None]
+        records = [self.results[index].record for index in sorted(self.results) if index >= 0]
         return (reference.reference_eval if reference else None), records
 
 

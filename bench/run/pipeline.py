@@ -102,13 +102,40 @@ def discarded_evaluation(run, ctx: SuiteContext, store: StageStore) -> Path | No
     return None
 
 
+def run_is_stored(run, ctx: SuiteContext, store: StageStore) -> bool:
+    """Every stage of the run is stored: its evaluation, and its weights or the note that they
+    went after that evaluation. (An executor reads such a run itself instead of sending it out.)"""
+    if not store.is_done("evaluate", evaluate_key(run, ctx)):
+        return False
+    from trainers.checkpoint import CorruptStateError, completed_steps
+
+    work = store.work_dir("train", train_key(run, ctx))
+    if (work / DISCARDED).exists() and not (work / "checkpoint").exists():
+        return True
+    try:
+        return completed_steps(work / "checkpoint") is not None
+    except CorruptStateError:   # the run's own task says so and trains it again
+        return False
+
+
+def _reference_keys(ctx: SuiteContext) -> tuple[str, str | None]:
+    """(the reference evaluation's key, the chosen responses' judgments' key or None)."""
+    chosen = content_hash("chosen", ctx.eval_key) if ctx.eval_ctx.reward_model_dir is not None else None
+    return content_hash("evaluate", "reference", ctx.eval_key), chosen
+
+
+def reference_is_stored(ctx: SuiteContext, store: StageStore) -> bool:
+    key, chosen = _reference_keys(ctx)
+    return store.is_done("evaluate", key) and (chosen is None or store.is_done("chosen", chosen))
+
+
 def evaluate_reference(ctx: SuiteContext, store: StageStore, bar) -> Path:
     bar.stage("evaluate reference")
-    key = content_hash("evaluate", "reference", ctx.eval_key)
+    key, chosen = _reference_keys(ctx)
     folder = store.run("evaluate", key, lambda tmp: evaluate_policy(ctx.reference_dir, ctx.eval_ctx, tmp,
                                                                     is_reference=True))
-    if ctx.eval_ctx.reward_model_dir is not None:
-        store.run("chosen", content_hash("chosen", ctx.eval_key),
+    if chosen is not None:
+        store.run("chosen", chosen,
                   lambda tmp: chosen_judgments(ctx.eval_ctx).to_parquet(tmp / "judgments.parquet", index=False))
     return folder
 

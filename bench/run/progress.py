@@ -68,6 +68,7 @@ class GridProgress:
     def __init__(self, *, total_runs: int, enabled: bool = True, running_word: str = "running"):
         self.total, self.enabled, self.running_word = total_runs, enabled, running_word
         self.done = self.failed = self.running = 0
+        self.stored = 0     # runs found finished in the store: done, but no measure of the pace
         self.started_at = time.time()
 
     def begin(self) -> None:
@@ -77,6 +78,12 @@ class GridProgress:
     def note(self, text: str) -> None:
         if self.enabled:
             tqdm.write(f"[grid] {text}", file=sys.stderr)
+
+    def found_stored(self, count: int) -> None:
+        if count:
+            self.done += count
+            self.stored += count
+            self._line(f"{count} run(s) already finished in the results folder")
 
     def started(self, name: str) -> None:
         self.running += 1
@@ -93,7 +100,8 @@ class GridProgress:
     def status(self) -> str:
         left = self.total - self.done
         elapsed = time.time() - self.started_at
-        eta = f" | ETA {_clock(elapsed / self.done * left)}" if self.done and left else ""
+        ran = self.done - self.stored
+        eta = f" | ETA {_clock(elapsed / ran * left)}" if ran and left else ""
         return (f"{self.done - self.failed}/{self.total} done, {self.running} {self.running_word}, "
                 f"{self.failed} failed | elapsed {_clock(elapsed)}{eta}")
 

@@ -176,6 +176,8 @@ def fan_out(session, ctx, runs, out: Path, store, progress):
     from bench.run.executors import Fanout, quiet_context
 
     fanout = Fanout(quiet_context(ctx), runs, out, progress)
-    session.run(fanout)
+    fanout.read_stored(store)
+    if fanout.tasks:
+        session.run(fanout)
     progress.close()
     return fanout.outcome(store)
