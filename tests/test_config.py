@@ -88,7 +88,7 @@ def test_grid_counts():
              for r in expand_runs(grid)}
     assert len(cells) == 2 * 3 * 3
     assert len(expand_runs(grid)) == 2 * 3 * 3 * len(grid.seeds)
-    assert len(expand_runs(load_suite(SUITES / "smoke.yaml"))) == 9 * 3
+    assert len(expand_runs(load_suite(SUITES / "smoke.yaml"))) == 9 * 4
 
 
 def test_run_order_is_objectives_then_grid_then_seeds(tmp_path):
