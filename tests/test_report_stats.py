@@ -58,6 +58,17 @@ def test_proportion_across_three_seeds_stays_in_unit_interval():
     assert aggregate(results, runs, None).iloc[0]["interval"] == "t over seeds"
 
 
+def test_truncation_rate_interval_stays_in_unit_interval():
+    # The default's SimPO row: one sample of 500 cut in one seed of four, Student's t over the
+    # seeds reached -0.001. A truncation rate is a share of samples: its interval is clipped.
+    truncated = ("generation", "truncation_rate")
+    per_seed = {seed: {truncated: np.r_[np.ones(int(seed == 1)), np.zeros(500 - int(seed == 1))]} for seed in range(4)}
+    results, runs, _ = folder_tables({"simpo": ("simpo", per_seed)})
+    assert seed_aggregate(list(results["value"])).ci_low < 0.0
+    row = aggregate(results, runs, None).iloc[0]
+    assert 0.0 == row["ci_low"] <= row["value"] <= row["ci_high"] <= 1.0
+
+
 def test_reference_gets_the_prompt_bootstrap():
     x = np.array([0.0, 1.0] * 50)
     results, runs, units = folder_tables({"reference": ("reference", {0: {GOLD: x}})})

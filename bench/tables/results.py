@@ -75,7 +75,7 @@ METRICS: dict[tuple[str, str], MetricInfo] = {
     ("length", "mean_chars"): MetricInfo("mean chars", None),
     ("length", "length_ratio_to_reference"): MetricInfo("length ratio to ref", None),
     ("kl", "kl_to_reference"): MetricInfo("KL to ref", None),
-    ("generation", "truncation_rate"): MetricInfo("truncated", False),
+    ("generation", "truncation_rate"): MetricInfo("truncated", False, UNIT),   # a share of samples
     ("drift", "logratio_chosen"): MetricInfo("chosen drift r_w", None),
     ("drift", "logratio_rejected"): MetricInfo("rejected drift r_l", None),
     ("drift", "logratio_chosen_per_token"): MetricInfo("r_w per token", None),
