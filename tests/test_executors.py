@@ -189,3 +189,27 @@ def test_an_error_while_the_local_workers_start_is_still_one_line(tmp_path):
     assert done.returncode == 2, done.stderr[-3000:]
     lines = [line for line in done.stderr.strip().splitlines() if not line.startswith("[")]   # progress lines
     assert len(lines) == 1 and lines[0].startswith("error: ") and "training.batch_size: 1000 pairs" in lines[0], lines
+
+
+def test_a_shared_stage_failing_on_a_worker_fails_the_suite_in_one_line(tmp_path):
+    """Both side-by-side stages fail on their workers (no training pairs, no reference model
+    where it is said to be): one line naming each stage and why, a traceback in a log."""
+    from bench.run.local_workers import LocalPool
+    from bench.run.progress import StageProgress
+    from bench.run.shared_stages import run_side_by_side
+    from bench.run.store import StageStore
+    from bench.suite.load import load_suite
+
+    suite = load_suite(REPO / "suites" / "ci_smoke.yaml", [])
+    inputs = dict(suite=suite, data_key="d", base_key="b", reference_dir=tmp_path / "no-such-model", train_pairs=[],
+                  train_data=None, drift_data=[object()])
+    with pytest.raises(BenchError) as info:
+        with LocalPool(config(workers=2, cpus_per_run=1), tmp_path, most=2) as pool:
+            run_side_by_side(pool, ["reward", "ref_logps"], inputs, StageStore(tmp_path),
+                             StageProgress(total_runs=0, enabled=False))
+    text = str(info.value)
+    log = tmp_path / "logs" / "shared-ref_logps.log"
+    assert "\n" not in text and text.startswith(
+        "the reward stage failed: reward model training got no preference pairs; the ref_logps stage failed: "), text
+    assert text.endswith(f"(traceback in {log}); finished stages are kept"), text
+    assert "Traceback" in log.read_text()

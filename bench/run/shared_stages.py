@@ -45,15 +45,19 @@ class StageResult:
     computed: list = field(default_factory=list)
     reused: list = field(default_factory=list)
     repaired: list = field(default_factory=list)
+    error: str | None = None     # why the stage failed, one line
 
 
 def run_shared_stage(task: StageTask, inputs: dict, out: str) -> StageResult:
-    """One shared stage, on whichever worker: computes it into the results folder."""
+    """One shared stage, on whichever worker: computes it into the results folder. A failure
+    comes back in the result (`error`, one line), not as an exception, which each executor
+    would word its own way (a Ray task's is its whole traceback)."""
     from bench.run import prepare
     from bench.run.store import StageStore
 
     started = time.time()
     store = StageStore(Path(out))
+    error = None
     try:
         if task.name == "reward":
             prepare.reward_stage(inputs["suite"], store, inputs["data_key"], inputs["base_key"],
@@ -61,16 +65,16 @@ def run_shared_stage(task: StageTask, inputs: dict, out: str) -> StageResult:
         else:
             prepare.reference_stage(inputs["suite"], inputs["reference_dir"], inputs["train_data"],
                                     inputs["drift_data"], store.root / "ref_logps", progress=False)
-    except BenchError:
-        raise
-    except Exception as err:  # one line to the parent, the traceback in a log beside the runs'
+    except BenchError as err:
+        error = str(err)
+    except Exception as err:  # noqa: BLE001 - one line to the parent, the traceback in a log beside the runs'
         from bench.run.one_run import write_log
 
         where = write_log(Path(out) / "logs" / f"shared-{task.name}.log", traceback.format_exc())
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise BenchError(f"{type(err).__name__}: {first} ({where})") from None
+        error = f"{type(err).__name__}: {first} ({where})"
     return StageResult(name=task.name, started=started, ended=time.time(), pid=os.getpid(),
-                       computed=store.computed, reused=store.reused, repaired=store.repaired)
+                       computed=store.computed, reused=store.reused, repaired=store.repaired, error=error)
 
 
 class SharedStages:
@@ -92,10 +96,14 @@ class SharedStages:
         pass
 
     def finished(self, task, result: StageResult) -> None:
-        self.results[task.name] = result
+        if result.error is not None:
+            self.failures[task.name] = result.error
+        else:
+            self.results[task.name] = result
 
     def failed(self, task, reason: str) -> None:
-        self.failures[task.name] = reason.removeprefix("BenchError: ")
+        """The task's worker died or could not report (the stage function itself never raises)."""
+        self.failures[task.name] = reason
 
 
 def to_compute(suite, store, *, data_key, base_key, reference_dir, train_data, drift_data) -> list[str]:
@@ -121,8 +129,9 @@ def run_side_by_side(session, names, inputs: dict, store, bar) -> None:
     batch = SharedStages(names, inputs, store.out, bar)
     bar.stage(" + ".join(names) + " (side by side)")
     session.run(batch)
-    for name, reason in batch.failures.items():
-        raise BenchError(f"the {name} stage failed: {reason}; finished stages are kept")
+    if batch.failures:
+        raise BenchError("; ".join(f"the {name} stage failed: {batch.failures[name]}" for name in names
+                                   if name in batch.failures) + "; finished stages are kept")
     log = store.out / "logs" / TIMES_FILE
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as fh:
