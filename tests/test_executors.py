@@ -213,3 +213,25 @@ def test_a_shared_stage_failing_on_a_worker_fails_the_suite_in_one_line(tmp_path
         "the reward stage failed: reward model training got no preference pairs; the ref_logps stage failed: "), text
     assert text.endswith(f"(traceback in {log}); finished stages are kept"), text
     assert "Traceback" in log.read_text()
+
+
+UNREAD = """
+import os, signal, sys, time
+from pathlib import Path
+from bench.run.local_workers import LocalPool
+from tests.helpers_executors import config
+with LocalPool(config(workers=1, cpus_per_run=1), Path(sys.argv[1])) as pool:
+    slot = pool.slots[0]
+    while pool.events.get(timeout=120)[0] != "ready":
+        pass
+    os.kill(slot.proc.pid, signal.SIGKILL)       # ended before it read what is sent next
+    slot.proc.join()
+    slot.tasks.put(b"x" * (1 << 20))             # more than a pipe holds: the feeder thread waits
+print("left", flush=True)
+"""
+
+
+def test_a_context_never_read_by_an_ended_worker_does_not_hold_the_exit(tmp_path):
+    done = subprocess.run([sys.executable, "-c", UNREAD, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=90)     # without dropping it, the process never exits
+    assert done.returncode == 0 and done.stdout.strip() == "left", done.stderr[-2000:]

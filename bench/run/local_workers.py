@@ -164,6 +164,7 @@ class LocalPool:
             for i, slot in enumerate(slots):
                 if slot.task is None and pending and not slot.proc.is_alive():
                     # died between tasks: a fresh one in its place
+                    slot.tasks.cancel_join_thread()
                     slots[i] = slot = self._spawn(i)
                 if slot.task is None and slot.ready and pending:
                     slot.task = pending.popleft()
@@ -206,6 +207,7 @@ class LocalPool:
         if kind is None:
             self.drain()
             wait_or_kill([s.proc for s in self.slots], 60)
+            _forget(self.slots)
         else:
             _stop(self.slots)
         return False
@@ -228,5 +230,14 @@ def _stop(slots) -> None:
             except ProcessLookupError:
                 pass
     wait_or_kill([s.proc for s in slots], STOP_GRACE_SECONDS)
+    _forget(slots)
+
+
+def _forget(slots) -> None:
+    """What is still queued for a worker that has ended is dropped: a batch's context (larger
+    than a pipe's buffer) sent to a worker stopped before it read it would otherwise keep the
+    queue's feeder thread, and so this process's exit, waiting for a reader forever."""
+    for slot in slots:
+        slot.tasks.cancel_join_thread()
 
 

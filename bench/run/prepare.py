@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 from bench.evaluation.evaluate import EvalContext
 from bench.hashing import content_hash
+from bench.run import shared_stages
 from bench.run.store import StageStore
 from bench.run.context import BUILTIN_PREFIX, PAIR_FILES, SuiteContext
 from bench.suite.paths import tasks_dir
@@ -141,65 +141,6 @@ def _load_tokenizer(model_dir, suite):
     return load_tokenizer(str(model_dir), trust_remote_code=suite.model.trust_remote_code)
 
 
-def reward_stage(suite, store: StageStore, data_key: str, base_key: str, reference_dir: Path, train_pairs, *,
-                 progress) -> Path | None:
-    """The judge: a loaded reward model, or one trained (Bradley–Terry) on the train pairs.
-
-    A trained one starts from the reference policy (the SFT model), as InstructGPT's reward
-    model starts from its SFT model: it then already reads the task, and the score head
-    learns what separates chosen from rejected rather than the language from scratch.
-    """
-    cfg = suite.reward_model
-    if cfg.kind == "none" or not suite.scoring.reward_model:
-        return None
-    if cfg.kind == "load":
-        from trainers.models import resolve_model
-
-        return Path(resolve_model(cfg.path))
-    from bench.evaluation.scoring.reward_model import train_reward_model
-
-    key = reward_key(suite, data_key, base_key)
-
-    def build(tmp: Path):
-        # Trained by the one training loop in a work folder of its own, so a killed run resumes it.
-        train_reward_model(train_pairs, str(reference_dir), tmp / "model", config=cfg.training, progress=progress,
-                           pair_kind=_pair_kind_function(suite), trust_remote_code=suite.model.trust_remote_code,
-                           work_dir=store.work_dir("reward_train", key))
-
-    model = store.run("reward", key, build) / "model"
-    # The stage holds the finished model: the training folder's copy and resume state go.
-    shutil.rmtree(store.path("reward_train", key), ignore_errors=True)
-    return model
-
-
-def reward_key(suite, data_key: str, base_key: str) -> str | None:
-    """The trained reward model's stage key; None when the suite trains none."""
-    cfg = suite.reward_model
-    if cfg.kind != "train" or not suite.scoring.reward_model:
-        return None
-    return content_hash("reward", cfg, data_key, base_key)
-
-
-def reference_stage(suite, reference_dir: Path, train_data, drift_data, cache_dir: Path, *, progress: bool):
-    """(reference log-probs of the training pairs, of the drift pairs); None for data not given.
-    Cached in `cache_dir` by the model's and the data's contents: a second call reads them."""
-    from trainers.reference import reference_logps
-
-    training = suite.training
-    pack_to = training.max_length if training.packing else None
-    return tuple(None if data is None else
-                 reference_logps(str(reference_dir), data, batch_size=training.batch_size * 2, cache_dir=cache_dir,
-                                 progress=progress, pack_to=pack_to, trust_remote_code=suite.model.trust_remote_code)
-                 for data in (train_data, drift_data))
-
-
-def _pair_kind_function(suite):
-    """The builtin task's pair classifier (which confound a pair carries), else None."""
-    from bench.data.tasks import builtin_pair_kind
-
-    return builtin_pair_kind(suite.data.source)
-
-
 def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: bool, session=None) -> SuiteContext:
     """The shared stages; with an executor `session`, the independent ones run side by side on it."""
     from trainers.tokenize import tokenize_pairs
@@ -237,7 +178,6 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
     # then read back below as finished stages.
     counting = store
     if session is not None:
-        from bench.run import shared_stages
 
         inputs = dict(suite=suite, data_key=data_key, base_key=base_key, reference_dir=reference_dir,
                       train_pairs=pairs["train"], train_data=train_data if needs_reference else None,
@@ -249,13 +189,13 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
             shared_stages.run_side_by_side(session, names, inputs, store, bar)
             counting = StageStore(store.out)   # the workers' counts are in `store`: not counted twice
     bar.stage("reward")
-    reward_dir = reward_stage(suite, counting, data_key, base_key, reference_dir, pairs["train"], progress=progress)
+    reward_dir = shared_stages.reward_stage(suite, counting, data_key, base_key, reference_dir, pairs["train"], progress=progress)
     from bench.evaluation.scoring.gold import audit_pairs
 
     train_audit = audit_pairs(pairs["train"], suite.scoring.gold)
     if needs_reference:
         bar.stage("ref_logps")
-    ref_logps, drift_reference = reference_stage(suite, reference_dir, train_data if needs_reference else None,
+    ref_logps, drift_reference = shared_stages.reference_stage(suite, reference_dir, train_data if needs_reference else None,
                                                  drift_data, ref_cache, progress=progress)
     if ref_logps is not None or drift_reference is not None:   # a new or rewritten cache file: computed now
         store.count("ref_logps", base_key, reused=_cache_files(ref_cache) == cached_before)

@@ -20,14 +20,80 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.hashing import content_hash
+from bench.run.store import StageStore
 
 TIMES_FILE = "shared_stages.jsonl"     # under <out>/logs
+
+
+# ---------------------------------------------------------------- the two stages (prepare calls them too)
+def reward_stage(suite, store: StageStore, data_key: str, base_key: str, reference_dir: Path, train_pairs, *,
+                 progress) -> Path | None:
+    """The judge: a loaded reward model, or one trained (Bradley–Terry) on the train pairs.
+
+    A trained one starts from the reference policy (the SFT model), as InstructGPT's reward
+    model starts from its SFT model: it then already reads the task, and the score head
+    learns what separates chosen from rejected rather than the language from scratch.
+    """
+    cfg = suite.reward_model
+    if cfg.kind == "none" or not suite.scoring.reward_model:
+        return None
+    if cfg.kind == "load":
+        from trainers.models import resolve_model
+
+        return Path(resolve_model(cfg.path))
+    from bench.evaluation.scoring.reward_model import train_reward_model
+
+    key = reward_key(suite, data_key, base_key)
+
+    def build(tmp: Path):
+        # Trained by the one training loop in a work folder of its own, so a killed run resumes it.
+        train_reward_model(train_pairs, str(reference_dir), tmp / "model", config=cfg.training, progress=progress,
+                           pair_kind=_pair_kind_function(suite), trust_remote_code=suite.model.trust_remote_code,
+                           work_dir=store.work_dir("reward_train", key))
+
+    model = store.run("reward", key, build) / "model"
+    # The stage holds the finished model: the training folder's copy and resume state go.
+    shutil.rmtree(store.path("reward_train", key), ignore_errors=True)
+    return model
+
+
+def reward_key(suite, data_key: str, base_key: str) -> str | None:
+    """The trained reward model's stage key; None when the suite trains none."""
+    cfg = suite.reward_model
+    if cfg.kind != "train" or not suite.scoring.reward_model:
+        return None
+    return content_hash("reward", cfg, data_key, base_key)
+
+
+def reference_stage(suite, reference_dir: Path, train_data, drift_data, cache_dir: Path, *, progress: bool):
+    """(reference log-probs of the training pairs, of the drift pairs); None for data not given.
+    Cached in `cache_dir` by the model's and the data's contents: a second call reads them."""
+    from trainers.reference import reference_logps
+
+    training = suite.training
+    pack_to = training.max_length if training.packing else None
+    return tuple(None if data is None else
+                 reference_logps(str(reference_dir), data, batch_size=training.batch_size * 2, cache_dir=cache_dir,
+                                 progress=progress, pack_to=pack_to, trust_remote_code=suite.model.trust_remote_code)
+                 for data in (train_data, drift_data))
+
+
+def _pair_kind_function(suite):
+    """The builtin task's pair classifier (which confound a pair carries), else None."""
+    from bench.data.tasks import builtin_pair_kind
+
+    return builtin_pair_kind(suite.data.source)
+
+
+# ---------------------------------------------------------------- as tasks on an executor
 
 
 @dataclass(frozen=True)
@@ -52,18 +118,15 @@ def run_shared_stage(task: StageTask, inputs: dict, out: str) -> StageResult:
     """One shared stage, on whichever worker: computes it into the results folder. A failure
     comes back in the result (`error`, one line), not as an exception, which each executor
     would word its own way (a Ray task's is its whole traceback)."""
-    from bench.run import prepare
-    from bench.run.store import StageStore
-
     started = time.time()
     store = StageStore(Path(out))
     error = None
     try:
         if task.name == "reward":
-            prepare.reward_stage(inputs["suite"], store, inputs["data_key"], inputs["base_key"],
+            reward_stage(inputs["suite"], store, inputs["data_key"], inputs["base_key"],
                                  inputs["reference_dir"], inputs["train_pairs"], progress=False)
         else:
-            prepare.reference_stage(inputs["suite"], inputs["reference_dir"], inputs["train_data"],
+            reference_stage(inputs["suite"], inputs["reference_dir"], inputs["train_data"],
                                     inputs["drift_data"], store.root / "ref_logps", progress=False)
     except BenchError as err:
         error = str(err)
@@ -109,8 +172,6 @@ class SharedStages:
 def to_compute(suite, store, *, data_key, base_key, reference_dir, train_data, drift_data) -> list[str]:
     """The independent shared stages this suite needs and that are not finished yet."""
     from trainers.reference import CACHE_PREFIX, cache_key
-
-    from bench.run.prepare import reward_key
 
     names = []
     key = reward_key(suite, data_key, base_key)
