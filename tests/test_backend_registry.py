@@ -11,6 +11,7 @@ import pytest
 from bench.errors import BenchError, SuiteError
 from bench.evaluation.generation import registry
 from bench.suite.validate import validate_suite
+from tests.parts import registered
 
 MINIMAL = "name: t\nseeds: [0]\nobjectives:\n  - name: dpo\nscoring: {lm_eval: {tasks: []}}\n"
 
@@ -18,11 +19,8 @@ MINIMAL = "name: t\nseeds: [0]\nobjectives:\n  - name: dpo\nscoring: {lm_eval: {
 @pytest.fixture
 def echo():
     """The test-local backend registered for one test, then removed (the registry is global)."""
-    sys.modules.pop("tests.parts.echo_backend", None)
-    import tests.parts.echo_backend  # noqa: F401  (registers "echo")
-
-    yield registry.get_backend("echo")
-    registry._REGISTRY.pop("echo", None)
+    with registered(("tests.parts.echo_backend", registry.BACKENDS, "echo")):
+        yield registry.get_backend("echo")
 
 
 def _suite(tmp_path: Path, backend: str) -> Path:
@@ -70,7 +68,7 @@ def test_unknown_backend_is_one_line_with_did_you_mean(echo, tmp_path):
 
 
 def test_backend_needing_cuda_is_refused_without_it(echo, tmp_path, monkeypatch):
-    monkeypatch.setitem(registry._REGISTRY, "echo", registry.Backend(
+    monkeypatch.setitem(registry.BACKENDS.parts, "echo", registry.Backend(
         "echo", echo.cls, needs_cuda=True, batching=False, lm_eval_model=None, package=None, install_hint="",
         reference=""))
     monkeypatch.setattr("bench.suite.validate._cuda_here", lambda: False)

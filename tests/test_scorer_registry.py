@@ -2,7 +2,6 @@
 checked by validate, runs in evaluate_policy and gets its rows from the aggregate."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +10,7 @@ import pytest
 from bench.errors import SuiteError, SuiteErrors
 from bench.evaluation.scoring import registry
 from bench.suite.validate import validate_suite
+from tests.parts import registered
 
 MINIMAL = "name: t\nseeds: [0]\nobjectives:\n  - name: dpo\n"
 
@@ -20,14 +20,9 @@ def scorers():
     """The test-local scorer and backend registered for one test, then removed (the registries are global)."""
     from bench.evaluation.generation import registry as backends
 
-    for name in ("tests.parts.vowel_scorer", "tests.parts.echo_backend"):
-        sys.modules.pop(name, None)
-    import tests.parts.echo_backend  # noqa: F401  (registers the backend "echo")
-    import tests.parts.vowel_scorer  # noqa: F401  (registers the scorer "vowels")
-
-    yield registry.get_scorer("vowels")
-    registry._REGISTRY.pop("vowels", None)
-    backends._REGISTRY.pop("echo", None)
+    with registered(("tests.parts.echo_backend", backends.BACKENDS, "echo"),
+                    ("tests.parts.vowel_scorer", registry.SCORERS, "vowels")):
+        yield registry.get_scorer("vowels")
 
 
 def _suite(tmp_path: Path, scoring: str, extra: str = "") -> Path:
@@ -85,7 +80,7 @@ def test_unknown_scorer_is_one_line_with_did_you_mean(scorers, tmp_path):
 
 
 def test_scorer_needs_are_checked(scorers, tmp_path, monkeypatch):
-    monkeypatch.setitem(registry._REGISTRY, "vowels", registry.Scorer(
+    monkeypatch.setitem(registry.SCORERS.parts, "vowels", registry.Scorer(
         "vowels", ("vowel_share",), "", score=scorers.score, column="vowels", needs_reward_model=True))
     with pytest.raises(SuiteErrors) as err:
         validate_suite(_suite(tmp_path, "scorers: [vowels, gold]", "reward_model: {kind: none}\n"))

@@ -3,7 +3,6 @@ read by load_pairs, checked by validate and fingerprinted, all through its flags
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,14 @@ from bench.run.fingerprint import suite_fingerprints
 from bench.suite.load import load_suite
 from bench.suite.schema import DataConfig
 from bench.suite.validate import validate_suite
+from tests.parts import registered
 
 
 @pytest.fixture
 def qa():
     """The test-local source registered for one test, then removed (the registry is global)."""
-    sys.modules.pop("tests.parts.qa_source", None)
-    import tests.parts.qa_source  # noqa: F401  (registers "qa")
-
-    yield registry.get_source("qa")
-    registry._REGISTRY.pop("qa", None)
+    with registered(("tests.parts.qa_source", registry.SOURCES, "qa")):
+        yield registry.get_source("qa")
 
 
 def _rows(tmp_path: Path, n: int) -> Path:

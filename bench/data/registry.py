@@ -9,13 +9,12 @@ stage fingerprints ask the flags here instead of comparing `data.source` with na
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from typing import Callable
 
 from bench.errors import DataError
 from trainers.errors import nearest
+from trainers.registry import Registry
 
 # A converted row: (prompt, chosen, rejected, chat messages or None, note or None), or the
 # name of the reason it is skipped (bench.data.sources._REASONS).
@@ -62,15 +61,11 @@ class DataSource:
         return not self.builtin and not cfg.path
 
 
-_REGISTRY: dict[str, DataSource] = {}
-_DISCOVERED = False
+SOURCES: Registry[DataSource] = Registry("data source", __package__)
 
 
 def _add(source: DataSource) -> DataSource:
-    if source.name in _REGISTRY:
-        raise RuntimeError(f"data source {source.name!r} is registered twice")
-    _REGISTRY[source.name] = source
-    return source
+    return SOURCES.add(source.name, source)
 
 
 def register_rows_source(name: str, *, reference: str, hub_id: str | None = None, splits: tuple[str, ...] = (),
@@ -88,27 +83,14 @@ def register_task(task: BuiltinTask, *, reference: str, gold: str | None = None)
     return task
 
 
-def _discover() -> None:
-    """Import every module of `bench.data` once, so each source file registers itself."""
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    _DISCOVERED = True
-    package = importlib.import_module(__package__)
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{__package__}.{info.name}")
-
-
 def list_sources(*, builtin: bool | None = None) -> list[str]:
     """Names of the registered sources (builtin tasks only, rows sources only, or all), sorted."""
-    _discover()
-    return sorted(name for name, s in _REGISTRY.items() if builtin is None or s.builtin == builtin)
+    return sorted(name for name, s in SOURCES.discover().items() if builtin is None or s.builtin == builtin)
 
 
 def find_source(name: str) -> DataSource | None:
     """The source registered as `name`, or None."""
-    _discover()
-    return _REGISTRY.get(name)
+    return SOURCES.find(name)
 
 
 def get_source(name: str) -> DataSource:

@@ -91,11 +91,16 @@ def discard_checkpoint(checkpoint: Path) -> None:
     shutil.rmtree(checkpoint)
 
 
+def _weights_discarded(work: Path) -> bool:
+    """A run's train folder says its weights went after an evaluation (and they are gone)."""
+    return (work / DISCARDED).exists() and not (work / "checkpoint").exists()
+
+
 def discarded_evaluation(run, ctx: SuiteContext, store: StageStore) -> Path | None:
     """The stored evaluation of a run whose weights were discarded, else None (then it trains:
     a discarded run whose evaluation settings changed is trained again)."""
     work = store.work_dir("train", train_key(run, ctx))
-    if (work / DISCARDED).exists() and not (work / "checkpoint").exists():
+    if _weights_discarded(work):
         if store.is_done("evaluate", evaluate_key(run, ctx)):
             return store.run("evaluate", evaluate_key(run, ctx), None)
         (work / DISCARDED).unlink()
@@ -110,7 +115,7 @@ def run_is_stored(run, ctx: SuiteContext, store: StageStore) -> bool:
     from trainers.checkpoint import CorruptStateError, completed_steps
 
     work = store.work_dir("train", train_key(run, ctx))
-    if (work / DISCARDED).exists() and not (work / "checkpoint").exists():
+    if _weights_discarded(work):
         return True
     try:
         return completed_steps(work / "checkpoint") is not None

@@ -113,6 +113,13 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True,
 def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: bool):
     from bench.run import pipeline
 
+    def aggregate(ctx, reference_eval, records):
+        bar.stage("aggregate")
+        settle_memory()
+        leaderboard = pipeline.aggregate(suite, ctx, out, reference_eval, records, runs, store)
+        bar.close()
+        return records, leaderboard
+
     try:
         if suite.executor.kind == "inprocess":
             ctx = prepare(suite, suite_path, store, runs, bar, progress=progress)
@@ -121,28 +128,19 @@ def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: 
             for run in runs:
                 settle_memory()
                 records.append(train_and_evaluate(run, ctx, store, out, bar))
-        else:
-            grid = GridProgress(total_runs=len(runs), enabled=progress)
-            # Opened before the shared stages: a Ray or Slurm GPU over-ask is refused before any of
-            # them, and the local workers start (import torch...) while the parent computes them.
-            with open_session(suite.executor, out, grid.note, tasks=len(runs) + 1) as session:
-                ctx = prepare(suite, suite_path, store, runs, bar, progress=progress, session=session)
-                grid.begin()
-                # the shared stages are done: each run (and the reference's evaluation) is one task
-                reference_eval, records = fan_out(session, ctx, runs, out, store, grid)
-                session.drain()      # the workers end while the parent aggregates
-                bar.stage("aggregate")
-                settle_memory()
-                leaderboard = pipeline.aggregate(suite, ctx, out, reference_eval, records, runs, store)
-            bar.close()
-            return records, leaderboard
-        bar.stage("aggregate")
-        settle_memory()
-        leaderboard = pipeline.aggregate(suite, ctx, out, reference_eval, records, runs, store)
+            return aggregate(ctx, reference_eval, records)
+        grid = GridProgress(total_runs=len(runs), enabled=progress)
+        # Opened before the shared stages: a Ray or Slurm GPU over-ask is refused before any of
+        # them, and the local workers start (import torch...) while the parent computes them.
+        with open_session(suite.executor, out, grid.note, tasks=len(runs) + 1) as session:
+            ctx = prepare(suite, suite_path, store, runs, bar, progress=progress, session=session)
+            grid.begin()
+            # the shared stages are done: each run (and the reference's evaluation) is one task
+            reference_eval, records = fan_out(session, ctx, runs, out, store, grid)
+            session.drain()      # the workers end while the parent aggregates
+            return aggregate(ctx, reference_eval, records)
     finally:
         gc.unfreeze()   # what settle_memory froze is the suite's: collectable again after it
-    bar.close()
-    return records, leaderboard
 
 
 def open_session(config, out: Path, note, *, tasks: int):

@@ -17,14 +17,12 @@ A registered class provides, besides the `Generator` protocol of `base` (`genera
 """
 from __future__ import annotations
 
-import importlib
 import importlib.util
-import pkgutil
 from dataclasses import dataclass
 from typing import Callable
 
 from bench.errors import BenchError
-from trainers.errors import nearest
+from trainers.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -53,47 +51,31 @@ class Backend:
         return self.cls(str(model_path), **options)
 
 
-_REGISTRY: dict[str, Backend] = {}
-_DISCOVERED = False
+# A backend module imports its engine's package (vllm) only when started, so discovery is cheap.
+BACKENDS: Registry[Backend] = Registry("generation backend", __package__)
 
 
 def register_backend(name: str, *, needs_cuda: bool, batching: bool, lm_eval_model: str | None,
                      reference: str, package: str | None = None, install_hint: str = "") -> Callable[[type], type]:
     """Class decorator registering a generator class as backend `name`; returns the class unchanged."""
     def wrap(cls: type) -> type:
-        if name in _REGISTRY:
-            raise RuntimeError(f"generation backend {name!r} is registered twice")
-        _REGISTRY[name] = Backend(name, cls, needs_cuda, batching, lm_eval_model, package, install_hint, reference)
+        BACKENDS.add(name, Backend(name, cls, needs_cuda, batching, lm_eval_model, package, install_hint, reference))
         return cls
     return wrap
 
 
-def _discover() -> None:
-    """Import every module of this package once, so each backend file registers itself.
-    A backend module imports its engine's package (vllm) only when started, so this is cheap."""
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    _DISCOVERED = True
-    package = importlib.import_module(__package__)
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{__package__}.{info.name}")
-
-
 def list_backends() -> list[str]:
     """Names of every registered backend, sorted."""
-    _discover()
-    return sorted(_REGISTRY)
+    return sorted(BACKENDS.discover())
 
 
 def get_backend(name: str) -> Backend:
     """The backend registered as `name`; an unknown name is one line naming the nearest."""
-    _discover()
-    if name not in _REGISTRY:
-        near = nearest(name, _REGISTRY)
-        hint = f" (did you mean {near!r}?)" if near else ""
-        raise BenchError(f"unknown generation backend {name!r}{hint}; choices: {', '.join(list_backends())}")
-    return _REGISTRY[name]
+    backend = BACKENDS.find(name)
+    if backend is None:
+        raise BenchError(f"unknown generation backend {name!r}{BACKENDS.did_you_mean(name)}; "
+                         f"choices: {', '.join(list_backends())}")
+    return backend
 
 
 def get_generator(backend: str, model_path, **options):

@@ -16,13 +16,11 @@ flags: an unknown name, or a scorer whose needs the suite does not meet, is one 
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from typing import Callable
 
 from bench.errors import BenchError
-from trainers.errors import nearest
+from trainers.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -52,8 +50,8 @@ class Scorer:
         return self.enabled(ctx) if self.enabled is not None else self.name in ctx.scorers
 
 
-_REGISTRY: dict[str, Scorer] = {}
-_DISCOVERED = False
+# The heavy libraries (lm_eval) are imported inside the scorers' functions, so discovery is cheap.
+SCORERS: Registry[Scorer] = Registry("scorer", __package__)
 
 
 def register_scorer(name: str, *, metrics: tuple[str, ...], reference: str, kind: str = "sample",
@@ -67,49 +65,33 @@ def register_scorer(name: str, *, metrics: tuple[str, ...], reference: str, kind
         raise ValueError(f"scorer {name!r}: kind must be 'sample' or 'policy', not {kind!r}")
 
     def wrap(fn: Callable) -> Callable:
-        if name in _REGISTRY:
-            raise RuntimeError(f"scorer {name!r} is registered twice")
         sample = kind == "sample"
-        _REGISTRY[name] = Scorer(name, tuple(metrics), reference, score=fn if sample else None,
+        SCORERS.add(name, Scorer(name, tuple(metrics), reference, score=fn if sample else None,
                                  run=None if sample else fn, column=(column or name) if sample else None,
                                  enabled=enabled, needs_reward_model=needs_reward_model, needs_generations=sample,
                                  needs_drift_pairs=needs_drift_pairs, unit_values=unit_values,
-                                 on_reference=on_reference, order=order)
+                                 on_reference=on_reference, order=order))
         return fn
     return wrap
 
 
-def _discover() -> None:
-    """Import every module of this package once, so each scorer file registers itself. The
-    heavy libraries (lm_eval) are imported inside the scorers' functions, so this is cheap."""
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    _DISCOVERED = True
-    package = importlib.import_module(__package__)
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{__package__}.{info.name}")
-
-
 def list_scorers() -> list[str]:
     """Names of every registered scorer, in registration order (the order an evaluation runs them)."""
-    _discover()
-    return list(_REGISTRY)
+    return list(SCORERS.discover())
 
 
 def get_scorer(name: str) -> Scorer:
     """The scorer registered as `name`; an unknown name is one line naming the nearest."""
-    _discover()
-    if name not in _REGISTRY:
-        near = nearest(name, _REGISTRY)
-        hint = f" (did you mean {near!r}?)" if near else ""
-        raise BenchError(f"unknown scorer {name!r}{hint}; registered: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    scorer = SCORERS.find(name)
+    if scorer is None:
+        raise BenchError(f"unknown scorer {name!r}{SCORERS.did_you_mean(name)}; "
+                         f"registered: {', '.join(sorted(SCORERS.parts))}")
+    return scorer
 
 
 def active_scorers(ctx, *, is_reference: bool) -> list[Scorer]:
     """The scorers this evaluation runs, by `order`, then in registration order."""
-    scorers = sorted((_REGISTRY[n] for n in list_scorers()), key=lambda s: s.order)
+    scorers = sorted(SCORERS.discover().values(), key=lambda s: s.order)
     return [s for s in scorers if s.active(ctx) and (s.on_reference or not is_reference)]
 
 
