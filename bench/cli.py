@@ -92,12 +92,10 @@ def run(suite, overrides, out_dir, only, quiet, executor, workers):
     """Train every objective of SUITE, generate, score, and write the results and leaderboard."""
     import signal
 
-    from bench.run.progress import quiet_library_noise
     from bench.run.runner import run_suite
 
     # SIGTERM (a scheduler, `kill`) stops like Ctrl-C: temporaries removed, training state saved.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    quiet_library_noise()
     summary = run_suite(suite, overrides=list(overrides), out_dir=out_dir, only=list(only), progress=not quiet,
                         executor=executor, workers=workers)
     click.echo(summary.text())

@@ -54,6 +54,24 @@ def fake_task(task, ctx: dict, out: str) -> TaskResult:
     return TaskResult(index=task.index, record=record, computed=[f"train/{label}"])
 
 
+WARM_MODULES = ("lm_eval.evaluator", "transformers.modeling_utils", "bench.evaluation.evaluate", "trainers.trainer")
+
+
+def warm_state(task, ctx: dict, out: str) -> TaskResult:
+    """What a worker holds when its task begins: the warm-up's modules and lm-eval's
+    environment record (bench.run.worker_warmup), and the PREFBENCH_TEST_PROBE it sees."""
+    import sys
+
+    recorded = False
+    if "bench.evaluation.scoring.lm_eval_scorer" in sys.modules:
+        recorded = sys.modules["bench.evaluation.scoring.lm_eval_scorer"]._environment_info.cache_info().currsize == 1
+    seen = dict(modules=[m for m in WARM_MODULES if m in sys.modules], recorded=recorded,
+                probe=os.environ.get("PREFBENCH_TEST_PROBE"), pid=os.getpid())
+    record = PolicyRecord(run_id=task.run.run_id, label=task.run.label, objective="x", params="{}", seed=0,
+                          train_summary=seen)
+    return TaskResult(index=task.index, record=record)
+
+
 class Progress:
     """Records what the executor reports."""
 
@@ -73,10 +91,10 @@ class Progress:
         self.events.append(("close",))
 
 
-def fanout(ctx: dict, labels, out: Path):
+def fanout(ctx: dict, labels, out: Path, function=fake_task, with_reference: bool = True):
     from bench.run.executors import Fanout
 
-    return Fanout(ctx, fake_runs(labels), out, Progress(), function=fake_task)
+    return Fanout(ctx, fake_runs(labels), out, Progress(), function=function, with_reference=with_reference)
 
 
 def config(kind="local", **fields):

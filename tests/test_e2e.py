@@ -317,20 +317,20 @@ def test_python_api_reads_the_table_and_reruns_a_loaded_suite(finished):
         run_suite(suite, out=out, overrides=["seeds=[0]"])
     import gc
 
-    import bench.run.runner as runner
+    import bench.run.one_run as one_run
 
     frozen_during_runs = []
-    original = runner.train_and_evaluate
+    original = one_run.train_and_evaluate
 
     def recording(*args, **kwargs):
         frozen_during_runs.append(gc.get_freeze_count())
         return original(*args, **kwargs)
 
-    runner.train_and_evaluate = recording
+    one_run.train_and_evaluate = recording     # the runner imports it when it runs the stages
     try:
         again = run_suite(suite, out=out)             # every stage is reused: the same table
     finally:
-        runner.train_and_evaluate = original
+        one_run.train_and_evaluate = original
     pd.testing.assert_frame_equal(again, table)
     # Runs see the suite's long-lived objects frozen (trainers.devices.settle_memory); the suite
     # hands them back to the collector when it ends.

@@ -53,6 +53,25 @@ def test_local_workers_are_pinned_and_results_come_back_in_suite_order(tmp_path,
     assert store.computed == [f"train/{x}" for x in "abcd"]
 
 
+def test_cpu_workers_begin_warm_and_each_command_gets_a_fresh_forkserver(tmp_path, monkeypatch):
+    """No GPU visible: the workers are forked from a forkserver that imported the stack and
+    recorded lm-eval's environment once (bench.run.worker_warmup), so a first task pays
+    neither; the forkserver ends with its command, so the next one sees the environment of
+    its own time, as a spawned worker would."""
+    from bench.run.local_workers import LocalPool
+    from tests.helpers_executors import WARM_MODULES, warm_state
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert LocalPool(config(workers=2, cpus_per_run=1), tmp_path).mp.get_start_method() == "forkserver"
+    for probe in ("first", "second"):
+        monkeypatch.setenv("PREFBENCH_TEST_PROBE", probe)
+        fan = fanout({}, ["a", "b"], tmp_path, function=warm_state, with_reference=False)
+        run_local(fan, config(workers=2, cpus_per_run=1))
+        seen = [record.train_summary for record in outcome(fan)[0].values()]
+        assert all(s["modules"] == list(WARM_MODULES) and s["recorded"] for s in seen), seen
+        assert {s["probe"] for s in seen} == {probe}, seen
+
+
 def _wait_for(path: Path, seconds: float = 60) -> None:
     deadline = time.time() + seconds
     while not path.exists():
@@ -221,6 +240,7 @@ from pathlib import Path
 from bench.run.local_workers import LocalPool
 from tests.helpers_executors import config
 with LocalPool(config(workers=1, cpus_per_run=1), Path(sys.argv[1])) as pool:
+    pool.start_workers()        # a forked worker starts with the first batch otherwise
     slot = pool.slots[0]
     while pool.events.get(timeout=120)[0] != "ready":
         pass

@@ -34,8 +34,8 @@ def _state(pid: int) -> str | None:
     return None if state == "Z" else state
 
 
-def _workers(parent: int) -> list[int]:
-    """The parent's worker processes (multiprocessing's spawned children, not its resource tracker)."""
+def _processes() -> list[tuple[int, int, str]]:
+    """(pid, parent pid, command line) of every process."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -45,9 +45,17 @@ def _workers(parent: int) -> list[int]:
             cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == parent and "spawn_main" in cmdline:
-            found.append(int(proc.name))
+        found.append((int(proc.name), ppid, cmdline))
     return found
+
+
+def _workers(parent: int) -> list[int]:
+    """The parent's worker processes: spawned children, or the children of its forkserver
+    (CPU workers: bench.run.local_workers); not its resource tracker."""
+    processes = _processes()
+    forkservers = {pid for pid, ppid, cmdline in processes if ppid == parent and "forkserver" in cmdline}
+    return [pid for pid, ppid, cmdline in processes
+            if (ppid == parent and "spawn_main" in cmdline) or ppid in forkservers]
 
 
 def _missing_stages(out: Path, runs: int) -> int:

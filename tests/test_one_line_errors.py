@@ -90,7 +90,7 @@ def test_unexpected_error_is_one_line_with_the_traceback_in_a_log(monkeypatch):
 
 def test_full_disk_while_logging_a_failure_is_still_one_line(tmp_path, monkeypatch):
     """The suite log cannot be written: the error still arrives as one line saying so."""
-    from bench.run import runner
+    from bench.run import prepare, runner
     from bench.errors import BenchError
 
     def broken_prepare(*args, **kwargs):
@@ -103,7 +103,7 @@ def test_full_disk_while_logging_a_failure_is_still_one_line(tmp_path, monkeypat
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_write(self, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "prepare", broken_prepare)
+    monkeypatch.setattr(prepare, "prepare", broken_prepare)   # the runner imports it when it runs the stages
     monkeypatch.setattr(Path, "write_text", full_disk)
     with pytest.raises(BenchError) as info:
         runner.run_suite(REPO / "suites" / "ci_smoke.yaml", out_dir=tmp_path / "out", progress=False)

@@ -9,9 +9,18 @@ knows which run a worker holds: a worker that dies (kill -9, out of memory) fail
 alone, named with the signal, and a fresh worker takes its place for the runs left. Workers
 run in their own session, so Ctrl-C reaches the parent only, which stops each worker once
 (SIGINT: a training saves its state) and waits for it; nothing finished is lost.
+
+CPU workers (no GPU visible) are forked from a multiprocessing forkserver that has imported
+the stack every task needs (bench.run.worker_warmup): the imports are paid once per command,
+beside the parent's own start, instead of once per worker after it. Workers pinned to GPUs
+are spawned (a fresh interpreter each): a process that has imported torch must not hand a
+CUDA state, or a CUDA_VISIBLE_DEVICES read too early, to its forks.
 """
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import multiprocessing.forkserver
 import os
 import pickle
 import queue as queue_lib
@@ -20,7 +29,6 @@ from collections import deque
 
 from bench.errors import BenchError
 from bench.run.executors import Fanout, describe_death, pin_threads, wait_or_kill
-from trainers.devices import settle_memory
 
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 120      # a stopping training finishes its step and saves its state
@@ -57,6 +65,50 @@ def plan(config, gpus: list[str] | None = None, cores: int | None = None):
     return workers, threads, devices
 
 
+WARMUP_MODULE = "bench.run.worker_warmup"
+
+
+@contextlib.contextmanager
+def _sigint_blocked():
+    """SIGINT blocked while a child process starts: the mask survives the exec of a new
+    interpreter (and a forkserver's forks), until the worker has its own session and handlers
+    (_worker); a Ctrl-C meanwhile would print an import's traceback."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _context(devices):
+    """forkserver for CPU workers (devices None: no GPU visible), spawn for the others."""
+    if devices is None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([WARMUP_MODULE])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def start_early(config) -> None:
+    """Start the local executor's forkserver now, unless GPUs per run are asked for: its
+    imports (~7 s here) then overlap the parent's own (torch's too: whether a GPU is visible
+    is not known before it) and its shared stages. Where GPU workers are planned after all,
+    LocalPool spawns them and stops it unused; its imports never touch a GPU."""
+    if config.kind != "local" or config.gpus_per_run:
+        return
+    _context(None)
+    with _sigint_blocked():
+        multiprocessing.forkserver.ensure_running()
+
+
+def stop_forkserver() -> None:
+    """End the forkserver with the command that started it: the next command (a test's next
+    suite, in one process) gets one started with its own environment. Its workers have ended."""
+    stop = getattr(multiprocessing.forkserver._forkserver, "_stop", None)   # noqa: SLF001 - no public way
+    if stop is not None:
+        stop()
+
+
 def _worker(slot: int, threads: int, devices, out: str, tasks, events) -> None:
     """A worker's loop: take a task from its own queue, run it, report; None ends it.
 
@@ -79,6 +131,7 @@ def _worker(slot: int, threads: int, devices, out: str, tasks, events) -> None:
     # hands the next task to whichever worker is ready first, not to one still importing.
     import bench.run.one_run  # noqa: F401
     import trainers.trainer  # noqa: F401
+    from trainers.devices import settle_memory
 
     events.put(("ready", slot, None))
     parent = os.getppid()
@@ -118,13 +171,8 @@ class _Slot:
         self.sent: set[str] = set()       # the batches whose context this worker holds
         self.proc = mp.Process(target=_worker, args=(slot, threads, devices, str(out), self.tasks, events),
                                name=f"prefbench-worker-{slot}", daemon=False)
-        # SIGINT blocked in the child from its first instruction (the mask survives the exec of
-        # a spawned interpreter) until _worker has its own session and handlers.
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
+        with _sigint_blocked():
             self.proc.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class LocalPool:
@@ -132,23 +180,30 @@ class LocalPool:
     the parent's first stages) and given every batch of tasks: the shared stages, then the runs."""
 
     def __init__(self, config, out, note=lambda text: None, *, most: int | None = None):
-        import multiprocessing
-
         self.workers, self.threads, self.devices = plan(config)
         self.workers = min(self.workers, most or self.workers)   # no more workers than tasks
         self.out = out
         self.note = note
-        # spawn: a fresh interpreter (no forked torch or CUDA state), and this checkout's sys.path
-        self.mp = multiprocessing.get_context("spawn")
+        self.mp = _context(self.devices)
+        if self.devices is not None:
+            stop_forkserver()     # started early (start_early) before GPUs were found here
         self.events = self.mp.Queue()
         self.slots: list[_Slot] = []
 
     def __enter__(self):
-        self.slots = [self._spawn(i) for i in range(self.workers)]
+        # Spawned workers start now, so that their imports overlap the parent's first stages.
+        # Forked ones start with the first batch: a fork waits for the forkserver's imports,
+        # which the parent need not wait for (start_early began them), and then takes no time.
+        if self.mp.get_start_method() == "spawn":
+            self.start_workers()
         devices = self.devices
         self.note(f"local executor: {self.workers} workers, {self.threads} CPU thread(s) each"
                   + (f", GPUs {' | '.join(','.join(d) or '-' for d in devices)}" if devices and any(devices) else ""))
         return self
+
+    def start_workers(self) -> None:
+        if not self.slots:
+            self.slots = [self._spawn(i) for i in range(self.workers)]
 
     def _spawn(self, i: int) -> _Slot:
         return _Slot(self.mp, i, self.threads, self.devices[i] if self.devices is not None else None,
@@ -157,6 +212,7 @@ class LocalPool:
     def run(self, batch) -> None:
         """Every task of `batch` (bench.run.executors.Fanout or SharedStages) on the workers,
         each handed to a ready, idle worker; results and failures go to `batch`."""
+        self.start_workers()
         slots = self.slots
         key = batch.key
         pending = deque(batch.tasks)
@@ -210,6 +266,7 @@ class LocalPool:
             _forget(self.slots)
         else:
             _stop(self.slots)
+        stop_forkserver()
         return False
 
 

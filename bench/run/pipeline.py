@@ -151,6 +151,16 @@ def objective_name(run) -> str:
 
 
 # ---------------------------------------------------------------- aggregate
+def import_aggregate_modules() -> None:
+    """Import what `aggregate` imports on first use (matplotlib, scipy.stats, the report's
+    modules), so that a process that did not evaluate (an executor's parent) can do it early."""
+    import bench.tables.plots  # noqa: F401
+    import bench.tables.report  # noqa: F401
+    import bench.tables.results  # noqa: F401
+    import scipy.stats  # noqa: F401
+    import threadpoolctl  # noqa: F401
+
+
 def _relative(path: str | None, out: Path) -> str:
     """A path inside the results folder, stored relative to it (the folder can be moved)."""
     if not path:

@@ -11,21 +11,15 @@ from __future__ import annotations
 import gc
 import json
 import os
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.run import store as stage_lib
-from bench.run.context import write_resolved_suite
-from bench.run.prepare import prepare
-from bench.tables.aggregate import PolicyRecord
-from bench.suite.load import load_suite
+from bench.suite.load import complete_suite, read_suite
 from bench.suite.schema import Suite
 from bench.errors import BenchError
-from bench.run.one_run import train_and_evaluate, write_log
-from bench.run.progress import GridProgress, StageProgress
-from trainers.devices import settle_memory
 
 @dataclass
 class RunSummary:
@@ -64,7 +58,30 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True,
             section = type(suite.executor).model_validate({**suite.executor.model_dump(), **chosen})
             suite = suite.model_copy(update={"executor": section})
     else:
-        suite = load_suite(suite_path, list(overrides) + [f"executor.{key}={value}" for key, value in chosen.items()])
+        suite = read_suite(suite_path, list(overrides) + [f"executor.{key}={value}" for key, value in chosen.items()])
+    from bench.run import local_workers
+
+    # The local CPU workers' forkserver starts now, before this process imports torch and the
+    # stages' libraries, so that its own imports overlap everything up to the fan-out.
+    local_workers.start_early(suite.executor)
+    try:
+        if not suite.expanded:
+            suite = complete_suite(suite)
+        if suite.executor.kind == "local":   # GPUs asked for and not here: said before any stage
+            local_workers.plan(suite.executor)
+        from bench.run.progress import quiet_library_noise
+
+        quiet_library_noise()
+        return _run_suite(suite, only, out_dir, progress, started)
+    finally:
+        local_workers.stop_forkserver()
+
+
+def _run_suite(suite: Suite, only, out_dir, progress: bool, started: float) -> RunSummary:
+    from bench.run import store as stage_lib
+    from bench.run.context import write_resolved_suite
+    from bench.run.one_run import write_log
+    from bench.run.progress import StageProgress
     # What `validate` checks cheaply and a later stage would only find after the data, SFT,
     # reward-model and reference stages: checked now, before any stage runs.
     from bench.suite.validate import check_accelerate_config, check_backend, check_lm_eval_tasks, check_scorers
@@ -74,10 +91,6 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True,
     check_lm_eval_tasks(suite)
     if suite.launcher == "accelerate":
         check_accelerate_config(suite)
-    if suite.executor.kind == "local":   # GPUs asked for and not here: said before the shared stages run
-        from bench.run.local_workers import plan
-
-        plan(suite.executor)
     runs = select_runs(suite.runs, only)
     out = Path(out_dir) if out_dir else Path("results") / suite.name
     try:
@@ -112,6 +125,10 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True,
 
 def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: bool):
     from bench.run import pipeline
+    from bench.run.one_run import train_and_evaluate
+    from bench.run.prepare import prepare
+    from bench.run.progress import GridProgress
+    from trainers.devices import settle_memory
 
     def aggregate(ctx, reference_eval, records):
         bar.stage("aggregate")
@@ -135,8 +152,14 @@ def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: 
         with open_session(suite.executor, out, grid.note, tasks=len(runs) + 1) as session:
             ctx = prepare(suite, suite_path, store, runs, bar, progress=progress, session=session)
             grid.begin()
+            # The aggregate's libraries are imported while the runs are under way elsewhere (the
+            # parent only waits for them): ~3 s of the aggregate here, off its path.
+            importing = threading.Thread(target=pipeline.import_aggregate_modules, name="aggregate-imports",
+                                         daemon=True)
+            importing.start()
             # the shared stages are done: each run (and the reference's evaluation) is one task
             reference_eval, records = fan_out(session, ctx, runs, out, store, grid)
+            importing.join()
             session.drain()      # the workers end while the parent aggregates
             return aggregate(ctx, reference_eval, records)
     finally:

@@ -16,13 +16,18 @@ from bench.errors import SuiteError
 from bench.suite.field_errors import suite_errors
 from bench.suite.overrides import apply_override
 from bench.suite.paths import resolve_override_path, resolve_paths
-from bench.suite.runs import check_grid_size, expand_runs
 from bench.suite.schema import Suite
 from bench.suite.yaml_file import read_yaml
 
 
 def load_suite(path, overrides=()) -> Suite:
     """Read, override, validate and expand a suite; any problem raises one SuiteError line."""
+    return complete_suite(read_suite(path, overrides))
+
+
+def read_suite(path, overrides=()) -> Suite:
+    """The file read, overridden and checked against the schema, its runs not yet expanded
+    (`complete_suite`): what a command needs to know before it imports torch (bench.run.runner)."""
     path = Path(path)
     file = str(path)
     data = read_yaml(path)
@@ -37,6 +42,13 @@ def load_suite(path, overrides=()) -> Suite:
     except ValidationError as err:
         raise suite_errors(err, Suite, file) from None
     suite._source = file
+    return suite
+
+
+def complete_suite(suite: Suite) -> Suite:
+    """The checks that need the objectives' registry (and so torch), and the runs' expansion."""
+    from bench.suite.runs import check_grid_size, expand_runs
+
     _check_suite(suite)
     check_grid_size(suite)
     runs = expand_runs(suite)  # objectives, hyperparameters, grids and duplicate runs

@@ -197,6 +197,11 @@ class Suite(Strict):
         return Path(self._source).resolve().parent
 
     @property
+    def expanded(self) -> bool:
+        """Whether `complete_suite` (bench.suite.load) has expanded the grid into `runs`."""
+        return self._runs is not None
+
+    @property
     def runs(self) -> list:
         """Every run (`bench.suite.runs.RunSpec`), as `load_suite` expanded them."""
         if self._runs is None:

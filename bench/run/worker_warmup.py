@@ -1,0 +1,58 @@
+"""What every local CPU worker needs before its first task, done once per command.
+
+The local executor forks its CPU workers from a multiprocessing forkserver that imports this
+module first (bench.run.local_workers). Its import does what each worker's first task
+otherwise paid on its own, twice over on a 2-core machine: ~6 s of imports (torch,
+transformers' model and generation code, lm-eval's evaluator, the harness's stages) and
+lm-eval's environment record (torch's `collect_env`, which starts subprocesses). The workers
+are then forked with all of it in memory, shared copy-on-write, and their first task costs
+what any other does.
+
+Nothing here may touch a GPU, a tokenizer's thread pool or torch's intra-op threads: a
+forked child inherits none of their threads (the forkserver is only used when no GPU is
+visible, and each worker sets its own thread count after the fork).
+"""
+from __future__ import annotations
+
+import gc
+import threading
+
+
+def warm_up() -> None:
+    try:
+        _import_and_record()
+    except Exception:  # noqa: BLE001 - a worker then imports what it needs itself, and reports what fails
+        pass
+    # what is imported lives as long as the worker: frozen, gc never scans it again (and never
+    # writes to its pages, which stay shared with the other workers)
+    gc.collect()
+    gc.freeze()
+
+
+def _import_and_record() -> None:
+    from bench.run.progress import quiet_library_noise
+
+    quiet_library_noise()
+    # imported here, so that the thread below imports nothing while this one does
+    import lm_eval.loggers.utils  # noqa: F401
+    import lm_eval.utils  # noqa: F401
+    import torch.utils.collect_env  # noqa: F401
+    from bench.evaluation.scoring.lm_eval_scorer import _environment_info
+
+    # collect_env spends its time waiting on subprocesses (pip, nvidia-smi...): run beside the
+    # imports, and joined before the fork, which copies only the thread that forks.
+    record = threading.Thread(target=_environment_info, name="lm-eval-environment-record")
+    record.start()
+    import bench.evaluation.evaluate  # noqa: F401  generation, scorers, lm-eval's model adapter
+    import bench.run.executors  # noqa: F401
+    import bench.run.one_run  # noqa: F401
+    import bench.run.pipeline  # noqa: F401
+    import bench.run.shared_stages  # noqa: F401
+    import lm_eval.evaluator  # noqa: F401
+    import trainers.trainer  # noqa: F401
+    import transformers.generation  # noqa: F401
+    import transformers.modeling_utils  # noqa: F401  the bulk of any architecture's import
+    record.join()
+
+
+warm_up()
