@@ -38,7 +38,8 @@ def _load() -> str:
 
 
 def _first_run(suite: Path) -> str:
-    from bench.suite.load import expand_runs, load_suite
+    from bench.suite.load import load_suite
+    from bench.suite.runs import expand_runs
 
     return expand_runs(load_suite(suite, []))[0].run_id
 
