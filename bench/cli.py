@@ -5,7 +5,9 @@ Heavy imports (torch, transformers, lm-eval) happen inside the commands so that
 """
 from __future__ import annotations
 
+import atexit
 import functools
+import gc
 import json
 import os
 import sys
@@ -67,6 +69,10 @@ def _write_crash_log(command: str) -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main():
     """prefbench: train preference objectives with one trainer, generate, score, compare."""
+    # The process ends with its command. Frozen at exit, what is still alive is left out of the
+    # interpreter's last collection, which otherwise walks every object of the loaded stack:
+    # ~1.8 s after a suite here (the operating system takes the memory back either way).
+    atexit.register(gc.freeze)
 
 
 set_option = click.option(
