@@ -176,6 +176,29 @@ def test_write_report_files_and_plots(tmp_path):
     assert report_text(tmp_path, "md") == (tmp_path / "leaderboard.md").read_text()
 
 
+def test_plots_drawn_by_a_pool_of_processes_are_the_ones_drawn_here(tmp_path):
+    """The local executor draws the plots in processes of their own while the parent writes
+    the tables (bench.run.local_workers.LocalPool.plot_processes): the same files either way."""
+    import multiprocessing
+    import shutil
+    from concurrent.futures import ProcessPoolExecutor
+
+    here = tmp_path / "here"
+    here.mkdir()
+    results, runs = synthetic(here, train_logs=True)
+    write_results(here, results, runs)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(here, elsewhere)
+    _, drawn_here = write_report_files(here)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        _, drawn_elsewhere = write_report_files(elsewhere, plot_pool=pool)
+    plots = [key for key in drawn_here if key.startswith("plot:")]
+    assert len(plots) >= 4 and plots == [key for key in drawn_elsewhere if key.startswith("plot:")]
+    for key in plots:
+        assert drawn_here[key].read_bytes() == drawn_elsewhere[key].read_bytes(), key
+    assert (here / "leaderboard.md").read_text() == (elsewhere / "leaderboard.md").read_text()
+
+
 def test_plots_return_none_without_data(tmp_path):
     results, runs = synthetic()
     only_gold = results[results["scorer"] == "gold"]

@@ -162,6 +162,10 @@ def _worker(slot: int, threads: int, devices, out: str, tasks, events) -> None:
         return
 
 
+def _import_plotting() -> None:
+    import bench.tables.plots  # noqa: F401
+
+
 class _Slot:
     def __init__(self, mp, slot, threads, devices, out, events):
         self.tasks = mp.Queue()
@@ -250,6 +254,19 @@ class LocalPool:
             else:   # "stopped": SIGINT or SIGTERM sent to that worker alone; that run alone stops
                 batch.failed(task, "its worker was interrupted (SIGINT or SIGTERM); a training saved its "
                                    "state, run the same command again to resume it")
+
+    def plot_processes(self):
+        """A pool of processes that draw the report's plots while the parent writes its tables:
+        forked from the warm forkserver (CPU workers), one per worker, whose work is done by
+        then. None for spawned (GPU) workers: a fresh interpreter per plot costs more than it."""
+        if self.mp.get_start_method() != "forkserver":
+            return contextlib.nullcontext()
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=self.mp, initializer=_import_plotting)
+        for _ in range(self.workers):     # started now: matplotlib's import overlaps the results' tables
+            pool.submit(int)
+        return pool
 
     def drain(self) -> None:
         """No more tasks: each worker ends now (an interpreter's exit takes seconds under load),

@@ -172,8 +172,9 @@ def _relative(path: str | None, out: Path) -> str:
 
 
 def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records: list[PolicyRecord],
-              runs, store: StageStore) -> str:
-    """Judgments -> results.parquet/csv, runs.parquet, leaderboard and plots; returns the leaderboard."""
+              runs, store: StageStore, plot_pool=None) -> str:
+    """Judgments -> results.parquet/csv, runs.parquet, leaderboard and plots; returns the leaderboard.
+    ``plot_pool``: processes that draw the plots while this one writes the tables (bench.tables.report)."""
     import pandas as pd
 
     from bench.run import aggregate_cache
@@ -227,7 +228,7 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
     write_units(out, units)
     write_settings(out, StatsSettings(compare_to=suite.scoring.compare_to, n_boot=n_boot, seed=seed))
     _write_validity(ctx, out, reference_eval, [reference, *records])
-    leaderboard = write_report(out)
+    leaderboard = write_report(out, plot_pool=plot_pool)
     aggregate_cache.remember(out, key)
     return leaderboard
 

@@ -130,10 +130,10 @@ def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: 
     from bench.run.progress import GridProgress
     from trainers.devices import settle_memory
 
-    def aggregate(ctx, reference_eval, records):
+    def aggregate(ctx, reference_eval, records, plot_pool=None):
         bar.stage("aggregate")
         settle_memory()
-        leaderboard = pipeline.aggregate(suite, ctx, out, reference_eval, records, runs, store)
+        leaderboard = pipeline.aggregate(suite, ctx, out, reference_eval, records, runs, store, plot_pool=plot_pool)
         bar.close()
         return records, leaderboard
 
@@ -161,7 +161,8 @@ def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: 
             reference_eval, records = fan_out(session, ctx, runs, out, store, grid)
             importing.join()
             session.drain()      # the workers end while the parent aggregates
-            return aggregate(ctx, reference_eval, records)
+            with session.plot_processes() as plot_pool:
+                return aggregate(ctx, reference_eval, records, plot_pool)
     finally:
         gc.unfreeze()   # what settle_memory froze is the suite's: collectable again after it
 

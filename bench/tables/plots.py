@@ -222,24 +222,23 @@ def plot_deltas(board: pd.DataFrame, out_path: Path) -> Path | None:
     return _save(fig, out_path)
 
 
-def make_plots(results_dir: str | Path, results_df: pd.DataFrame, runs_df: pd.DataFrame | None, *,
-               long: pd.DataFrame | None = None, board: pd.DataFrame | None = None) -> dict[str, Path]:
-    """Every plot that has data, under ``DIR/plots/``; returns {name: path}. ``long`` (the
-    aggregate) and ``board`` (the leaderboard, for Δ vs the baseline) are reused when given."""
+def plot_jobs(results_dir: str | Path, results_df: pd.DataFrame, runs_df: pd.DataFrame | None, *,
+              long: pd.DataFrame | None = None, board: pd.DataFrame | None = None) -> list[tuple]:
+    """Every plot as (name, function, arguments), the longest to draw first: drawn one after
+    the other, or side by side in a pool of processes (bench.tables.report).
+    The functions are module-level, so a job travels by pickle."""
     folder = Path(results_dir) / "plots"
     long = long if long is not None else aggregate(results_df, runs_df)
     labels = set(long["label"]) | (set(runs_df["label"]) if runs_df is not None and "label" in runs_df else set())
     styles = label_styles(labels)      # one colour per objective label across every plot
-    made = {
-        "deltas_vs_baseline": plot_deltas(board, folder / "deltas_vs_baseline.png") if board is not None else None,
-        "drift_curves": plot_drift_curves(runs_df, folder / "drift_curves.png", base_dir=Path(results_dir),
-                                          styles=styles),
-        "winrate_vs_kl": plot_winrate_vs_kl(long, folder / "winrate_vs_kl.png", styles),
-        "winrate_vs_length": plot_winrate_vs_length(long, folder / "winrate_vs_length.png", styles),
-        "granularity_sweep": plot_granularity_sweep(long, results_df, folder / "granularity_sweep.png"),
-    }
-    return {name: path for name, path in made.items() if path is not None}
+    jobs = [("deltas_vs_baseline", plot_deltas, (board, folder / "deltas_vs_baseline.png"))] if board is not None else []
+    return jobs + [
+        ("drift_curves", plot_drift_curves, (runs_df, folder / "drift_curves.png", Path(results_dir), styles)),
+        ("winrate_vs_kl", plot_winrate_vs_kl, (long, folder / "winrate_vs_kl.png", styles)),
+        ("winrate_vs_length", plot_winrate_vs_length, (long, folder / "winrate_vs_length.png", styles)),
+        ("granularity_sweep", plot_granularity_sweep, (long, results_df, folder / "granularity_sweep.png")),
+    ]
 
 
-__all__ = ["label_styles", "plot_deltas", "plot_drift_curves", "plot_winrate_vs_kl", "plot_winrate_vs_length",
-           "plot_granularity_sweep", "make_plots", "granularity_points"]
+__all__ = ["label_styles", "plot_jobs", "plot_deltas", "plot_drift_curves", "plot_winrate_vs_kl", "plot_winrate_vs_length",
+           "plot_granularity_sweep", "granularity_points"]

@@ -37,19 +37,20 @@ COMPARISONS_FILE = "comparisons.csv"
 _SUFFIX = {"md": "md", "latex": "tex", "html": "html", "csv": "csv"}
 
 
-def write_report(results_dir: str | Path, *, plots: bool = True) -> str:
+def write_report(results_dir: str | Path, *, plots: bool = True, plot_pool=None) -> str:
     """Write ``leaderboard.{md,tex,html,csv}`` (and the plots under ``plots/``) into a results
-    folder; return the markdown leaderboard."""
-    board, _ = write_report_files(results_dir, plots=plots)
+    folder; return the markdown leaderboard. ``plot_pool`` (a concurrent.futures executor of
+    processes) draws the plots side by side while this process writes the tables."""
+    board, _ = write_report_files(results_dir, plots=plots, plot_pool=plot_pool)
 
     return render(board, "md") + section(results_dir)
 
 
-def write_report_files(results_dir: str | Path, *, plots: bool = True,
-                       compare_to: str | None = None) -> tuple[pd.DataFrame, dict[str, Path]]:
+def write_report_files(results_dir: str | Path, *, plots: bool = True, compare_to: str | None = None,
+                       plot_pool=None) -> tuple[pd.DataFrame, dict[str, Path]]:
     """As :func:`write_report`; returns the leaderboard frame and ``{format or plot:name: path}``.
     ``compare_to`` replaces the folder's baseline for these files; one it cannot resolve is an error."""
-    from bench.tables.plots import make_plots   # matplotlib: imported only when plots are drawn
+    from bench.tables.plots import plot_jobs   # matplotlib: imported only when plots are drawn
 
     folder = Path(results_dir)
     results_df, runs_df, units = read_results(folder), read_runs(folder), read_units(folder)
@@ -59,6 +60,8 @@ def write_report_files(results_dir: str | Path, *, plots: bool = True,
     board = leaderboard(results_df, runs_df, units, settings)
     if compare_to is not None and board.attrs["baseline"] is None:
         raise BenchError(f"--compare-to: {board.attrs['baseline_note'].removeprefix('No comparisons: ')}")
+    jobs = plot_jobs(folder, results_df, runs_df, long=board.attrs["long"], board=board) if plots else []
+    drawing = [plot_pool.submit(function, *args) for _, function, args in jobs] if plot_pool is not None else None
     written = {}
     comp = board.attrs["comparisons"]
     path = folder / COMPARISONS_FILE
@@ -72,8 +75,9 @@ def write_report_files(results_dir: str | Path, *, plots: bool = True,
             text += section(folder)
         atomic_write(path, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
         written[fmt] = path
-    if plots:
-        for name, path in make_plots(folder, results_df, runs_df, long=board.attrs["long"], board=board).items():
+    for i, (name, function, args) in enumerate(jobs):
+        path = drawing[i].result() if drawing is not None else function(*args)
+        if path is not None:
             written[f"plot:{name}"] = path
     return board, written
 
