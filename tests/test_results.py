@@ -119,3 +119,24 @@ def test_missing_or_corrupt_results_are_one_line_errors(tmp_path):
         read_results(tmp_path)
     with pytest.raises(BenchError, match="lack the columns"):
         write_results(tmp_path / "x", [{"suite": "s", "value": 1.0}])
+
+
+def test_a_run_with_unreadable_evaluation_files_gives_no_rows_and_says_why(tmp_path):
+    """The aggregate's piece for one run (bench.run.pipeline._record_tables), in this process
+    or in a pool's: a damaged judgments file fails that run alone, with its reason."""
+    import functools
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bench.run.pipeline import _record_tables
+    from bench.tables.aggregate import PolicyRecord
+
+    (tmp_path / "judgments.parquet").write_bytes(b"not a parquet file")
+    record = PolicyRecord(run_id="dpo-s0", label="dpo", objective="dpo", params="{}", seed=0, eval_dir=tmp_path,
+                          train_summary={"final_loss": 0.5, "steps": 5})
+    piece = functools.partial(_record_tables, suite="s", reference_judgments=pd.DataFrame(), chosen_judgments=None,
+                              n_boot=10, seed=0, extra_scorers=())
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for rows, units, unreadable in (piece(record), next(pool.map(piece, [record]))):
+            assert rows == [] and units.empty
+            assert unreadable.startswith("its evaluation files are unreadable (") and "parquet" in unreadable.lower()

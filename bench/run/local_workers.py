@@ -255,10 +255,11 @@ class LocalPool:
                 batch.failed(task, "its worker was interrupted (SIGINT or SIGTERM); a training saved its "
                                    "state, run the same command again to resume it")
 
-    def plot_processes(self):
-        """A pool of processes that draw the report's plots while the parent writes its tables:
-        forked from the warm forkserver (CPU workers), one per worker, whose work is done by
-        then. None for spawned (GPU) workers: a fresh interpreter per plot costs more than it."""
+    def aggregate_processes(self):
+        """A pool of processes for the aggregate's pieces (each run's result rows, the plots,
+        drawn while the parent writes the tables): forked from the warm forkserver (CPU
+        workers), one per worker, whose work is done by then. None for spawned (GPU) workers:
+        a fresh interpreter costs more than the pieces."""
         if self.mp.get_start_method() != "forkserver":
             return contextlib.nullcontext()
         from concurrent.futures import ProcessPoolExecutor

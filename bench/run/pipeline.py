@@ -5,10 +5,11 @@ one section of a suite redoes exactly the stages downstream of it.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
-from bench.tables.aggregate import PolicyRecord, policy_rows
+from bench.tables.aggregate import PolicyRecord, policy_rows, policy_units
 from bench.evaluation.evaluate import chosen_judgments, evaluate_policy
 from bench.evaluation.scoring.registry import listed_sample_metrics
 from bench.hashing import content_hash
@@ -172,13 +173,13 @@ def _relative(path: str | None, out: Path) -> str:
 
 
 def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records: list[PolicyRecord],
-              runs, store: StageStore, plot_pool=None) -> str:
+              runs, store: StageStore, pool=None) -> str:
     """Judgments -> results.parquet/csv, runs.parquet, leaderboard and plots; returns the leaderboard.
-    ``plot_pool``: processes that draw the plots while this one writes the tables (bench.tables.report)."""
+    ``pool`` (a concurrent.futures executor of processes): computes the runs' result rows side by
+    side, and draws the plots while this process writes the tables (bench.tables.report)."""
     import pandas as pd
 
     from bench.run import aggregate_cache
-    from bench.tables.aggregate import policy_units
     from bench.tables.leaderboard import StatsSettings, write_settings
     from bench.tables.report import write_report
     from bench.tables.results import provenance, write_results, write_units
@@ -201,16 +202,18 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
     reused = aggregate_cache.reuse(out, key)
     if reused is not None:
         return reused
-    rows = []
-    for record in [reference, *records]:
-        try:
-            rows += policy_rows(record, suite=suite.name, reference_judgments=reference_judgments,
-                                chosen_judgments=chosen, n_boot=n_boot, seed=seed, extra_scorers=extra)
-        except Exception as err:  # one run's unreadable files fail that run, not the aggregate
-            if record is reference:
-                raise
-            record.status = "failed"
-            record.reason = f"its evaluation files are unreadable ({type(err).__name__}: {str(err)[:200]})"
+    # The reference's rows here (its unreadable files fail the suite), each run's in the pool if any.
+    tables = functools.partial(_record_tables, suite=suite.name, reference_judgments=reference_judgments,
+                               chosen_judgments=chosen, n_boot=n_boot, seed=seed, extra_scorers=extra)
+    rows = policy_rows(reference, suite=suite.name, reference_judgments=reference_judgments, chosen_judgments=chosen,
+                       n_boot=n_boot, seed=seed, extra_scorers=extra)
+    units = [policy_units(reference, reference_judgments=reference_judgments, chosen_judgments=chosen,
+                          extra_scorers=extra)]
+    for record, (its_rows, its_units, unreadable) in zip(records, (pool.map if pool else map)(tables, records)):
+        if unreadable:  # one run's unreadable files fail that run, not the aggregate
+            record.status, record.reason = "failed", unreadable
+        rows += its_rows
+        units.append(its_units)
     prov = provenance()
     by_id = {run.run_id: run for run in runs}
     reference.checkpoint = str(ctx.reference_dir)
@@ -223,14 +226,26 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
                      if r.run_id in by_id else "{}",
                      data=json.dumps(ctx.data_info, sort_keys=True), **prov) for r in [reference, *records]]
     write_results(out, rows, run_rows)
-    units = [policy_units(record, reference_judgments=reference_judgments, chosen_judgments=chosen,
-                          extra_scorers=extra) for record in [reference, *records]]
     write_units(out, units)
     write_settings(out, StatsSettings(compare_to=suite.scoring.compare_to, n_boot=n_boot, seed=seed))
     _write_validity(ctx, out, reference_eval, [reference, *records])
-    leaderboard = write_report(out, plot_pool=plot_pool)
+    leaderboard = write_report(out, plot_pool=pool)
     aggregate_cache.remember(out, key)
     return leaderboard
+
+
+def _record_tables(record: PolicyRecord, **inputs) -> tuple[list[dict], object, str | None]:
+    """One run's result rows and unit values, and why its evaluation files are unreadable (None
+    when they are not; when they are, neither rows nor units). A module-level function: it
+    travels to a pool's process by pickle, the record with it."""
+    units_inputs = {key: inputs[key] for key in ("reference_judgments", "chosen_judgments", "extra_scorers")}
+    try:
+        rows = policy_rows(record, **inputs)
+    except Exception as err:  # noqa: BLE001 - reported on the run's record by the caller
+        record.status = "failed"
+        return [], policy_units(record, **units_inputs), \
+            f"its evaluation files are unreadable ({type(err).__name__}: {str(err)[:200]})"
+    return rows, policy_units(record, **units_inputs), None
 
 
 def _write_validity(ctx: SuiteContext, out: Path, reference_eval: Path, records) -> None:

@@ -89,8 +89,8 @@ class RaySession:
     def drain(self) -> None:
         pass
 
-    def plot_processes(self):
-        """None: the parent draws the report's plots (a Ray task per plot would cost more than the plot)."""
+    def aggregate_processes(self):
+        """None: the parent computes the aggregate alone (a Ray task per piece would cost more than the piece)."""
         return contextlib.nullcontext()
 
     def __exit__(self, kind, value, tb):

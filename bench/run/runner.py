@@ -130,10 +130,10 @@ def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: 
     from bench.run.progress import GridProgress
     from trainers.devices import settle_memory
 
-    def aggregate(ctx, reference_eval, records, plot_pool=None):
+    def aggregate(ctx, reference_eval, records, pool=None):
         bar.stage("aggregate")
         settle_memory()
-        leaderboard = pipeline.aggregate(suite, ctx, out, reference_eval, records, runs, store, plot_pool=plot_pool)
+        leaderboard = pipeline.aggregate(suite, ctx, out, reference_eval, records, runs, store, pool=pool)
         bar.close()
         return records, leaderboard
 
@@ -161,8 +161,8 @@ def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: 
             reference_eval, records = fan_out(session, ctx, runs, out, store, grid)
             importing.join()
             session.drain()      # the workers end while the parent aggregates
-            with session.plot_processes() as plot_pool:
-                return aggregate(ctx, reference_eval, records, plot_pool)
+            with session.aggregate_processes() as pool:
+                return aggregate(ctx, reference_eval, records, pool)
     finally:
         gc.unfreeze()   # what settle_memory froze is the suite's: collectable again after it
 

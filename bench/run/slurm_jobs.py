@@ -111,8 +111,8 @@ class SlurmSession:
     def drain(self) -> None:
         pass
 
-    def plot_processes(self):
-        """None: the parent draws the report's plots (a Slurm job per plot would cost more than the plot)."""
+    def aggregate_processes(self):
+        """None: the parent computes the aggregate alone (a Slurm job per piece would cost more than the piece)."""
         return contextlib.nullcontext()
 
     def __exit__(self, kind, value, tb):
