@@ -55,6 +55,15 @@ def test_full_tiny_suite_writes_results_runs_and_leaderboard(finished):
     # --quiet is quiet: lm-eval's notices and bars went to each evaluation's lm_eval.log
     assert "Custom kwargs" not in done.stderr and "loglikelihood" not in done.stderr and "it/s]" not in done.stderr
     assert any("Custom kwargs" in log.read_text() for log in (out / "stages" / "evaluate").glob("*/lm_eval.log"))
+    # Where the time went (bench.run.phases): one line for this command, its phases in order.
+    from bench.run.phases import last_phases
+
+    lines = (out / "logs" / "phases.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and '"executor": "inprocess"' in lines[0]
+    phases = last_phases(out)
+    seconds = float(done.stdout.split(" runs ok in ")[1].split("s")[0])
+    assert list(phases) == ["setup", "runs", "aggregate"] and all(v > 0 for v in phases.values()), phases
+    assert sum(phases.values()) <= seconds + 1, (phases, seconds)
     # Every plot kind this suite can have, the drift curves read from the runs' train logs included.
     for plot in ("drift_curves", "winrate_vs_kl", "winrate_vs_length", "granularity_sweep", "deltas_vs_baseline"):
         assert (out / "plots" / f"{plot}.png").stat().st_size > 1000, plot

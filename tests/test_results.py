@@ -140,3 +140,18 @@ def test_a_run_with_unreadable_evaluation_files_gives_no_rows_and_says_why(tmp_p
         for rows, units, unreadable in (piece(record), next(pool.map(piece, [record]))):
             assert rows == [] and units.empty
             assert unreadable.startswith("its evaluation files are unreadable (") and "parquet" in unreadable.lower()
+
+
+def test_phases_of_the_last_command_or_none(tmp_path):
+    from bench.run.phases import PhaseClock, last_phases
+
+    assert last_phases(tmp_path) is None
+    clock = PhaseClock("local", started=100.0)
+    clock.marks.update(prepared=103.0, runs_done=110.5, aggregated=112.0)
+    clock.write(tmp_path)
+    assert last_phases(tmp_path) == {"setup": 3.0, "runs": 7.5, "aggregate": 1.5}
+    with open(tmp_path / "logs" / "phases.jsonl", "a") as handle:
+        handle.write('{"executor": "local", "started": 1.0, "prepared": 2.0}\n')   # a line without every mark
+    assert last_phases(tmp_path) is None
+    (tmp_path / "logs" / "phases.jsonl").write_text("not json\n")
+    assert last_phases(tmp_path) is None

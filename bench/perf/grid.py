@@ -7,11 +7,18 @@ the runs (the reference's evaluation, each run's training and evaluation) and th
 aggregate, with the process start and imports counted in both. Each is a full
 `bench.py run` through the CLI, one after the other, never at the same time. The machine's
 load average is printed beside each time: other processes on the machine slow either.
+
+Beside each wall time: the CPU seconds of the command's whole process tree (user + system,
+its workers and their forkserver included), and its phases from the folder's
+logs/phases.jsonl (bench.run.phases): setup (up to the fan-out), runs, aggregate, and the
+rest (interpreter start, imports before the suite is read, exit). An executor can only
+shorten what runs side by side; the rest bounds the ratio (Amdahl).
 """
 from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -20,6 +27,7 @@ import time
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.run.phases import last_phases
 
 REPO = Path(__file__).resolve().parents[2]
 CI_SUITE = REPO / "suites" / "ci_smoke.yaml"
@@ -30,6 +38,12 @@ def _bench(*args) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     return subprocess.run([sys.executable, str(REPO / "bench.py"), "run", *map(str, args), "--quiet"], cwd=REPO,
                           env=env, capture_output=True, text=True)
+
+
+def _cpu_seconds() -> float:
+    """User + system seconds of every ended child process tree of this one."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def _load() -> str:
@@ -61,13 +75,17 @@ def run(*, suite=CI_SUITE, workers: int = 2, out=None, say=print) -> dict:
         for stage in SHARED_STAGES:
             shutil.copytree(shared / "stages" / stage, folder / "stages" / stage)
         load = _load()
-        started = time.perf_counter()
+        cpu, started = _cpu_seconds(), time.perf_counter()
         done = _bench(suite, "--out", folder, *extra)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
         if done.returncode != 0:
             raise BenchError(f"perf grid: the {name} run failed: {done.stderr.strip().splitlines()[-1:]}")
-        timings[name] = dict(seconds=round(seconds, 1), load_before=load)
-        say(f"{name:>9}: {seconds:7.1f} s  ({load} before it)")
+        phases = last_phases(folder) or {}
+        phases["rest"] = seconds - sum(phases.values())
+        timings[name] = dict(seconds=round(seconds, 1), cpu_seconds=round(cpu, 1), load_before=load,
+                             phases={key: round(value, 1) for key, value in phases.items()})
+        say(f"{name:>9}: {seconds:7.1f} s, {cpu:5.1f} s of CPU  ("
+            + ", ".join(f"{key} {value:.1f} s" for key, value in phases.items()) + f"; {load} before it)")
     same = (root / "inprocess" / "results.csv").read_bytes() == (root / "local" / "results.csv").read_bytes()
     ratio = timings["inprocess"]["seconds"] / timings["local"]["seconds"]
     say(f"local with {workers} workers is {ratio:.2f}x in-process; results.csv identical: {same}; "

@@ -81,6 +81,7 @@ def _run_suite(suite: Suite, only, out_dir, progress: bool, started: float) -> R
     from bench.run import store as stage_lib
     from bench.run.context import write_resolved_suite
     from bench.run.one_run import write_log
+    from bench.run.phases import PhaseClock
     from bench.run.progress import StageProgress
     # What `validate` checks cheaply and a later stage would only find after the data, SFT,
     # reward-model and reference stages: checked now, before any stage runs.
@@ -108,14 +109,16 @@ def _run_suite(suite: Suite, only, out_dir, progress: bool, started: float) -> R
             stage_lib.say(f"removed {len(removed)} temporary leftover(s) of killed stages under {store.root}")
         write_resolved_suite(suite, out)
         bar = StageProgress(total_runs=len(runs), enabled=progress)
+        clock = PhaseClock(suite.executor.kind, started)
         try:
-            records, leaderboard = _run_stages(suite, Path(suite.source), runs, store, out, bar, progress)
+            records, leaderboard = _run_stages(suite, Path(suite.source), runs, store, out, bar, progress, clock)
         except BenchError:
             raise
         except Exception as err:  # a suite-level stage broke: one line here, the traceback in a log
             where = write_log(out / "logs" / "suite.log", traceback.format_exc())
             raise BenchError(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
                              f"({where}; finished stages are kept)") from None
+    clock.write(out)
     failures = [(f"{r.label} seed={r.seed}", r.reason, out / "logs" / f"{r.run_id}.log")
                 for r in records if r.status != "ok"]
     return RunSummary(suite=suite.name, out_dir=out, total=len(runs), failed=failures, leaderboard=leaderboard,
@@ -123,7 +126,7 @@ def _run_suite(suite: Suite, only, out_dir, progress: bool, started: float) -> R
                       repaired=len(store.repaired))
 
 
-def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: bool):
+def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: bool, clock):
     from bench.run import pipeline
     from bench.run.one_run import train_and_evaluate
     from bench.run.prepare import prepare
@@ -134,23 +137,27 @@ def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: 
         bar.stage("aggregate")
         settle_memory()
         leaderboard = pipeline.aggregate(suite, ctx, out, reference_eval, records, runs, store, pool=pool)
+        clock.mark("aggregated")
         bar.close()
         return records, leaderboard
 
     try:
         if suite.executor.kind == "inprocess":
             ctx = prepare(suite, suite_path, store, runs, bar, progress=progress)
+            clock.mark("prepared")
             reference_eval = pipeline.evaluate_reference(ctx, store, bar)
             records = []
             for run in runs:
                 settle_memory()
                 records.append(train_and_evaluate(run, ctx, store, out, bar))
+            clock.mark("runs_done")
             return aggregate(ctx, reference_eval, records)
         grid = GridProgress(total_runs=len(runs), enabled=progress)
         # Opened before the shared stages: a Ray or Slurm GPU over-ask is refused before any of
         # them, and the local workers start (import torch...) while the parent computes them.
         with open_session(suite.executor, out, grid.note, tasks=len(runs) + 1) as session:
             ctx = prepare(suite, suite_path, store, runs, bar, progress=progress, session=session)
+            clock.mark("prepared")
             grid.begin()
             # The aggregate's libraries are imported while the runs are under way elsewhere (the
             # parent only waits for them): ~3 s of the aggregate here, off its path.
@@ -160,6 +167,7 @@ def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: 
             # the shared stages are done: each run (and the reference's evaluation) is one task
             reference_eval, records = fan_out(session, ctx, runs, out, store, grid)
             importing.join()
+            clock.mark("runs_done")
             session.drain()      # the workers end while the parent aggregates
             with session.aggregate_processes() as pool:
                 return aggregate(ctx, reference_eval, records, pool)
