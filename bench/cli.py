@@ -248,12 +248,14 @@ def perf_mfu(size, seq_len, batch_size, steps, warmup_steps, gradient_checkpoint
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="An empty folder for the runs (default: a new temporary one).")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Pairs of runs (in-process, local), alternated; the ratio is the medians'.")
 @one_line_errors
-def perf_grid(suite_path, workers, out_dir):
+def perf_grid(suite_path, workers, out_dir, repeats):
     """The suite in-process, then on N local workers, from the same precomputed shared stages: times, ratio."""
     from bench.perf.grid import CI_SUITE, run as run_perf
 
-    result = run_perf(suite=suite_path or CI_SUITE, workers=workers, out=out_dir, say=click.echo)
+    result = run_perf(suite=suite_path or CI_SUITE, workers=workers, out=out_dir, repeats=repeats, say=click.echo)
     sys.exit(0 if result["results_identical"] else 1)
 
 

@@ -72,6 +72,30 @@ def test_cpu_workers_begin_warm_and_each_command_gets_a_fresh_forkserver(tmp_pat
         assert {s["probe"] for s in seen} == {probe}, seen
 
 
+def test_the_forkserver_is_stopped_at_once_while_it_imports_or_when_a_worker_is_left(tmp_path):
+    """A check failing (or Ctrl-C) while the forkserver still imports must not wait for its
+    imports; a worker left out of the pool (its start cut short) must not hold the command:
+    the forkserver is killed, and the worker, its parent gone, ends."""
+    import multiprocessing.forkserver
+
+    from bench.run import local_workers
+
+    local_workers.start_early(config(workers=1, cpus_per_run=1))
+    server = multiprocessing.forkserver._forkserver._forkserver_pid
+    started = time.monotonic()
+    local_workers.stop_forkserver()
+    assert time.monotonic() - started < 2.5            # the warm-up takes longer than that here
+    assert not Path(f"/proc/{server}").exists()
+    with local_workers.LocalPool(config(workers=1, cpus_per_run=1), tmp_path) as pool:
+        left = pool._spawn(0)                          # started, never handed to the pool
+        deadline = time.time() + 120
+        while pool.events.get(timeout=120)[0] != "ready":
+            assert time.time() < deadline
+    started = time.monotonic()
+    left.proc.join(timeout=30)
+    assert left.proc.exitcode is not None and time.monotonic() - started < 30
+
+
 def _wait_for(path: Path, seconds: float = 60) -> None:
     deadline = time.time() + seconds
     while not path.exists():

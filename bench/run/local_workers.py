@@ -103,10 +103,20 @@ def start_early(config) -> None:
 
 def stop_forkserver() -> None:
     """End the forkserver with the command that started it: the next command (a test's next
-    suite, in one process) gets one started with its own environment. Its workers have ended."""
-    stop = getattr(multiprocessing.forkserver._forkserver, "_stop", None)   # noqa: SLF001 - no public way
-    if stop is not None:
-        stop()
+    suite, in one process) gets one started with its own environment.
+
+    It is killed, not asked: asked, it ends only once every process it forked has closed its
+    copy of the parent's liveness pipe, and reads the request only after its imports; a worker
+    left over (its start cut short by Ctrl-C) or a check that failed during the warm-up would
+    hold this command for ever or for seconds. It holds nothing worth a clean exit, and a worker
+    left over sees its parent gone and ends (_worker)."""
+    server = multiprocessing.forkserver._forkserver   # noqa: SLF001 - no public way to stop it
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    server._stop()   # reaps it and forgets it: the next start makes a new one
 
 
 def _worker(slot: int, threads: int, devices, out: str, tasks, events) -> None:
@@ -207,7 +217,8 @@ class LocalPool:
 
     def start_workers(self) -> None:
         if not self.slots:
-            self.slots = [self._spawn(i) for i in range(self.workers)]
+            with _sigint_blocked():   # a Ctrl-C now would leave a started worker out of self.slots
+                self.slots = [self._spawn(i) for i in range(self.workers)]
 
     def _spawn(self, i: int) -> _Slot:
         return _Slot(self.mp, i, self.threads, self.devices[i] if self.devices is not None else None,
@@ -225,7 +236,8 @@ class LocalPool:
                 if slot.task is None and pending and not slot.proc.is_alive():
                     # died between tasks: a fresh one in its place
                     slot.tasks.cancel_join_thread()
-                    slots[i] = slot = self._spawn(i)
+                    with _sigint_blocked():   # as in start_workers: the new worker is in slots before a Ctrl-C
+                        slots[i] = slot = self._spawn(i)
                 if slot.task is None and slot.ready and pending:
                     slot.task = pending.popleft()
                     payload = None if key in slot.sent else batch.payload()
