@@ -164,13 +164,16 @@ class Fanout:
         costs more than reading the run)."""
         from bench.run import pipeline
 
-        stored = [task for task in self.tasks
-                  if (pipeline.reference_is_stored(self.ctx, store) if task.run is None
-                      else pipeline.run_is_stored(task.run, self.ctx, store))]
-        for task in stored:
-            self.results[task.index] = run_task(task, self.ctx, self.out)
-        self.progress.found_stored(sum(task.run is not None for task in stored))
-        self.tasks = [task for task in self.tasks if all(task is not done for done in stored)]
+        left, runs_read = [], 0
+        for task in self.tasks:
+            if (pipeline.reference_is_stored(self.ctx, store) if task.run is None
+                    else pipeline.run_is_stored(task.run, self.ctx, store)):
+                self.results[task.index] = run_task(task, self.ctx, self.out)
+                runs_read += task.run is not None
+            else:
+                left.append(task)
+        self.progress.found_stored(runs_read)
+        self.tasks = left
 
     def outcome(self, store):
         """(reference evaluation folder, run records in suite order); the workers' stage counts

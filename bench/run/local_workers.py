@@ -70,9 +70,10 @@ WARMUP_MODULE = "bench.run.worker_warmup"
 
 @contextlib.contextmanager
 def _sigint_blocked():
-    """SIGINT blocked while a child process starts: the mask survives the exec of a new
-    interpreter (and a forkserver's forks), until the worker has its own session and handlers
-    (_worker); a Ctrl-C meanwhile would print an import's traceback."""
+    """SIGINT blocked while a child process starts and until the pool holds it: the mask
+    survives the exec of a new interpreter (and a forkserver's forks), until the worker has its
+    own session and handlers (_worker), so a Ctrl-C meanwhile prints no import's traceback; and
+    the parent's KeyboardInterrupt comes only once the new worker is in the slots that _stop ends."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
@@ -185,8 +186,7 @@ class _Slot:
         self.sent: set[str] = set()       # the batches whose context this worker holds
         self.proc = mp.Process(target=_worker, args=(slot, threads, devices, str(out), self.tasks, events),
                                name=f"prefbench-worker-{slot}", daemon=False)
-        with _sigint_blocked():
-            self.proc.start()
+        self.proc.start()    # under _sigint_blocked(), held by the caller until the slot is in the pool
 
 
 class LocalPool:
@@ -217,7 +217,7 @@ class LocalPool:
 
     def start_workers(self) -> None:
         if not self.slots:
-            with _sigint_blocked():   # a Ctrl-C now would leave a started worker out of self.slots
+            with _sigint_blocked():   # until every started worker is in self.slots, where a Ctrl-C finds it
                 self.slots = [self._spawn(i) for i in range(self.workers)]
 
     def _spawn(self, i: int) -> _Slot:
@@ -236,7 +236,7 @@ class LocalPool:
                 if slot.task is None and pending and not slot.proc.is_alive():
                     # died between tasks: a fresh one in its place
                     slot.tasks.cancel_join_thread()
-                    with _sigint_blocked():   # as in start_workers: the new worker is in slots before a Ctrl-C
+                    with _sigint_blocked():   # as in start_workers
                         slots[i] = slot = self._spawn(i)
                 if slot.task is None and slot.ready and pending:
                     slot.task = pending.popleft()

@@ -203,12 +203,11 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
     if reused is not None:
         return reused
     # The reference's rows here (its unreadable files fail the suite), each run's in the pool if any.
-    tables = functools.partial(_record_tables, suite=suite.name, reference_judgments=reference_judgments,
-                               chosen_judgments=chosen, n_boot=n_boot, seed=seed, extra_scorers=extra)
-    rows = policy_rows(reference, suite=suite.name, reference_judgments=reference_judgments, chosen_judgments=chosen,
-                       n_boot=n_boot, seed=seed, extra_scorers=extra)
-    units = [policy_units(reference, reference_judgments=reference_judgments, chosen_judgments=chosen,
-                          extra_scorers=extra)]
+    inputs = dict(suite=suite.name, reference_judgments=reference_judgments, chosen_judgments=chosen,
+                  n_boot=n_boot, seed=seed, extra_scorers=extra)
+    rows = policy_rows(reference, **inputs)
+    units = [policy_units(reference, **_units_inputs(inputs))]
+    tables = functools.partial(_record_tables, **inputs)
     for record, (its_rows, its_units, unreadable) in zip(records, (pool.map if pool else map)(tables, records)):
         if unreadable:  # one run's unreadable files fail that run, not the aggregate
             record.status, record.reason = "failed", unreadable
@@ -238,14 +237,21 @@ def _record_tables(record: PolicyRecord, **inputs) -> tuple[list[dict], object, 
     """One run's result rows and unit values, and why its evaluation files are unreadable (None
     when they are not; when they are, neither rows nor units). A module-level function: it
     travels to a pool's process by pickle, the record with it."""
-    units_inputs = {key: inputs[key] for key in ("reference_judgments", "chosen_judgments", "extra_scorers")}
+    import pandas as pd
+
+    from bench.tables.results import UNIT_COLUMNS
+
     try:
         rows = policy_rows(record, **inputs)
     except Exception as err:  # noqa: BLE001 - reported on the run's record by the caller
-        record.status = "failed"
-        return [], policy_units(record, **units_inputs), \
+        return [], pd.DataFrame(columns=UNIT_COLUMNS), \
             f"its evaluation files are unreadable ({type(err).__name__}: {str(err)[:200]})"
-    return rows, policy_units(record, **units_inputs), None
+    return rows, policy_units(record, **_units_inputs(inputs)), None
+
+
+def _units_inputs(inputs: dict) -> dict:
+    """Of policy_rows' keyword arguments, those policy_units takes."""
+    return {key: inputs[key] for key in ("reference_judgments", "chosen_judgments", "extra_scorers")}
 
 
 def _write_validity(ctx: SuiteContext, out: Path, reference_eval: Path, records) -> None:

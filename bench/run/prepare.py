@@ -178,7 +178,6 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
     # then read back below as finished stages.
     counting = store
     if session is not None:
-
         inputs = dict(suite=suite, data_key=data_key, base_key=base_key, reference_dir=reference_dir,
                       train_pairs=pairs["train"], train_data=train_data if needs_reference else None,
                       drift_data=drift_data)
@@ -189,14 +188,15 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
             shared_stages.run_side_by_side(session, names, inputs, store, bar)
             counting = StageStore(store.out)   # the workers' counts are in `store`: not counted twice
     bar.stage("reward")
-    reward_dir = shared_stages.reward_stage(suite, counting, data_key, base_key, reference_dir, pairs["train"], progress=progress)
+    reward_dir = shared_stages.reward_stage(suite, counting, data_key, base_key, reference_dir, pairs["train"],
+                                            progress=progress)
     from bench.evaluation.scoring.gold import audit_pairs
 
     train_audit = audit_pairs(pairs["train"], suite.scoring.gold)
     if needs_reference:
         bar.stage("ref_logps")
-    ref_logps, drift_reference = shared_stages.reference_stage(suite, reference_dir, train_data if needs_reference else None,
-                                                 drift_data, ref_cache, progress=progress)
+    ref_logps, drift_reference = shared_stages.reference_stage(
+        suite, reference_dir, train_data if needs_reference else None, drift_data, ref_cache, progress=progress)
     if ref_logps is not None or drift_reference is not None:   # a new or rewritten cache file: computed now
         store.count("ref_logps", base_key, reused=_cache_files(ref_cache) == cached_before)
     eval_ctx = EvalContext(

@@ -94,8 +94,6 @@ def _pair_kind_function(suite):
 
 
 # ---------------------------------------------------------------- as tasks on an executor
-
-
 @dataclass(frozen=True)
 class StageTask:
     name: str                # "reward" or "ref_logps"
@@ -124,10 +122,10 @@ def run_shared_stage(task: StageTask, inputs: dict, out: str) -> StageResult:
     try:
         if task.name == "reward":
             reward_stage(inputs["suite"], store, inputs["data_key"], inputs["base_key"],
-                                 inputs["reference_dir"], inputs["train_pairs"], progress=False)
+                         inputs["reference_dir"], inputs["train_pairs"], progress=False)
         else:
             reference_stage(inputs["suite"], inputs["reference_dir"], inputs["train_data"],
-                                    inputs["drift_data"], store.root / "ref_logps", progress=False)
+                            inputs["drift_data"], store.root / "ref_logps", progress=False)
     except BenchError as err:
         error = str(err)
     except Exception as err:  # noqa: BLE001 - one line to the parent, the traceback in a log beside the runs'

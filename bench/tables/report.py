@@ -41,9 +41,8 @@ def write_report(results_dir: str | Path, *, plots: bool = True, plot_pool=None)
     """Write ``leaderboard.{md,tex,html,csv}`` (and the plots under ``plots/``) into a results
     folder; return the markdown leaderboard. ``plot_pool`` (a concurrent.futures executor of
     processes) draws the plots side by side while this process writes the tables."""
-    board, _ = write_report_files(results_dir, plots=plots, plot_pool=plot_pool)
-
-    return render(board, "md") + section(results_dir)
+    _, written = write_report_files(results_dir, plots=plots, plot_pool=plot_pool)
+    return written["md"].read_text(encoding="utf-8")   # what was just rendered: not rendered twice
 
 
 def write_report_files(results_dir: str | Path, *, plots: bool = True, compare_to: str | None = None,
