@@ -193,6 +193,7 @@ class Fanout:
 def wait_or_kill(procs, seconds: float) -> None:
     """Wait up to `seconds` for every process to end; kill those still alive."""
     deadline = time.monotonic() + seconds
+    procs = [proc for proc in procs if proc.pid is not None]     # never started: nothing to wait for
     for proc in procs:
         proc.join(timeout=max(0.0, deadline - time.monotonic()))
     for proc in procs:

@@ -70,10 +70,9 @@ WARMUP_MODULE = "bench.run.worker_warmup"
 
 @contextlib.contextmanager
 def _sigint_blocked():
-    """SIGINT blocked while a child process starts and until the pool holds it: the mask
-    survives the exec of a new interpreter (and a forkserver's forks), until the worker has its
-    own session and handlers (_worker), so a Ctrl-C meanwhile prints no import's traceback; and
-    the parent's KeyboardInterrupt comes only once the new worker is in the slots that _stop ends."""
+    """SIGINT blocked while a child process starts: the mask survives the exec of a new
+    interpreter (and a forkserver's forks), until the worker has its own session and handlers
+    (_worker); a Ctrl-C meanwhile would print an import's traceback."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
@@ -110,7 +109,7 @@ def stop_forkserver() -> None:
     copy of the parent's liveness pipe, and reads the request only after its imports; a worker
     left over (its start cut short by Ctrl-C) or a check that failed during the warm-up would
     hold this command for ever or for seconds. It holds nothing worth a clean exit, and a worker
-    left over sees its parent gone and ends (_worker)."""
+    left over ends with the command (_worker)."""
     server = multiprocessing.forkserver._forkserver   # noqa: SLF001 - no public way to stop it
     pid = getattr(server, "_forkserver_pid", None)
     if pid is None:
@@ -120,7 +119,17 @@ def stop_forkserver() -> None:
     server._stop()   # reaps it and forgets it: the next start makes a new one
 
 
-def _worker(slot: int, threads: int, devices, out: str, tasks, events) -> None:
+def _command_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:    # someone else's process under a reused pid: the command is gone
+        return False
+    return True
+
+
+def _worker(slot: int, threads: int, devices, out: str, tasks, events, command: int) -> None:
     """A worker's loop: take a task from its own queue, run it, report; None ends it.
 
     A task comes as (function, batch key, pickled context or None, task): the context of a
@@ -145,14 +154,15 @@ def _worker(slot: int, threads: int, devices, out: str, tasks, events) -> None:
     from trainers.devices import settle_memory
 
     events.put(("ready", slot, None))
-    parent = os.getppid()
     contexts: dict = {}
     try:
         while True:
             try:
                 message = tasks.get(timeout=1.0)
             except queue_lib.Empty:
-                if os.getppid() != parent:    # the parent died: no one to report to
+                # The command ended (a forked worker's parent is the forkserver, not the command,
+                # which may be gone before this worker ran at all): no one to report to.
+                if not _command_alive(command):
                     return
                 continue
             if message is None:
@@ -184,9 +194,16 @@ class _Slot:
         self.ready = False
         self.drained = False
         self.sent: set[str] = set()       # the batches whose context this worker holds
-        self.proc = mp.Process(target=_worker, args=(slot, threads, devices, str(out), self.tasks, events),
+        self.proc = mp.Process(target=_worker, args=(slot, threads, devices, str(out), self.tasks, events,
+                                                     os.getpid()),
                                name=f"prefbench-worker-{slot}", daemon=False)
-        self.proc.start()    # under _sigint_blocked(), held by the caller until the slot is in the pool
+
+    def start(self) -> None:
+        """Started once the slot is in the pool's list (LocalPool._start), where _stop finds it:
+        a Ctrl-C between a start and that list would leave a worker no one ends (a signal mask
+        does not defer it: the parent's other threads take the signal)."""
+        with _sigint_blocked():
+            self.proc.start()
 
 
 class LocalPool:
@@ -217,10 +234,11 @@ class LocalPool:
 
     def start_workers(self) -> None:
         if not self.slots:
-            with _sigint_blocked():   # until every started worker is in self.slots, where a Ctrl-C finds it
-                self.slots = [self._spawn(i) for i in range(self.workers)]
+            self.slots = [self._slot(i) for i in range(self.workers)]
+            for slot in self.slots:
+                slot.start()
 
-    def _spawn(self, i: int) -> _Slot:
+    def _slot(self, i: int) -> _Slot:
         return _Slot(self.mp, i, self.threads, self.devices[i] if self.devices is not None else None,
                      self.out, self.events)
 
@@ -236,8 +254,8 @@ class LocalPool:
                 if slot.task is None and pending and not slot.proc.is_alive():
                     # died between tasks: a fresh one in its place
                     slot.tasks.cancel_join_thread()
-                    with _sigint_blocked():   # as in start_workers
-                        slots[i] = slot = self._spawn(i)
+                    slots[i] = slot = self._slot(i)
+                    slot.start()      # once in the list: see _Slot.start
                 if slot.task is None and slot.ready and pending:
                     slot.task = pending.popleft()
                     payload = None if key in slot.sent else batch.payload()
