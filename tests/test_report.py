@@ -263,3 +263,32 @@ def test_each_objective_has_one_colour_in_every_plot(tmp_path, monkeypatch):
     assert set(drawn) == set(VALUES)
     assert all(len(styles) == 1 for styles in drawn.values()), drawn
     assert len({next(iter(s))[0] for s in drawn.values()}) == len(VALUES)     # distinct colours
+
+
+def test_a_pool_gets_the_plots_that_need_no_comparisons_before_those_are_computed(tmp_path, monkeypatch):
+    """With a pool (the local executor's aggregate), the drift curves go as soon as the files are
+    read and the plots of the cells as soon as the cells are, so that they are drawn while this
+    process computes the comparisons; the Δ plot, which needs them, goes last."""
+    import importlib
+    from concurrent.futures import Future
+
+    from bench.tables import report
+
+    results, runs = synthetic(tmp_path, train_logs=True)
+    write_results(tmp_path, results, runs)
+    events = []
+
+    class DrawsAtOnce:
+        def submit(self, function, *args):
+            events.append("warm" if function is importlib.import_module else function.__name__)
+            done = Future()
+            done.set_result(function(*args))
+            return done
+
+    comparing = report.leaderboard
+    monkeypatch.setattr(report, "leaderboard", lambda *a, **k: events.append("comparisons") or comparing(*a, **k))
+    _, written = write_report_files(tmp_path, plot_pool=DrawsAtOnce())
+    early = ("plot_drift_curves", "plot_winrate_vs_kl", "plot_winrate_vs_length", "plot_granularity_sweep")
+    assert max(events.index(name) for name in early) < events.index("comparisons") < events.index("plot_deltas")
+    assert events.index("plot_drift_curves") < events.index("warm") < events.index("plot_winrate_vs_kl")
+    assert {"plot:drift_curves", "plot:winrate_vs_kl", "plot:granularity_sweep"} <= set(written)

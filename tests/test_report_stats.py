@@ -314,3 +314,41 @@ def test_leaderboard_says_when_too_few_replicates_can_mark_nothing():
     assert "↑" not in few.split("\n\n")[0]
     enough = render(leaderboard(results, runs, units, StatsSettings("dpo", 200, 0)), "md")
     assert "smallest Holm-adjusted" not in enough and "↑" in enough.split("\n\n")[0]
+
+
+def test_delta_plot_titles_legend_and_tick_labels_do_not_collide(tmp_path, monkeypatch):
+    """The Δ plot is laid out by hand (no tight_layout pass): its title and legend sit above the
+    panels, each panel's title clears the tick labels of the row above, and the longest label
+    fits inside the figure (tight_layout put the suptitle over the top panels' titles)."""
+    from bench.tables import plots
+
+    metrics = [GOLD, TOKENS, ("kl", "kl_to_reference"), ("reward_model", "win_rate_vs_reference"),
+               ("reward_model", "mean_reward"), ("reward_model", "win_rate_vs_chosen"), ("gold", "win_rate_vs_reference"),
+               ("drift", "chosen_logp_down"), ("drift", "logratio_chosen"), ("generation", "truncation_rate"),
+               ("drift", "logratio_chosen_per_token"), ("lm_eval:arith_qa", "acc_norm"), ("lm_eval:arith_qa", "acc")]
+    rng = np.random.default_rng(2)
+    labels = ["dpo", "adpo[granularity=adaptive,m=4]", "adpo[granularity=static,k=2]", "adadpo", "hinge", "ipo",
+              "simpo", "rpo", "reference"]   # the CI suite's, where the suptitle hid a panel's title
+    results, runs, units = folder_tables({
+        label: (label.split("[")[0], {0: {m: rng.random(30) for m in metrics}}) for label in labels})
+    board = leaderboard(results, runs, units, StatsSettings("dpo", 200, 0))
+    monkeypatch.setattr(plots.plt, "close", lambda fig=None: None)    # kept open to be measured, as saved
+    assert plots.plot_deltas(board, tmp_path / "d.png") is not None
+    fig = plots.plt.figure(plots.plt.get_fignums()[-1])
+    monkeypatch.undo()
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    used = [ax for ax in fig.axes if ax.axison]
+    titles = [ax.title.get_window_extent(renderer) for ax in used]
+    ticks = [(ax, t.get_window_extent(renderer)) for ax in used for t in ax.get_xticklabels() if t.get_text()]
+    legend = fig.legends[0] if fig.legends else fig.axes[0].get_legend()
+    above = [fig._suptitle.get_window_extent(renderer), legend.get_window_extent(renderer)]
+    for box in above:
+        assert not any(box.overlaps(t) for t in titles)
+        assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in used)
+    for ax, title in zip(used, titles):
+        assert not any(title.overlaps(tick) for other, tick in ticks if other is not ax)
+    assert len(used) >= 12 and used[0].get_position().y0 > used[-1].get_position().y1   # four rows of panels
+    for label in fig.axes[0].get_yticklabels():
+        assert label.get_window_extent(renderer).x0 >= 0
+    plots.plt.close(fig)

@@ -183,10 +183,6 @@ def _worker(slot: int, threads: int, devices, out: str, tasks, events, command: 
         return
 
 
-def _import_plotting() -> None:
-    import bench.tables.plots  # noqa: F401
-
-
 class _Slot:
     def __init__(self, mp, slot, threads, devices, out, events):
         self.tasks = mp.Queue()
@@ -294,8 +290,10 @@ class LocalPool:
             return contextlib.nullcontext()
         from concurrent.futures import ProcessPoolExecutor
 
-        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=self.mp, initializer=_import_plotting)
-        for _ in range(self.workers):     # started now: matplotlib's import overlaps the results' tables
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=self.mp)
+        # Started now, and nothing imported first: the runs' result rows come first and need only
+        # what the forkserver has; matplotlib is imported by the first plot jobs (bench.tables.report).
+        for _ in range(self.workers):
             pool.submit(int)
         return pool
 

@@ -94,19 +94,33 @@ def write_settings(results_dir: str | Path, settings: StatsSettings) -> Path:
     return path
 
 
+def cells(results_df: pd.DataFrame, runs_df: pd.DataFrame | None = None, units: pd.DataFrame | None = None,
+          settings: StatsSettings | None = None) -> pd.DataFrame:
+    """The leaderboard's cells as :func:`bench.tables.cells.aggregate`'s long table (``board.attrs["long"]``),
+    for a caller that wants them before the comparisons (the plots that need no baseline)."""
+    settings = settings or StatsSettings()
+    return aggregate(results_df, runs_df, units, **_boot(settings))
+
+
+def _boot(settings: StatsSettings) -> dict:
+    # One unit resample per metric for the cells and the comparisons alike (drawn from a
+    # generator fixed by the seed and the metric: the same whichever of them draws it first).
+    return dict(n_boot=settings.n_boot, seed=settings.seed, _counts=SharedCounts(settings.n_boot, settings.seed))
+
+
 def leaderboard(results_df: pd.DataFrame, runs_df: pd.DataFrame | None = None, units: pd.DataFrame | None = None,
-                settings: StatsSettings | None = None) -> pd.DataFrame:
+                settings: StatsSettings | None = None, *, long: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per objective configuration (the reference first), with columns
     ``label, objective, seeds, failed`` and, per metric, ``scorer/metric``,
     ``scorer/metric:ci_low``, ``scorer/metric:ci_high``, and against the baseline
     ``scorer/metric:delta`` and ``scorer/metric:p_holm`` (NaN where not compared).
 
     ``board.attrs``: ``baseline`` (its label or None), ``baseline_note`` (why there is none),
-    ``comparisons`` (the tidy table of :func:`comparisons`), ``long`` (:func:`aggregate`)."""
+    ``comparisons`` (the tidy table of :func:`comparisons`), ``long`` (:func:`aggregate`; ``long``
+    passes the one :func:`cells` returned for the same arguments)."""
     settings = settings or StatsSettings()
-    # One unit resample per metric for the cells and the comparisons alike.
-    boot = dict(n_boot=settings.n_boot, seed=settings.seed, _counts=SharedCounts(settings.n_boot, settings.seed))
-    long = aggregate(results_df, runs_df, units, **boot)
+    boot = _boot(settings)
+    long = long if long is not None else aggregate(results_df, runs_df, units, **boot)
     failed = _failed_counts(runs_df)
     labels = sorted(set(results_df["label"].astype(str)) | set(failed))
     objective_of = dict(zip(results_df["label"].astype(str), results_df["objective"].astype(str)))

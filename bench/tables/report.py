@@ -19,12 +19,13 @@ drift and training loss are trade-off axes, not goals, and get no bold.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from pathlib import Path
 
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.tables.leaderboard import leaderboard, read_settings
+from bench.tables.leaderboard import cells, leaderboard, read_settings
 from bench.tables.render import FORMATS, render
 from bench.io import atomic_write
 from bench.tables.results import read_results, read_runs, read_units
@@ -48,19 +49,31 @@ def write_report(results_dir: str | Path, *, plots: bool = True, plot_pool=None)
 def write_report_files(results_dir: str | Path, *, plots: bool = True, compare_to: str | None = None,
                        plot_pool=None) -> tuple[pd.DataFrame, dict[str, Path]]:
     """As :func:`write_report`; returns the leaderboard frame and ``{format or plot:name: path}``.
-    ``compare_to`` replaces the folder's baseline for these files; one it cannot resolve is an error."""
-    from bench.tables.plots import plot_jobs   # matplotlib: imported only when plots are drawn
+    ``compare_to`` replaces the folder's baseline for these files; one it cannot resolve is an error.
 
+    With a ``plot_pool`` each group of plots is handed over as soon as what it needs exists (the
+    runs' logs, then the cells, then the comparisons), so the pool draws while this process
+    computes the rest of the leaderboard and writes the tables."""
     folder = Path(results_dir)
     results_df, runs_df, units = read_results(folder), read_runs(folder), read_units(folder)
     settings = read_settings(folder)
     if compare_to is not None:
         settings = dataclasses.replace(settings, compare_to=compare_to)
-    board = leaderboard(results_df, runs_df, units, settings)
+    drawing = _PlotQueue(plot_pool)
+    if plots:
+        from bench.tables import plots as plot_lib   # matplotlib: imported only when plots are drawn
+
+        styles = plot_lib.plot_styles(results_df, runs_df)
+        drawing.add(plot_lib.run_plot_jobs(folder, runs_df, styles))
+        drawing.warm("bench.tables.plots")   # a second process imports matplotlib meanwhile
+    long = cells(results_df, runs_df, units, settings)
+    if plots:
+        drawing.add(plot_lib.cell_plot_jobs(folder, results_df, long, styles))
+    board = leaderboard(results_df, runs_df, units, settings, long=long)
     if compare_to is not None and board.attrs["baseline"] is None:
         raise BenchError(f"--compare-to: {board.attrs['baseline_note'].removeprefix('No comparisons: ')}")
-    jobs = plot_jobs(folder, results_df, runs_df, long=board.attrs["long"], board=board) if plots else []
-    drawing = [plot_pool.submit(function, *args) for _, function, args in jobs] if plot_pool is not None else None
+    if plots:
+        drawing.add(plot_lib.board_plot_jobs(folder, board))
     written = {}
     comp = board.attrs["comparisons"]
     path = folder / COMPARISONS_FILE
@@ -70,15 +83,32 @@ def write_report_files(results_dir: str | Path, *, plots: bool = True, compare_t
         path = folder / f"leaderboard.{suffix}"
         text = render(board, fmt)
         if fmt == "md":
-        
             text += section(folder)
         atomic_write(path, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
         written[fmt] = path
-    for i, (name, function, args) in enumerate(jobs):
-        path = drawing[i].result() if drawing is not None else function(*args)
+    for name, path in drawing.results():
         if path is not None:
             written[f"plot:{name}"] = path
     return board, written
+
+
+class _PlotQueue:
+    """Plot jobs drawn by a pool of processes as they are added, or here, in order, at the end."""
+
+    def __init__(self, pool=None):
+        self.pool, self.jobs = pool, []
+
+    def add(self, jobs) -> None:
+        for name, function, args in jobs:
+            self.jobs.append((name, self.pool.submit(function, *args) if self.pool is not None else (function, args)))
+
+    def warm(self, module: str) -> None:
+        if self.pool is not None:
+            self.pool.submit(importlib.import_module, module)
+
+    def results(self):
+        for name, job in self.jobs:
+            yield name, job.result() if self.pool is not None else job[0](*job[1])
 
 
 def report_text(results_dir: str | Path, fmt: str = "md", compare_to: str | None = None) -> str:
