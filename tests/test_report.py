@@ -280,7 +280,7 @@ def test_a_pool_gets_the_plots_that_need_no_comparisons_before_those_are_compute
 
     class DrawsAtOnce:
         def submit(self, function, *args):
-            events.append("warm" if function is importlib.import_module else function.__name__)
+            events.append("warm" if function is importlib.import_module else args[0])
             done = Future()
             done.set_result(function(*args))
             return done
@@ -292,3 +292,27 @@ def test_a_pool_gets_the_plots_that_need_no_comparisons_before_those_are_compute
     assert max(events.index(name) for name in early) < events.index("comparisons") < events.index("plot_deltas")
     assert events.index("plot_drift_curves") < events.index("warm") < events.index("plot_winrate_vs_kl")
     assert {"plot:drift_curves", "plot:winrate_vs_kl", "plot:granularity_sweep"} <= set(written)
+
+
+def test_a_process_that_hands_its_plots_to_a_pool_never_imports_matplotlib(tmp_path):
+    """The local executor's parent: every plot is a job for its pool (bench.tables.plot_jobs),
+    so the ~0.8 s of matplotlib's import is paid only where the plots are drawn."""
+    import subprocess
+    import sys
+
+    results, runs = synthetic(tmp_path, train_logs=True)
+    write_results(tmp_path, results, runs)
+    script = (
+        "import sys\n"
+        "from concurrent.futures import Future\n"
+        "from bench.tables.report import write_report_files\n"
+        "import bench.run.pipeline as pipeline\n"
+        "class Refuses:\n"
+        "    def submit(self, function, *args):\n"
+        "        done = Future(); done.set_result(None); return done\n"
+        "pipeline.import_aggregate_modules()\n"
+        f"write_report_files({str(tmp_path)!r}, plot_pool=Refuses())\n"
+        "print('matplotlib' in sys.modules)\n")
+    shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == "False"
+    assert (tmp_path / "leaderboard.md").exists()

@@ -153,12 +153,12 @@ def objective_name(run) -> str:
 
 # ---------------------------------------------------------------- aggregate
 def import_aggregate_modules() -> None:
-    """Import what `aggregate` imports on first use (matplotlib, scipy.stats, the report's
-    modules), so that a process that did not evaluate (an executor's parent) can do it early."""
-    import bench.tables.plots  # noqa: F401
+    """Import what `aggregate` imports on first use (the report's modules), so that a process
+    that did not evaluate (an executor's parent) can do it early. Not matplotlib: the parent
+    hands every plot to its pool (bench.tables.plot_jobs). Not scipy.stats: only suites with
+    several seeds need it (bench.tables.metrics), and it is ~1 s."""
     import bench.tables.report  # noqa: F401
     import bench.tables.results  # noqa: F401
-    import scipy.stats  # noqa: F401
     import threadpoolctl  # noqa: F401
 
 

@@ -259,8 +259,6 @@ def seed_aggregate(values) -> Estimate:
     With one seed there is no spread to estimate: the bounds are NaN (shown as "no
     interval", never as a falsely exact one).
     """
-    from scipy import stats   # scipy ships with lm-eval (through scikit-learn)
-
     arr = np.asarray(list(values), dtype=float)
     n = int(arr.size)
     if n == 0:
@@ -268,5 +266,8 @@ def seed_aggregate(values) -> Estimate:
     mean = float(arr.mean())
     if n < 2:
         return Estimate(mean, math.nan, math.nan, n)
+    # imported only here: ~1 s, which a one-seed suite (CI's) never needs
+    from scipy import stats   # scipy ships with lm-eval (through scikit-learn)
+
     half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * float(arr.std(ddof=1)) / math.sqrt(n)
     return Estimate(mean, mean - half, mean + half, n)

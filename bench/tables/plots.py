@@ -245,46 +245,5 @@ def _text_width_inches(texts, *, fontsize: float) -> float:
     return widest / 72.0   # TextPath is in points
 
 
-def plot_styles(results_df: pd.DataFrame, runs_df: pd.DataFrame | None) -> dict[str, dict]:
-    """One colour per objective label across every plot of a folder (its results and its runs)."""
-    labels = set(results_df["label"].astype(str))
-    if runs_df is not None and "label" in runs_df:
-        labels |= set(runs_df["label"].astype(str))
-    return label_styles(labels)
-
-
-def run_plot_jobs(results_dir: str | Path, runs_df: pd.DataFrame | None, styles: dict) -> list[tuple]:
-    """The plots drawn from the runs' logs alone, as (name, function, arguments)."""
-    folder = Path(results_dir)
-    return [("drift_curves", plot_drift_curves, (runs_df, folder / "plots" / "drift_curves.png", folder, styles))]
-
-
-def cell_plot_jobs(results_dir: str | Path, results_df: pd.DataFrame, long: pd.DataFrame, styles: dict) -> list[tuple]:
-    """The plots drawn from the leaderboard's cells (``long``: bench.tables.leaderboard.cells)."""
-    folder = Path(results_dir) / "plots"
-    return [
-        ("winrate_vs_kl", plot_winrate_vs_kl, (long, folder / "winrate_vs_kl.png", styles)),
-        ("winrate_vs_length", plot_winrate_vs_length, (long, folder / "winrate_vs_length.png", styles)),
-        ("granularity_sweep", plot_granularity_sweep, (long, results_df, folder / "granularity_sweep.png")),
-    ]
-
-
-def board_plot_jobs(results_dir: str | Path, board: pd.DataFrame) -> list[tuple]:
-    """The plots drawn from the finished leaderboard (its comparisons against the baseline)."""
-    return [("deltas_vs_baseline", plot_deltas, (board, Path(results_dir) / "plots" / "deltas_vs_baseline.png"))]
-
-
-def plot_jobs(results_dir: str | Path, results_df: pd.DataFrame, runs_df: pd.DataFrame | None, *,
-              long: pd.DataFrame | None = None, board: pd.DataFrame | None = None) -> list[tuple]:
-    """Every plot as (name, function, arguments): drawn one after the other, or side by side in
-    a pool of processes (bench.tables.report, which hands each group over as soon as what it
-    needs is computed). The functions are module-level, so a job travels by pickle."""
-    long = long if long is not None else aggregate(results_df, runs_df)
-    styles = plot_styles(results_df, runs_df)
-    return ((board_plot_jobs(results_dir, board) if board is not None else [])
-            + run_plot_jobs(results_dir, runs_df, styles) + cell_plot_jobs(results_dir, results_df, long, styles))
-
-
-__all__ = ["label_styles", "plot_styles", "plot_jobs", "run_plot_jobs", "cell_plot_jobs", "board_plot_jobs",
-           "plot_deltas", "plot_drift_curves", "plot_winrate_vs_kl", "plot_winrate_vs_length",
+__all__ = ["label_styles", "plot_deltas", "plot_drift_curves", "plot_winrate_vs_kl", "plot_winrate_vs_length",
            "plot_granularity_sweep", "granularity_points"]

@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.tables import plot_jobs
 from bench.tables.leaderboard import cells, leaderboard, read_settings
 from bench.tables.render import FORMATS, render
 from bench.io import atomic_write
@@ -60,20 +61,18 @@ def write_report_files(results_dir: str | Path, *, plots: bool = True, compare_t
     if compare_to is not None:
         settings = dataclasses.replace(settings, compare_to=compare_to)
     drawing = _PlotQueue(plot_pool)
+    labels = plot_jobs.folder_labels(results_df, runs_df)
     if plots:
-        from bench.tables import plots as plot_lib   # matplotlib: imported only when plots are drawn
-
-        styles = plot_lib.plot_styles(results_df, runs_df)
-        drawing.add(plot_lib.run_plot_jobs(folder, runs_df, styles))
+        drawing.add(plot_jobs.run_jobs(folder, runs_df, labels))
         drawing.warm("bench.tables.plots")   # a second process imports matplotlib meanwhile
     long = cells(results_df, runs_df, units, settings)
     if plots:
-        drawing.add(plot_lib.cell_plot_jobs(folder, results_df, long, styles))
+        drawing.add(plot_jobs.cell_jobs(folder, results_df, long, labels))
     board = leaderboard(results_df, runs_df, units, settings, long=long)
     if compare_to is not None and board.attrs["baseline"] is None:
         raise BenchError(f"--compare-to: {board.attrs['baseline_note'].removeprefix('No comparisons: ')}")
     if plots:
-        drawing.add(plot_lib.board_plot_jobs(folder, board))
+        drawing.add(plot_jobs.board_jobs(folder, board))
     written = {}
     comp = board.attrs["comparisons"]
     path = folder / COMPARISONS_FILE
