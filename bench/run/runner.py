@@ -9,7 +9,6 @@ saved state); one failed run is recorded with its reason and the others continue
 from __future__ import annotations
 
 import gc
-import json
 import os
 import threading
 import time

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.tables.cells import aggregate, failed_run_ids  # noqa: E402
+from bench.tables.cells import failed_run_ids  # noqa: E402
 from bench.tables.leaderboard import metric_keys  # noqa: E402
 from bench.tables.results import REFERENCE, metric_info  # noqa: E402
 
