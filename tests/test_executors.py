@@ -101,6 +101,29 @@ def test_the_forkserver_is_stopped_at_once_while_it_imports_or_when_a_worker_is_
             os.kill(left.proc.pid, signal.SIGKILL)
 
 
+def test_every_process_the_forkserver_forked_dies_with_it():
+    """A process forked by the warm forkserver that no pool knows about (its start cut short by
+    a Ctrl-C) must not outlive the command: it dies with the forkserver, which the command
+    kills at its end (seen: such an orphan holding the command's stdout for 300 s)."""
+    import multiprocessing.forkserver
+
+    from bench.run import local_workers
+
+    local_workers.start_early(config(workers=1, cpus_per_run=1))
+    orphan = multiprocessing.get_context("forkserver").Process(target=time.sleep, args=(600,), daemon=False)
+    orphan.start()                                     # after the warm-up: the forkserver forks it
+    try:
+        assert orphan.is_alive()
+        local_workers.stop_forkserver()
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{orphan.pid}").exists() and time.monotonic() < deadline:   # reaped by init once dead
+            time.sleep(0.05)
+        assert not Path(f"/proc/{orphan.pid}").exists()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(orphan.pid, signal.SIGKILL)
+
+
 def test_a_worker_whose_command_is_gone_ends(tmp_path):
     """A forked worker's parent is the forkserver, which may be gone before the worker looked:
     the worker watches the command's own pid instead."""

@@ -14,8 +14,42 @@ visible, and each worker sets its own thread count after the fork).
 """
 from __future__ import annotations
 
+import ctypes
 import gc
+import os
+import signal
+import sys
 import threading
+
+PR_SET_PDEATHSIG = 1   # linux/prctl.h
+_SERVER = os.getpid()  # this module is imported by the forkserver itself
+_forking = None        # the pid of the process about to fork, as its child inherits it
+
+
+def _note_forking() -> None:
+    global _forking
+    _forking = os.getpid()
+
+
+def _die_with_the_forkserver() -> None:
+    """In each process the forkserver forks (a worker, an aggregate process): it dies with the
+    forkserver. The command kills the forkserver when it ends (local_workers.stop_forkserver),
+    and the forkserver ends by itself when the command dies; a child that its pool never
+    learned about (a Ctrl-C during its start) would otherwise live on as an orphan, holding the
+    command's stdout (seen: a test waiting 300 s on the pipe of a command that had exited).
+    Only the forkserver's own children: a worker's own forks are left alone."""
+    if _forking != _SERVER:
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (AttributeError, OSError):
+        return
+    if os.getppid() != _SERVER:      # the forkserver died before prctl: the signal will not come
+        os._exit(1)
+
+
+if sys.platform.startswith("linux"):
+    os.register_at_fork(before=_note_forking, after_in_child=_die_with_the_forkserver)
 
 
 def warm_up() -> None:
