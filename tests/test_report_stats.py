@@ -352,3 +352,28 @@ def test_delta_plot_titles_legend_and_tick_labels_do_not_collide(tmp_path, monke
     for label in fig.axes[0].get_yticklabels():
         assert label.get_window_extent(renderer).x0 >= 0
     plots.plt.close(fig)
+
+
+def test_the_comparisons_reuse_the_unit_resamples_drawn_for_the_cells(monkeypatch):
+    """The report computes the cells first (for the plots that need no baseline) and hands them
+    to the leaderboard: the comparisons then draw no unit resample again, and the board is the
+    one computed in one go."""
+    from bench.tables import cells as cells_lib
+    from bench.tables.leaderboard import leaderboard_cells
+
+    results, runs, units = shifted_suite()
+    settings = StatsSettings("dpo", 300, 0)
+    computed = leaderboard_cells(results, runs, units, settings)
+    drawn = []
+    drawing = cells_lib.SharedCounts.__call__
+
+    def counted(self, scorer, metric, n_units):
+        if (scorer, metric, n_units) not in self._cache:
+            drawn.append((scorer, metric, n_units))
+        return drawing(self, scorer, metric, n_units)
+
+    monkeypatch.setattr(cells_lib.SharedCounts, "__call__", counted)
+    board = leaderboard(results, runs, units, settings, cells=computed)
+    assert drawn == []
+    pd.testing.assert_frame_equal(board, leaderboard(results, runs, units, settings))
+    assert drawn      # computed in one go, the same resamples are drawn once, by the cells

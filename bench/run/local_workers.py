@@ -108,8 +108,8 @@ def stop_forkserver() -> None:
     It is killed, not asked: asked, it ends only once every process it forked has closed its
     copy of the parent's liveness pipe, and reads the request only after its imports; a worker
     left over (its start cut short by Ctrl-C) or a check that failed during the warm-up would
-    hold this command for ever or for seconds. It holds nothing worth a clean exit, and a worker
-    left over ends with the command (_worker)."""
+    hold this command for ever or for seconds. It holds nothing worth a clean exit, and every
+    process it forked dies with it (bench.run.worker_warmup sets their parent-death signal)."""
     server = multiprocessing.forkserver._forkserver   # noqa: SLF001 - no public way to stop it
     pid = getattr(server, "_forkserver_pid", None)
     if pid is None:
@@ -160,8 +160,9 @@ def _worker(slot: int, threads: int, devices, out: str, tasks, events, command: 
             try:
                 message = tasks.get(timeout=1.0)
             except queue_lib.Empty:
-                # The command ended (a forked worker's parent is the forkserver, not the command,
-                # which may be gone before this worker ran at all): no one to report to.
+                # The command ended: no one to report to. Watched by pid, not as the parent: a
+                # forked worker's parent is the forkserver (on Linux it dies with that anyway:
+                # bench.run.worker_warmup); this is what ends a spawned one, or one elsewhere.
                 if not _command_alive(command):
                     return
                 continue

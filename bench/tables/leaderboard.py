@@ -94,33 +94,41 @@ def write_settings(results_dir: str | Path, settings: StatsSettings) -> Path:
     return path
 
 
-def cells(results_df: pd.DataFrame, runs_df: pd.DataFrame | None = None, units: pd.DataFrame | None = None,
-          settings: StatsSettings | None = None) -> pd.DataFrame:
-    """The leaderboard's cells as :func:`bench.tables.cells.aggregate`'s long table (``board.attrs["long"]``),
-    for a caller that wants them before the comparisons (the plots that need no baseline)."""
+@dataclass(frozen=True)
+class Cells:
+    """The leaderboard's cells (:func:`bench.tables.cells.aggregate`'s long table) and the unit
+    resamples drawn for them, which the comparisons then reuse instead of drawing again."""
+
+    long: pd.DataFrame
+    counts: SharedCounts
+
+
+def leaderboard_cells(results_df: pd.DataFrame, runs_df: pd.DataFrame | None = None,
+                      units: pd.DataFrame | None = None, settings: StatsSettings | None = None) -> Cells:
+    """The cells alone, for a caller that wants them before the comparisons (the plots that need
+    no baseline); pass them on as ``leaderboard(..., cells=)``."""
     settings = settings or StatsSettings()
-    return aggregate(results_df, runs_df, units, **_boot(settings))
-
-
-def _boot(settings: StatsSettings) -> dict:
-    # One unit resample per metric for the cells and the comparisons alike (drawn from a
-    # generator fixed by the seed and the metric: the same whichever of them draws it first).
-    return dict(n_boot=settings.n_boot, seed=settings.seed, _counts=SharedCounts(settings.n_boot, settings.seed))
+    # One unit resample per metric for the cells and the comparisons alike.
+    counts = SharedCounts(settings.n_boot, settings.seed)
+    return Cells(aggregate(results_df, runs_df, units, n_boot=settings.n_boot, seed=settings.seed, _counts=counts),
+                 counts)
 
 
 def leaderboard(results_df: pd.DataFrame, runs_df: pd.DataFrame | None = None, units: pd.DataFrame | None = None,
-                settings: StatsSettings | None = None, *, long: pd.DataFrame | None = None) -> pd.DataFrame:
+                settings: StatsSettings | None = None, *, cells: Cells | None = None) -> pd.DataFrame:
     """One row per objective configuration (the reference first), with columns
     ``label, objective, seeds, failed`` and, per metric, ``scorer/metric``,
     ``scorer/metric:ci_low``, ``scorer/metric:ci_high``, and against the baseline
     ``scorer/metric:delta`` and ``scorer/metric:p_holm`` (NaN where not compared).
 
     ``board.attrs``: ``baseline`` (its label or None), ``baseline_note`` (why there is none),
-    ``comparisons`` (the tidy table of :func:`comparisons`), ``long`` (:func:`aggregate`; ``long``
-    passes the one :func:`cells` returned for the same arguments)."""
+    ``comparisons`` (the tidy table of :func:`comparisons`), ``long`` (:func:`aggregate`).
+    ``cells``: what :func:`leaderboard_cells` returned for the same arguments, when the caller has it."""
     settings = settings or StatsSettings()
-    boot = _boot(settings)
-    long = long if long is not None else aggregate(results_df, runs_df, units, **boot)
+    if cells is None:
+        cells = leaderboard_cells(results_df, runs_df, units, settings)
+    long = cells.long
+    boot = dict(n_boot=settings.n_boot, seed=settings.seed, _counts=cells.counts)
     failed = _failed_counts(runs_df)
     labels = sorted(set(results_df["label"].astype(str)) | set(failed))
     objective_of = dict(zip(results_df["label"].astype(str), results_df["objective"].astype(str)))

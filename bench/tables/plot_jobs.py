@@ -38,7 +38,7 @@ def run_jobs(results_dir: str | Path, runs_df: pd.DataFrame | None, labels: list
 
 
 def cell_jobs(results_dir: str | Path, results_df: pd.DataFrame, long: pd.DataFrame, labels: list[str]) -> list[tuple]:
-    """The plots drawn from the leaderboard's cells (``long``: bench.tables.leaderboard.cells)."""
+    """The plots drawn from the leaderboard's cells (``long``: bench.tables.leaderboard.leaderboard_cells)."""
     folder = Path(results_dir) / "plots"
     return [
         ("winrate_vs_kl", draw, ("plot_winrate_vs_kl", labels, long, folder / "winrate_vs_kl.png")),

@@ -26,7 +26,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.tables import plot_jobs
-from bench.tables.leaderboard import cells, leaderboard, read_settings
+from bench.tables.leaderboard import leaderboard, leaderboard_cells, read_settings
 from bench.tables.render import FORMATS, render
 from bench.io import atomic_write
 from bench.tables.results import read_results, read_runs, read_units
@@ -61,14 +61,14 @@ def write_report_files(results_dir: str | Path, *, plots: bool = True, compare_t
     if compare_to is not None:
         settings = dataclasses.replace(settings, compare_to=compare_to)
     drawing = _PlotQueue(plot_pool)
-    labels = plot_jobs.folder_labels(results_df, runs_df)
     if plots:
+        labels = plot_jobs.folder_labels(results_df, runs_df)
         drawing.add(plot_jobs.run_jobs(folder, runs_df, labels))
         drawing.warm("bench.tables.plots")   # a second process imports matplotlib meanwhile
-    long = cells(results_df, runs_df, units, settings)
+    cells = leaderboard_cells(results_df, runs_df, units, settings)
     if plots:
-        drawing.add(plot_jobs.cell_jobs(folder, results_df, long, labels))
-    board = leaderboard(results_df, runs_df, units, settings, long=long)
+        drawing.add(plot_jobs.cell_jobs(folder, results_df, cells.long, labels))
+    board = leaderboard(results_df, runs_df, units, settings, cells=cells)
     if compare_to is not None and board.attrs["baseline"] is None:
         raise BenchError(f"--compare-to: {board.attrs['baseline_note'].removeprefix('No comparisons: ')}")
     if plots:
