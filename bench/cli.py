@@ -139,15 +139,22 @@ def objectives(as_json):
 
 @main.command()
 @click.argument("results_dir", type=click.Path(file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["md", "latex", "html", "csv"]), default="md")
+@click.option("--format", "fmt", type=click.Choice(["md", "latex", "html", "csv"]), default=None,
+              help="Print this format and write only its leaderboard file (no comparisons.csv, no plots). "
+                   "Default: print md and write every leaderboard file, comparisons.csv and the plots.")
 @click.option("--compare-to", "compare_to", default=None, metavar="LABEL",
-              help="Baseline of the paired comparisons (a label or objective); default: the suite's scoring.compare_to.")
+              help="Baseline of the paired comparisons (a label or objective). Default: the suite's "
+                   "scoring.compare_to. Another baseline is written to RESULTS_DIR/compare-to-LABEL/, "
+                   "leaving the run's own files as they are.")
 @one_line_errors
 def report(results_dir, fmt, compare_to):
     """Print the leaderboard of a results folder (and refresh its report files and plots)."""
     from bench.tables.report import report_text
 
-    click.echo(report_text(results_dir, fmt, compare_to=compare_to))
+    text, where = report_text(results_dir, fmt, compare_to=compare_to, only=fmt is not None)
+    click.echo(text, nl=False)
+    if Path(where) != Path(results_dir):
+        click.echo(f"wrote the comparison with {compare_to} to {where}", err=True)
 
 
 @main.command()

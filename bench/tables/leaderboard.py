@@ -15,6 +15,7 @@ from bench.errors import BenchError
 from bench.tables import stats
 from bench.io import atomic_write
 from bench.tables.results import LM_EVAL_PREFIX, REFERENCE, metric_info
+from bench.tables.columns import row_order
 from bench.tables.cells import SharedCounts, aggregate, failed_run_ids
 from bench.tables.comparisons import COMPARISON_COLUMNS, comparisons, resolve_baseline
 
@@ -116,7 +117,8 @@ def leaderboard_cells(results_df: pd.DataFrame, runs_df: pd.DataFrame | None = N
 
 def leaderboard(results_df: pd.DataFrame, runs_df: pd.DataFrame | None = None, units: pd.DataFrame | None = None,
                 settings: StatsSettings | None = None, *, cells: Cells | None = None) -> pd.DataFrame:
-    """One row per objective configuration (the reference first), with columns
+    """One row per objective configuration (the reference, the baseline, the other objectives,
+    the controls: :func:`bench.tables.columns.row_order`), with columns
     ``label, objective, seeds, failed`` and, per metric, ``scorer/metric``,
     ``scorer/metric:ci_low``, ``scorer/metric:ci_high``, and against the baseline
     ``scorer/metric:delta`` and ``scorer/metric:p_holm`` (NaN where not compared).
@@ -143,7 +145,7 @@ def leaderboard(results_df: pd.DataFrame, runs_df: pd.DataFrame | None = None, u
     comp = (comparisons(results_df, runs_df, units, baseline, columns, **boot) if baseline is not None
             else pd.DataFrame(columns=COMPARISON_COLUMNS))
     rows = []
-    for label in sorted(labels, key=lambda lab: (objective_of.get(lab) != REFERENCE, lab)):
+    for label in row_order(labels, objective_of, baseline):
         row = {"label": label, "objective": objective_of.get(label, ""),
                "seeds": int(seeds.get(label, 0)), "failed": int(failed.get(label, 0))}
         sub = long[long["label"] == label]
@@ -176,12 +178,3 @@ def metric_keys(board: pd.DataFrame) -> list[str]:
     return [c for c in board.columns if c not in ID_COLUMNS and ":" not in c.split("/", 1)[-1]]
 
 
-def best_labels(board: pd.DataFrame, key: str) -> set[str]:
-    """Labels holding the best mean of a column (ties all count); empty when it has no direction."""
-    scorer, metric = key.split("/", 1)
-    direction = metric_info(scorer, metric).higher_is_better
-    values = board[key].astype(float)
-    if direction is None or values.notna().sum() == 0:
-        return set()
-    best = values.max() if direction else values.min()
-    return set(board.loc[np.isclose(values, best, rtol=0, atol=1e-12), "label"])

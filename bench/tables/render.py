@@ -1,193 +1,194 @@
 """A leaderboard as text: markdown, LaTeX, HTML or CSV.
 
 Cells are written ``mean [low, high]`` (the intervals are not always symmetric, so a ``±``
-form would misstate bootstrap intervals). The best mean of each column with a direction is bold.
+form would misstate bootstrap intervals). What a column's direction is, which cell is "best"
+and how numbers are rounded is decided once, in :mod:`bench.tables.columns`; the LaTeX and
+HTML writers (:mod:`bench.tables.render_latex`, :mod:`bench.tables.render_html`) lay the same
+cells out for a paper and a browser.
 """
 from __future__ import annotations
 
-import html
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.tables.results import metric_info
+from bench.tables import columns
+from bench.tables.columns import ABOVE, BELOW, NUMBER_NOTE, arrow, decimals
 from bench.tables.comparisons import ALPHA
-from bench.tables.leaderboard import best_labels, metric_keys
-
-UP, DOWN = "\u2191", "\u2193"   # ↑ ↓: significantly above / below the baseline
-
+from bench.tables.leaderboard import metric_keys
+from bench.tables.results import metric_info
 
 FORMATS = ("md", "latex", "html", "csv")
 
 
-def _fmt(value: float) -> str:
-    if value is None or not np.isfinite(value):
-        return "–"
-    digits = 1 if abs(value) >= 100 else 2 if abs(value) >= 10 else 3   # about 3-4 significant figures
-    return f"{value:.{digits}f}"
+@dataclass(frozen=True)
+class Cell:
+    """One table cell in parts, so every format can lay them out its own way."""
+
+    mean: str                  # "0.562", "–" when absent
+    low: str = ""              # interval ends ("" when there is none)
+    high: str = ""
+    mark: str = ""             # ▲ / ▼: significantly above / below the baseline
+    best: bool = False
+    value: float = math.nan    # for sorting (HTML)
+
+    def text(self) -> str:
+        body = f"{self.mean} [{self.low}, {self.high}]" if self.low else self.mean
+        return body + self.mark
 
 
-def _cell(row: pd.Series, key: str) -> str:
-    mean, low, high = row[key], row[f"{key}:ci_low"], row[f"{key}:ci_high"]
-    if not np.isfinite(mean):
-        return "–"
-    if np.isfinite(low) and np.isfinite(high):
-        return f"{_fmt(mean)} [{_fmt(low)}, {_fmt(high)}]"
-    return _fmt(mean)
-
-
-def _display(key: str) -> str:
+def display(key: str) -> str:
     scorer, metric = key.split("/", 1)
     return metric_info(scorer, metric).display
 
 
-def _mark(row: pd.Series, key: str) -> str:
-    """↑ or ↓ when the Holm-adjusted paired comparison with the baseline is significant."""
+def header(key: str) -> str:
+    """The column's name and the direction that is better (↑ / ↓; none when neither is a goal)."""
+    return (display(key) + " " + arrow(key)).rstrip()
+
+
+def mark(row: pd.Series, key: str) -> str:
+    """▲ or ▼ when the Holm-adjusted paired comparison with the baseline is significant."""
     p, delta = row.get(f"{key}:p_holm", math.nan), row.get(f"{key}:delta", math.nan)
     if not (np.isfinite(p) and p < ALPHA and np.isfinite(delta)):
         return ""
-    return UP if delta > 0 else DOWN
+    return ABOVE if delta > 0 else BELOW
 
 
-def _table(board: pd.DataFrame, bold) -> tuple[list[str], list[list[str]]]:
-    """Header and body cells, with ``bold(text)`` applied to each column's best and ↑/↓ after
-    the cells that differ significantly from the baseline."""
-    keys = metric_keys(board)
-    best = {key: best_labels(board, key) for key in keys}
-    header = ["objective", "seeds", "failed"] + [_display(k) for k in keys]
-    body = []
+def level_cell(row: pd.Series, key: str, places: int, best: bool, minus: str = "-") -> Cell:
+    mean, low, high = row[key], row[f"{key}:ci_low"], row[f"{key}:ci_high"]
+    if not np.isfinite(mean):
+        return Cell("–")
+    fmt = lambda v: columns.number(v, places, minus=minus)   # noqa: E731
+    ends = (fmt(low), fmt(high)) if np.isfinite(low) and np.isfinite(high) else ("", "")
+    return Cell(fmt(mean), *ends, mark=mark(row, key), best=best, value=float(mean))
+
+
+@dataclass(frozen=True)
+class Table:
+    keys: list[str]            # metric columns
+    labels: list[str]          # rows
+    cells: list[list[Cell]]    # [row][column]
+    extra: list[list[str]]     # seeds, failed (main table only)
+
+
+def main_table(board: pd.DataFrame, keys: list[str] | None = None, minus: str = "-") -> Table:
+    keys = metric_keys(board) if keys is None else keys
+    best = {key: columns.best_labels(board, key) for key in keys}
+    places = {key: decimals(board, key) for key in keys}
+    cells, labels, extra = [], [], []
     for _, row in board.iterrows():
-        cells = [str(row["label"]), str(row["seeds"]), str(row["failed"])]
-        cells += [(bold(_cell(row, k)) if row["label"] in best[k] else _cell(row, k)) + _mark(row, k) for k in keys]
-        body.append(cells)
-    return header, body
+        labels.append(str(row["label"]))
+        extra.append([str(row["seeds"]), str(row["failed"])])
+        cells.append([level_cell(row, k, places[k], row["label"] in best[k], minus) for k in keys])
+    return Table(keys, labels, cells, extra)
 
 
-def _notes(board: pd.DataFrame) -> list[str]:
-    """The sentences under a rendered leaderboard: what a cell is, what ↑/↓ mean."""
-    notes = ["Cells: mean across seeds [95% interval: bootstrap over seeds and prompts (drift: held-out pairs), "
-             "crossed, percentile; one seed: over prompts only]; best in bold."]
-    baseline = board.attrs.get("baseline")
-    if baseline is not None:
-        notes.append(f"{UP}/{DOWN}: above/below the baseline {baseline} (paired by seed and prompt, 95% "
-                     f"bootstrap, Holm-adjusted p < {ALPHA:g} within each column); see comparisons.csv.")
-        comp, n_boot = board.attrs.get("comparisons"), board.attrs.get("n_boot")
-        if comp is not None and len(comp) and n_boot:
-            m = int(comp.groupby(["scorer", "metric"]).size().max())
-            floor = 2 * m / (n_boot + 1)   # the smallest Holm-adjusted bootstrap p-value of a column
-            if floor >= ALPHA:
-                notes.append(f"With scoring.bootstrap_samples = {n_boot} and {m} comparisons per column the "
-                             f"smallest Holm-adjusted p is {floor:.3g}: no difference can be marked; "
-                             f"use bootstrap_samples >= {40 * m}.")
-    elif board.attrs.get("baseline_note"):
-        notes.append(board.attrs["baseline_note"] + ".")
-    return notes
-
-
-def _delta_cell(row: pd.Series, key: str, hits: dict) -> str:
-    r = hits.get((row["label"], key))
-    if r is None or not np.isfinite(r["delta"]):
-        return "–"
-    text = f"{r['delta']:+.3g}"
-    if np.isfinite(r["ci_low"]) and np.isfinite(r["ci_high"]):
-        text += f" [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}]"
-    return text + _mark(row, key)
-
-
-def delta_table(board: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Δ vs the baseline, one row per compared label: ``Δ [95% interval]`` and ↑/↓."""
+def delta_rows(board: pd.DataFrame, keys: list[str] | None = None, minus: str = "-") -> Table:
+    """Δ vs the baseline, one row per compared label, with its column's decimals and ▲/▼."""
     comp, baseline = board.attrs.get("comparisons"), board.attrs.get("baseline")
     if baseline is None or comp is None or comp.empty:
-        return [], []
+        return Table([], [], [], [])
     # Each (label, metric)'s first comparison, looked up once per cell (filtering the whole
     # table per cell took ~0.3 s per format on the CI suite's 13 x 9 cells).
     hits: dict = {}
     for r in comp.assign(key=comp["scorer"] + "/" + comp["metric"]).to_dict("records"):
         hits.setdefault((r["label"], r["key"]), r)
     present = {key for _, key in hits}
-    keys = [k for k in metric_keys(board) if k in present]
-    header = [f"Δ vs {baseline}"] + [_display(k) for k in keys]
+    keys = [k for k in (metric_keys(board) if keys is None else keys) if k in present]
+    places = {key: decimals(board, key) for key in keys}
     compared = {label for label, _ in hits}
-    body = [[str(row["label"])] + [_delta_cell(row, k, hits) for k in keys]
-            for _, row in board.iterrows() if row["label"] != baseline and row["label"] in compared]
-    return header, body
+    labels, cells = [], []
+    for _, row in board.iterrows():
+        if row["label"] == baseline or row["label"] not in compared:
+            continue
+        labels.append(str(row["label"]))
+        line = []
+        for k in keys:
+            r = hits.get((row["label"], k))
+            if r is None or not np.isfinite(r["delta"]):
+                line.append(Cell("–"))
+                continue
+            fmt = lambda v: columns.number(v, places[k], sign=True, minus=minus)   # noqa: E731
+            ends = ((fmt(r["ci_low"]), fmt(r["ci_high"])) if np.isfinite(r["ci_low"]) and np.isfinite(r["ci_high"])
+                    else ("", ""))
+            line.append(Cell(fmt(r["delta"]), *ends, mark=mark(row, k), best=bool(mark(row, k)),
+                             value=float(r["delta"])))
+        cells.append(line)
+    return Table(keys, labels, cells, [])
+
+
+def delta_table(board: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The Δ table as header and text cells (markdown)."""
+    table = delta_rows(board)
+    if not table.labels:
+        return [], []
+    head = [f"Δ vs {board.attrs['baseline']}"] + [header(k) for k in table.keys]
+    return head, [[label] + [c.text() for c in line] for label, line in zip(table.labels, table.cells)]
+
+
+def notes(board: pd.DataFrame) -> list[str]:
+    """The sentences under a rendered leaderboard: what a cell is, what the marks mean."""
+    out = ["Cells: mean across seeds [95% interval: bootstrap over seeds and prompts (drift: held-out pairs), "
+           "crossed, percentile; one seed: over prompts only].",
+           f"{columns.UP} / {columns.DOWN} in a header: higher / lower is better; no arrow: a trade-off axis, "
+           "not a goal. Bold: a column's best trained objective, only when its interval does not overlap "
+           "the runner-up's; never the reference, a control (" + ", ".join(sorted(columns.CONTROL_OBJECTIVES))
+           + ", labels naming a control) or the raw reward-model columns (the reward model may reward length; "
+           "see Scorer validity).",
+           NUMBER_NOTE]
+    baseline = board.attrs.get("baseline")
+    if baseline is not None:
+        out.append(f"{ABOVE}/{BELOW}: above/below the baseline {baseline} (paired by seed and prompt, 95% "
+                   f"bootstrap, Holm-adjusted p < {ALPHA:g} within each column); see comparisons.csv.")
+        comp, n_boot = board.attrs.get("comparisons"), board.attrs.get("n_boot")
+        if comp is not None and len(comp) and n_boot:
+            m = int(comp.groupby(["scorer", "metric"]).size().max())
+            floor = 2 * m / (n_boot + 1)   # the smallest Holm-adjusted bootstrap p-value of a column
+            if floor >= ALPHA:
+                out.append(f"With scoring.bootstrap_samples = {n_boot} and {m} comparisons per column the "
+                           f"smallest Holm-adjusted p is {floor:.3g}: no difference can be marked; "
+                           f"use bootstrap_samples >= {40 * m}.")
+    elif board.attrs.get("baseline_note"):
+        out.append(board.attrs["baseline_note"] + ".")
+    return out
+
+
+DELTA_NOTE = ("Δ: objective minus baseline, paired by seed (same data order) and prompt; the reference "
+              "is paired by prompt only.")
 
 
 def render(board: pd.DataFrame, fmt: str = "md") -> str:
-    """The leaderboard as ``md``, ``latex`` (booktabs), ``html`` (standalone page) or ``csv``."""
+    """The leaderboard as ``md``, ``latex`` (booktabs floats), ``html`` (standalone page) or ``csv``."""
     if fmt == "md":
         return _render_md(board)
     if fmt == "latex":
-        return _render_latex(board)
+        from bench.tables.render_latex import render_latex
+        return render_latex(board)
     if fmt == "html":
-        return _render_html(board)
+        from bench.tables.render_html import render_html
+        return render_html(board)
     if fmt == "csv":
         return board.to_csv(index=False, lineterminator="\n")
     raise BenchError(f"report format {fmt!r} is not one of {', '.join(FORMATS)}")
 
 
-def _md_table(header: list[str], body: list[list[str]]) -> list[str]:
-    esc = [[c.replace("|", "\\|") for c in row] for row in [header] + body]
-    lines = ["| " + " | ".join(esc[0]) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+def _md_table(head: list[str], body: list[list[str]]) -> list[str]:
+    esc = [[c.replace("|", "\\|") for c in row] for row in [head] + body]
+    lines = ["| " + " | ".join(esc[0]) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     return lines + ["| " + " | ".join(row) + " |" for row in esc[1:]]
 
 
 def _render_md(board: pd.DataFrame) -> str:
-    lines = _md_table(*_table(board, lambda s: f"**{s}**"))
-    lines += ["", *_notes(board)]
-    header, body = delta_table(board)
-    if body:
-        lines += ["", *_md_table(header, body), "",
-                  "Δ: objective minus baseline, paired by seed (same data order) and prompt; the reference "
-                  "is paired by prompt only."]
-    return "\n".join(lines) + "\n"
-
-
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def _latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text).replace("–", "--")
-
-
-def _render_latex(board: pd.DataFrame) -> str:
-    header, body = _table(board, lambda s: "\x00" + s + "\x01")   # markers survive escaping
-
-    def tex(cell: str) -> str:
-        return (_latex_escape(cell).replace("\x00", r"\textbf{").replace("\x01", "}")
-                .replace(UP, r"$^\uparrow$").replace(DOWN, r"$^\downarrow$").replace("Δ", r"$\Delta$"))
-
-    def tabular(header, body) -> list[str]:
-        lines = [r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
-                 " & ".join(tex(h) for h in header) + r" \\", r"\midrule"]
-        lines += [" & ".join(tex(c) for c in row) + r" \\" for row in body]
-        return lines + [r"\bottomrule", r"\end{tabular}"]
-
-    lines = tabular(header, body) + ["", *("% " + tex(n) for n in _notes(board))]
-    d_header, d_body = delta_table(board)
+    table = main_table(board)
+    head = ["objective", "seeds", "failed"] + [header(k) for k in table.keys]
+    body = [[label, *extra] + [f"**{c.text()}**" if c.best else c.text() for c in line]
+            for label, extra, line in zip(table.labels, table.extra, table.cells)]
+    lines = _md_table(head, body) + ["", *notes(board)]
+    d_head, d_body = delta_table(board)
     if d_body:
-        lines += ["", *tabular(d_header, d_body)]
+        lines += ["", *_md_table(d_head, d_body), "", DELTA_NOTE]
     return "\n".join(lines) + "\n"
-
-
-def _render_html(board: pd.DataFrame) -> str:
-    header, body = _table(board, lambda s: "\x00" + s + "\x01")
-
-    def cell(text: str) -> str:
-        return html.escape(text).replace("\x00", "<b>").replace("\x01", "</b>")
-
-    def table(header, body) -> str:
-        head = "".join(f"<th>{cell(h)}</th>" for h in header)
-        rows = "\n".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in row) + "</tr>" for row in body)
-        return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>\n"
-
-    d_header, d_body = delta_table(board)
-    notes = "".join(f"<p>{cell(n)}</p>\n" for n in _notes(board))
-    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>prefbench leaderboard</title>\n"
-            "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-            "td:first-child,th:first-child{text-align:left}</style></head>\n<body>\n"
-            + table(header, body) + notes + (table(d_header, d_body) if d_body else "") + "</body></html>\n")

@@ -10,23 +10,23 @@ metric's range. :func:`bench.tables.comparisons.comparisons` gives Δ against th
 (``scoring.compare_to``), paired by seed and prompt, with Holm-adjusted p-values.
 
 Cells are written ``mean [low, high]`` (the intervals are not always symmetric, so a
-``±`` form would misstate bootstrap intervals). The best mean of each column is bold for
-the metrics with a direction (:data:`bench.tables.results.METRICS`): win rates, LC win rate,
-gold accuracy, reward-model score, implicit accuracy, lm-eval scores (higher better) and
-the share of pairs with the chosen log-prob down (lower better). Length, KL, log-ratio
-drift and training loss are trade-off axes, not goals, and get no bold.
+``±`` form would misstate bootstrap intervals). Which direction of a column is better, which
+cell is bold (a separated best among the trained objectives, never a control) and how its
+numbers are rounded: :mod:`bench.tables.columns`. Length, KL, log-ratio drift and training
+loss are trade-off axes, not goals, and get no bold.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
 from bench.errors import BenchError
 from bench.tables import plot_jobs
-from bench.tables.leaderboard import leaderboard, leaderboard_cells, read_settings
+from bench.tables.leaderboard import leaderboard, leaderboard_cells, read_settings, write_settings
 from bench.tables.render import FORMATS, render
 from bench.io import atomic_write
 from bench.tables.results import read_results, read_runs, read_units
@@ -48,9 +48,15 @@ def write_report(results_dir: str | Path, *, plots: bool = True, plot_pool=None)
 
 
 def write_report_files(results_dir: str | Path, *, plots: bool = True, compare_to: str | None = None,
-                       plot_pool=None) -> tuple[pd.DataFrame, dict[str, Path]]:
+                       plot_pool=None, formats=None) -> tuple[pd.DataFrame, dict[str, Path]]:
     """As :func:`write_report`; returns the leaderboard frame and ``{format or plot:name: path}``.
-    ``compare_to`` replaces the folder's baseline for these files; one it cannot resolve is an error.
+
+    ``compare_to`` other than the folder's own baseline (``statistics.json``) writes a sub-report,
+    ``<folder>/compare-to-<baseline>/`` (:func:`compare_folder`), with its own leaderboard files,
+    ``comparisons.csv``, ``statistics.json`` and Δ plot; the run's own files stay as they were, so
+    the folder never names one baseline in one file and another in the next. One it cannot resolve
+    is an error. ``formats`` (a subset of :data:`FORMATS`): write only those leaderboard files
+    (no comparisons.csv, no plots).
 
     With a ``plot_pool`` each group of plots is handed over as soon as what it needs exists (the
     runs' logs, then the cells, then the comparisons), so the pool draws while this process
@@ -58,28 +64,40 @@ def write_report_files(results_dir: str | Path, *, plots: bool = True, compare_t
     folder = Path(results_dir)
     results_df, runs_df, units = read_results(folder), read_runs(folder), read_units(folder)
     settings = read_settings(folder)
-    if compare_to is not None:
+    target = folder
+    if compare_to is not None and compare_to != settings.compare_to:
         settings = dataclasses.replace(settings, compare_to=compare_to)
+        target = None   # known once the baseline is resolved
+    everything = formats is None
+    plots = plots and everything
     drawing = _PlotQueue(plot_pool)
-    if plots:
+    if plots and target is not None:
         labels = plot_jobs.folder_labels(results_df, runs_df)
         drawing.add(plot_jobs.run_jobs(folder, runs_df, labels))
         drawing.warm("bench.tables.plots")   # a second process imports matplotlib meanwhile
     cells = leaderboard_cells(results_df, runs_df, units, settings)
-    if plots:
+    if plots and target is not None:
         drawing.add(plot_jobs.cell_jobs(folder, results_df, cells.long, labels))
     board = leaderboard(results_df, runs_df, units, settings, cells=cells)
     if compare_to is not None and board.attrs["baseline"] is None:
         raise BenchError(f"--compare-to: {board.attrs['baseline_note'].removeprefix('No comparisons: ')}")
+    if target is None:
+        target = compare_folder(folder, board.attrs["baseline"])
+        target.mkdir(parents=True, exist_ok=True)
+        write_settings(target, settings)
+    board.attrs["meta"] = folder_meta(folder, runs_df)
     if plots:
-        drawing.add(plot_jobs.board_jobs(folder, board))
+        drawing.add(plot_jobs.board_jobs(target, board))
     written = {}
-    comp = board.attrs["comparisons"]
-    path = folder / COMPARISONS_FILE
-    atomic_write(path, lambda tmp: comp.to_csv(tmp, index=False, lineterminator="\n"))
-    written["comparisons"] = path
+    if everything:
+        comp = board.attrs["comparisons"]
+        path = target / COMPARISONS_FILE
+        atomic_write(path, lambda tmp: comp.to_csv(tmp, index=False, lineterminator="\n"))
+        written["comparisons"] = path
     for fmt, suffix in _SUFFIX.items():
-        path = folder / f"leaderboard.{suffix}"
+        if not everything and fmt not in formats:
+            continue
+        path = target / f"leaderboard.{suffix}"
         text = render(board, fmt)
         if fmt == "md":
             text += section(folder)
@@ -89,6 +107,30 @@ def write_report_files(results_dir: str | Path, *, plots: bool = True, compare_t
         if path is not None:
             written[f"plot:{name}"] = path
     return board, written
+
+
+def compare_folder(results_dir: str | Path, baseline: str) -> Path:
+    """Where ``report --compare-to`` writes a comparison with another baseline than the run's."""
+    slug = "".join(ch if ch.isalnum() or ch in "-_.=," else "_" for ch in baseline)
+    return Path(results_dir) / f"compare-to-{slug}"
+
+
+def folder_meta(folder: Path, runs_df: pd.DataFrame | None) -> dict:
+    """Suite, commit, date and validity text of a folder, for the page and table headers. The
+    date is when the results were written (results.parquet), so a re-render is byte-identical."""
+    meta: dict = {}
+    if runs_df is not None and len(runs_df):
+        for key, column in (("suite", "suite"), ("commit", "git_revision")):
+            values = sorted({str(v) for v in runs_df[column].dropna()}) if column in runs_df else []
+            if values:
+                meta[key] = ", ".join(values)
+    stamp = folder / "results.parquet"
+    if stamp.is_file():
+        meta["date"] = datetime.fromtimestamp(stamp.stat().st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = section(folder).strip()
+    if text:
+        meta["validity"] = text
+    return meta
 
 
 class _PlotQueue:
@@ -110,9 +152,12 @@ class _PlotQueue:
             yield name, job.result() if self.pool is not None else job[0](*job[1])
 
 
-def report_text(results_dir: str | Path, fmt: str = "md", compare_to: str | None = None) -> str:
-    """Refresh a folder's report files and plots; return the leaderboard in ``fmt``."""
+def report_text(results_dir: str | Path, fmt: str | None = "md", compare_to: str | None = None,
+                only: bool = False) -> tuple[str, Path]:
+    """Refresh a folder's report files and plots (``only``: just the ``fmt`` file); return the
+    leaderboard in ``fmt`` and the folder the files went to."""
+    fmt = fmt or "md"
     if fmt not in FORMATS:
         raise BenchError(f"report format {fmt!r} is not one of {', '.join(FORMATS)}")
-    board, _ = write_report_files(results_dir, compare_to=compare_to)
-    return render(board, fmt)
+    board, written = write_report_files(results_dir, compare_to=compare_to, formats=[fmt] if only else None)
+    return written[fmt].read_text(encoding="utf-8"), written[fmt].parent
