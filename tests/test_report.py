@@ -93,7 +93,7 @@ def test_t_interval_by_hand():
 def test_leaderboard_means_intervals_and_failed_runs():
     results, runs = synthetic()
     board = leaderboard(results, runs).set_index("label")
-    assert list(board.index) == ["reference", ADAPTIVE, STATIC, DPO]   # reference first, then sorted
+    assert list(board.index) == ["reference", DPO, ADAPTIVE, STATIC]   # reference, the baseline, then sorted
     key = "reward_model/win_rate_vs_reference"
     # dpo: mean 0.62, sd 0.02 over 3 seeds
     half = T_975_DF2 * 0.02 / math.sqrt(3)
@@ -123,22 +123,22 @@ def test_leaderboard_means_intervals_and_failed_runs():
                            "drift/chosen_logp_down", "kl/kl_to_reference", "lm_eval:arith_local/exact_match"]
 
 
-def test_markdown_bolds_best_only_where_direction_is_defined():
+def test_markdown_headers_say_the_direction_and_bold_only_a_separated_best():
     results, runs = synthetic()
     md = render(leaderboard(results, runs), "md")
     first_table = md.split("\n\n")[0]   # the Δ-vs-baseline table follows
     lines = {line.split("|")[1].strip(): line for line in first_table.splitlines() if line.startswith("| ")}
     cells = {label: [c.strip() for c in line.strip("|").split("|")] for label, line in lines.items()}
     header = cells["objective"]
-    win = header.index("RM win rate vs ref")
-    down = header.index("chosen log-prob down")
-    kl = header.index("KL to ref")
-    gold = header.index("gold accuracy")
-    assert cells[STATIC][win].startswith("**0.730 [")            # highest win rate
-    assert not cells[DPO][win].startswith("**")
-    assert cells[STATIC][down].startswith("**0.300 [")           # lower is better
-    assert not any(row[kl].startswith("**") for row in cells.values())   # KL: no direction, no bold
-    assert cells[STATIC][gold].startswith("**0.550")             # best gold among all rows
+    win = header.index("RM win rate vs ref ↑")
+    down = header.index("chosen log-prob down ↓")
+    kl = header.index("KL to ref")                                # no direction, no arrow
+    gold = header.index("gold accuracy ↑")
+    # The raw RM win rate is never bold (a reward model may reward length), the others' bests
+    # lie inside their runner-up's interval here: nothing is bold.
+    assert cells[STATIC][win].startswith("0.730 [") and "**" not in first_table
+    assert cells[STATIC][down].startswith("0.300 [") and cells[STATIC][gold].startswith("0.550 [")
+    assert cells[DPO][kl].startswith("0.700 [")
     assert cells["reference"][win] == "–"
     assert cells[ADAPTIVE][header.index("failed")] == "1"
 
@@ -148,12 +148,13 @@ def test_latex_html_csv():
     board = leaderboard(results, runs)
     tex = render(board, "latex")
     assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
-    assert r"\textbf{0.730 [" in tex and r"adpo[granularity=static,k=1]" in tex
-    assert r"lm\_eval" not in tex or r"\_" in tex   # underscores escaped in headers
-    assert "RM win rate vs ref" in tex and "log-prob" in tex
+    assert tex.count(r"\begin{table*}") == tex.count(r"\end{table*}") == tex.count(r"\caption{") >= 3
+    assert r"$0.730" not in tex                          # the raw RM win rate is not a paper column
+    assert r"adpo[granularity=static,k=1]" in tex and r"$0.550^{+" in tex
+    assert r"accuracy $\uparrow$" in tex and r"down $\downarrow$" in tex
     page = render(board, "html")
     first_table = page.split("</table>")[0]   # the Δ-vs-baseline table follows
-    assert page.startswith("<!DOCTYPE html>") and "<b>0.730 [" in page and first_table.count("<tr>") == 5
+    assert page.startswith("<!DOCTYPE html>") and ">0.730<" in page and first_table.count("<tr") == 5
     csv = pd.read_csv(pd.io.common.StringIO(render(board, "csv")))
     row = csv.set_index("label").loc[DPO]
     assert row["reward_model/win_rate_vs_reference"] == pytest.approx(0.62)
@@ -173,7 +174,7 @@ def test_write_report_files_and_plots(tmp_path):
     for name in ("drift_curves", "winrate_vs_kl", "winrate_vs_length", "granularity_sweep"):
         png = written[f"plot:{name}"]
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
-    assert report_text(tmp_path, "md") == (tmp_path / "leaderboard.md").read_text()
+    assert report_text(tmp_path, "md") == ((tmp_path / "leaderboard.md").read_text(), tmp_path)
 
 
 def test_plots_drawn_by_a_pool_of_processes_are_the_ones_drawn_here(tmp_path):

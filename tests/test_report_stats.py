@@ -118,10 +118,11 @@ def test_leaderboard_marks_significant_differences_in_every_format(tmp_path):
     md = (tmp_path / "leaderboard.md").read_text()
     better_line = next(line for line in md.splitlines() if line.startswith("| better |"))
     same_line = next(line for line in md.splitlines() if line.startswith("| same |"))
-    assert "↑" in better_line and "↑" not in same_line and "↓" not in same_line
+    assert "▲" in better_line and "▲" not in same_line and "▼" not in same_line
     assert "Δ vs dpo" in md and "Holm" in md
-    assert r"$^\uparrow$" in (tmp_path / "leaderboard.tex").read_text()
-    assert "↑" in (tmp_path / "leaderboard.html").read_text()
+    tex = (tmp_path / "leaderboard.tex").read_text()   # a significant Δ is bold in the paper's Δ table
+    assert r"\mathbf{+2.0}" in tex and "Holm" in tex
+    assert "▲" in (tmp_path / "leaderboard.html").read_text()
     assert "length/mean_tokens:p_holm" in (tmp_path / "leaderboard.csv").read_text()
     comp = pd.read_csv(tmp_path / COMPARISONS_FILE)
     assert set(comp["label"]) == {"better", "same", "reference"} and (comp["baseline"] == "dpo").all()
@@ -284,10 +285,19 @@ def test_report_cli_compare_to_overrides_the_baseline_or_fails_in_one_line(tmp_p
     write_results(tmp_path, results, runs)
     write_units(tmp_path, units)
     runner = CliRunner()
+    write_settings(tmp_path, StatsSettings(compare_to="dpo", n_boot=200, seed=0))
+    own = runner.invoke(main, ["report", str(tmp_path)])
+    assert own.exit_code == 0, own.output
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     done = runner.invoke(main, ["report", str(tmp_path), "--compare-to", "better"])
     assert done.exit_code == 0, done.output
     assert "Δ vs better" in done.output
-    assert set(pd.read_csv(tmp_path / COMPARISONS_FILE)["baseline"]) == {"better"}
+    # Another baseline goes to a sub-report; the run's own files (statistics.json included) stay.
+    sub = tmp_path / "compare-to-better"
+    assert set(pd.read_csv(sub / COMPARISONS_FILE)["baseline"]) == {"better"}
+    assert read_settings(sub).compare_to == "better" and read_settings(tmp_path).compare_to == "dpo"
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    assert {p.name for p in sub.iterdir()} >= {"leaderboard.md", "leaderboard.tex", "leaderboard.html", "plots"}
     bad = runner.invoke(main, ["report", str(tmp_path), "--compare-to", "kto"])
     assert bad.exit_code == 2
     lines = bad.output.strip().splitlines()
@@ -311,9 +321,9 @@ def test_leaderboard_says_when_too_few_replicates_can_mark_nothing():
     results, runs, units = shifted_suite()
     few = render(leaderboard(results, runs, units, StatsSettings("dpo", 100, 0)), "md")
     assert "smallest Holm-adjusted p is 0.0594" in few and "bootstrap_samples >= 120" in few   # 3 comparisons
-    assert "↑" not in few.split("\n\n")[0]
+    assert "▲" not in few.split("\n\n")[0]
     enough = render(leaderboard(results, runs, units, StatsSettings("dpo", 200, 0)), "md")
-    assert "smallest Holm-adjusted" not in enough and "↑" in enough.split("\n\n")[0]
+    assert "smallest Holm-adjusted" not in enough and "▲" in enough.split("\n\n")[0]
 
 
 def test_delta_plot_titles_legend_and_tick_labels_do_not_collide(tmp_path, monkeypatch):

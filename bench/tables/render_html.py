@@ -19,12 +19,14 @@ _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.15em;margin-top:1.6em}
 .meta{color:#555;margin:0 0 1em}
-.scroll{overflow-x:auto;max-width:100%}
-table{border-collapse:collapse;font-variant-numeric:tabular-nums}
-th,td{border-bottom:1px solid #ddd;padding:4px 10px;text-align:right;white-space:nowrap;vertical-align:top}
-th{position:sticky;top:0;background:#f4f4f4;cursor:pointer;white-space:normal;min-width:5.5em;font-weight:600}
+table{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:.92em}
+th,td{border-bottom:1px solid #ddd;padding:4px 7px;text-align:right;white-space:nowrap;vertical-align:top}
+th{position:sticky;top:0;background:#f4f4f4;cursor:pointer;white-space:normal;min-width:4.8em;font-weight:600;
+   font-size:.9em;vertical-align:bottom}
+th.n{min-width:0}
 td:first-child,th:first-child{text-align:left}
-td .ci{display:block;font-size:.78em;color:#666}
+td.label{white-space:normal;max-width:12em}
+td .ci{display:block;font-size:.74em;color:#666}
 td.best .m{font-weight:700}
 tr.control td{color:#777}
 .mark{color:#a40;margin-left:2px}
@@ -49,6 +51,12 @@ document.querySelectorAll('table.sortable th').forEach(function(th, col){
 """
 
 
+def _label(label: str) -> str:
+    """A label cell that may break after its commas (a long configuration), never inside a number."""
+    text = html.escape(label).replace(",", ",<wbr>").replace("[", "<wbr>[")
+    return f'<td class="label" data-v="{html.escape(label)}">{text}</td>'
+
+
 def _td(cell: Cell) -> str:
     cls = ' class="best"' if cell.best else ""
     value = "" if cell.value != cell.value else f"{cell.value:.10g}"   # NaN sorts last
@@ -58,9 +66,12 @@ def _td(cell: Cell) -> str:
 
 
 def _table(head: list[str], rows: list[str], title: str = "") -> str:
-    ths = "".join(f'<th title="{html.escape(title)}">{html.escape(h)}</th>' for h in head)
-    return (f'<div class="scroll"><table class="sortable">\n<thead><tr>{ths}</tr></thead>\n<tbody>\n'
-            + "\n".join(rows) + "\n</tbody>\n</table></div>\n")
+    # The header sticks to the top of the window (no scrolling box of its own, which would hold it).
+    narrow = ' class="n"'
+    ths = "".join(f'<th title="{html.escape(title)}"{narrow if h in ("seeds", "failed") else ""}>'
+                  f'{html.escape(h)}</th>' for h in head)
+    return (f'<table class="sortable">\n<thead><tr>{ths}</tr></thead>\n<tbody>\n'
+            + "\n".join(rows) + "\n</tbody>\n</table>\n")
 
 
 def _validity_html(text: str) -> str:
@@ -104,7 +115,7 @@ def render_html(board: pd.DataFrame) -> str:
     rows = []
     for label, objective, extra, line in zip(table.labels, board["objective"], table.extra, table.cells):
         cls = ' class="control"' if columns.is_control(label, str(objective)) else ""
-        rows.append(f'<tr{cls}><td data-v="{html.escape(label)}">{html.escape(label)}</td>'
+        rows.append(f'<tr{cls}>{_label(label)}'
                     + "".join(f'<td data-v="{e}">{e}</td>' for e in extra) + "".join(_td(c) for c in line) + "</tr>")
     parts.append(_table(head, rows, "click to sort"))
     parts += [f"<p>{html.escape(n)}</p>" for n in notes(board)]
@@ -112,7 +123,7 @@ def render_html(board: pd.DataFrame) -> str:
     delta = delta_rows(board, minus=MINUS)
     if delta.labels:
         parts.append(f"<h2>Δ vs {html.escape(str(board.attrs['baseline']))}</h2>")
-        d_rows = [f'<tr><td data-v="{html.escape(label)}">{html.escape(label)}</td>'
+        d_rows = [f'<tr>{_label(label)}'
                   + "".join(_td(Cell(c.mean, c.low, c.high, c.mark, False, c.value)) for c in line) + "</tr>"
                   for label, line in zip(delta.labels, delta.cells)]
         parts.append(_table([f"Δ vs {board.attrs['baseline']}"] + [header(k) for k in delta.keys], d_rows))
