@@ -16,11 +16,11 @@ from bench.tables.columns import MINUS
 from bench.tables.render import DELTA_NOTE, Cell, delta_rows, display, header, main_table, notes
 
 _STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+body{font-family:system-ui,sans-serif;margin:1em;color:#222}
 h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.15em;margin-top:1.6em}
 .meta{color:#555;margin:0 0 1em}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:.92em}
-th,td{border-bottom:1px solid #ddd;padding:4px 7px;text-align:right;white-space:nowrap;vertical-align:top}
+th,td{border-bottom:1px solid #ddd;padding:4px 6px;text-align:right;white-space:nowrap;vertical-align:top}
 th{position:sticky;top:0;background:#f4f4f4;cursor:pointer;white-space:normal;min-width:4.8em;font-weight:600;
    font-size:.9em;vertical-align:bottom}
 th.n{min-width:0}
