@@ -77,7 +77,7 @@ def main():
 
 set_option = click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-    help="Override a suite field, e.g. --set training.max_steps=10 (repeatable).",
+    help="Override a suite field, e.g. --set training.max_steps=10 (repeatable; default: none).",
 )
 
 
@@ -87,7 +87,7 @@ set_option = click.option(
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Output folder (default results/<suite name>/).")
 @click.option("--only", multiple=True, metavar="NAME",
-              help="Run only objectives whose label or name matches (repeatable).")
+              help="Run only objectives whose label or name matches (repeatable; default: all).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--executor", type=click.Choice(["inprocess", "local", "ray", "slurm"]), default=None,
               help="Where the runs train and evaluate (default: the suite's executor.kind, else inprocess).")
@@ -123,18 +123,14 @@ def validate(suite, overrides):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def objectives(as_json):
     """List every objective with its hyperparameters, defaults, reference need and paper."""
+    from bench.cli_objectives import objectives_text
     from trainers.objectives import describe_objectives
 
     described = describe_objectives()
     if as_json:
         click.echo(json.dumps(described, indent=2))
         return
-    for obj in described:
-        ref = "needs reference" if obj["needs_reference"] else "reference-free"
-        click.echo(f"{obj['name']}  ({ref})  {obj['paper']}")
-        for name, hp in obj["hyperparameters"].items():
-            allowed = hp.get("allowed", "")
-            click.echo(f"    {name:<18} default={hp['default']!r:<12} {allowed}  {hp.get('description', '')}".rstrip())
+    click.echo(objectives_text(described))
 
 
 @main.command()
@@ -193,9 +189,10 @@ def verify(results_dir):
 
 @main.command()
 @click.argument("results_dir", type=click.Path(file_okay=False))
-@click.option("--baseline", required=True, type=click.Path(dir_okay=False))
+@click.option("--baseline", required=True, type=click.Path(dir_okay=False),
+              help="Baseline file written by `baseline` (.yaml/.yml or JSON).")
 @click.option("--only", multiple=True, metavar="LABEL",
-              help="Check only the entries of these labels (repeatable), e.g. after a partial rerun.")
+              help="Check only the entries of these labels (repeatable; default: all), e.g. after a partial rerun.")
 @click.option("--verbose", "-v", is_flag=True, help="Print the passing entries and their bands too.")
 @one_line_errors
 def check(results_dir, baseline, only, verbose):
@@ -218,10 +215,10 @@ def perf():
 
 
 @perf.command("train")
-@click.option("--steps", default=20, show_default=True)
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--max-length", default=128, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--steps", default=20, show_default=True, help="Optimiser steps per trainer.")
+@click.option("--batch-size", default=8, show_default=True, help="Pairs per step.")
+@click.option("--max-length", default=128, show_default=True, help="Tokens per sequence (prompt and response).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random data and weights.")
 @click.option("--repeats", default=1, show_default=True, help="Interleaved repeats; the fastest of each is kept.")
 def perf_train(steps, batch_size, max_length, seed, repeats):
     """Harness trainer vs TRL's DPOTrainer (default and precomputed reference): tokens/s, memory."""
@@ -235,11 +232,11 @@ def perf_train(steps, batch_size, max_length, seed, repeats):
 @click.option("--size", type=click.Choice(["qwen2-0.5b", "qwen2-tiny"]), default="qwen2-0.5b", show_default=True,
               help="Qwen2-architecture shape built from its config (random weights); tiny is for CPU checks.")
 @click.option("--seq-len", default=1024, show_default=True, help="Tokens per sequence (half prompt, half response).")
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--steps", default=12, show_default=True)
+@click.option("--batch-size", default=8, show_default=True, help="Sequences per step.")
+@click.option("--steps", default=12, show_default=True, help="Optimiser steps, the warm-up steps included.")
 @click.option("--warmup-steps", default=2, show_default=True, help="Leading steps left out of the timing.")
-@click.option("--gradient-checkpointing", is_flag=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--gradient-checkpointing", is_flag=True, help="Recompute activations in the backward pass.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random weights and tokens.")
 @one_line_errors
 def perf_mfu(size, seq_len, batch_size, steps, warmup_steps, gradient_checkpointing, seed):
     """Harness trainer tokens/s and MFU (6N/2N FLOPs against the device's measured matmul peak)."""
@@ -252,7 +249,8 @@ def perf_mfu(size, seq_len, batch_size, steps, warmup_steps, gradient_checkpoint
 @perf.command("grid")
 @click.option("--suite", "suite_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Suite to time (default: suites/ci_smoke.yaml).")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Worker processes of the local executor's run.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="An empty folder for the runs (default: a new temporary one).")
 @click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1),
@@ -267,10 +265,10 @@ def perf_grid(suite_path, workers, out_dir, repeats):
 
 
 @perf.command("generate")
-@click.option("--num-prompts", default=64, show_default=True)
-@click.option("--max-new-tokens", default=64, show_default=True)
-@click.option("--batch-size", default=64, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--num-prompts", default=64, show_default=True, help="Prompts generated for.")
+@click.option("--max-new-tokens", default=64, show_default=True, help="Tokens generated per prompt.")
+@click.option("--batch-size", default=64, show_default=True, help="Prompts per batch of the hf backend.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random prompts and weights.")
 def perf_generate(num_prompts, max_new_tokens, batch_size, seed):
     """Batched hf backend vs a one-prompt-at-a-time generate loop (and vLLM where present)."""
     from bench.perf.generate import run as run_perf
