@@ -208,7 +208,7 @@ def test_plots_return_none_without_data(tmp_path):
     assert plots.plot_drift_curves(runs, tmp_path / "b.png") is None          # no train logs recorded
     assert plots.plot_drift_curves(None, tmp_path / "b.png") is None
     one_point = results[results["label"] != ADAPTIVE]                          # only static k=1: no sweep
-    assert plots.plot_granularity_sweep(aggregate(one_point, runs), one_point, tmp_path / "c.png") is None
+    assert plots.plot_granularity_sweep(leaderboard(one_point, runs), one_point, tmp_path / "c.png") is None
     assert not list(tmp_path.glob("*.png"))
 
 
@@ -289,8 +289,9 @@ def test_a_pool_gets_the_plots_that_need_no_comparisons_before_those_are_compute
     comparing = report.leaderboard
     monkeypatch.setattr(report, "leaderboard", lambda *a, **k: events.append("comparisons") or comparing(*a, **k))
     _, written = write_report_files(tmp_path, plot_pool=DrawsAtOnce())
-    early = ("plot_drift_curves", "plot_winrate_vs_kl", "plot_winrate_vs_length", "plot_granularity_sweep")
+    early = ("plot_drift_curves", "plot_winrate_vs_kl", "plot_winrate_vs_length")
     assert max(events.index(name) for name in early) < events.index("comparisons") < events.index("plot_deltas")
+    assert events.index("comparisons") < events.index("plot_granularity_sweep")   # its Δ are paired comparisons
     assert events.index("plot_drift_curves") < events.index("warm") < events.index("plot_winrate_vs_kl")
     assert {"plot:drift_curves", "plot:winrate_vs_kl", "plot:granularity_sweep"} <= set(written)
 

@@ -3,6 +3,7 @@ column, rows in reading order, LaTeX floats that compile and fit a two-column pa
 ``table*``, an HTML page whose numbers never wrap at 1,600 px, and ``report --format``."""
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -181,3 +182,84 @@ def test_report_format_writes_only_its_file(tmp_path):
     assert done.exit_code == 0, done.output
     assert done.output.startswith("% prefbench leaderboard of suite smoke")
     assert {p.name for p in tmp_path.iterdir()} - before == {"leaderboard.tex"}
+
+
+# ------------------------------------------------------------------ plots
+
+def _drawn(monkeypatch, draw):
+    """Run a plot function and return its figure, kept open (as saved)."""
+    from bench.tables import plots
+
+    monkeypatch.setattr(plots.plt, "close", lambda fig=None: None)
+    assert draw() is not None
+    fig = plots.plt.figure(plots.plt.get_fignums()[-1])
+    monkeypatch.undo()
+    return fig
+
+
+def test_delta_panels_are_scaled_to_the_objectives_and_controls_marked_off_scale(tmp_path, monkeypatch):
+    """Mutation seen failing: the controls' Δ included in the panel's x-range."""
+    from bench.tables import plots
+
+    results, runs = wide_folder(tmp_path)
+    # nll moves gold accuracy 50x more than any objective
+    gold = (results["scorer"] == "gold") & (results["metric"] == "accuracy")
+    results.loc[gold & (results["label"] == "nll"), "value"] += 30.0
+    board = leaderboard(results, runs, None, StatsSettings("dpo[beta=0.1]", 200, 0))
+    fig = _drawn(monkeypatch, lambda: plots.plot_deltas(board, tmp_path / "d.png"))
+    panel = next(ax for ax in fig.axes if ax.get_title().startswith("gold accuracy"))
+    assert panel.get_title() == "gold accuracy ↑ (share)"                   # direction and unit
+    nll = board.set_index("label").loc["nll", "gold/accuracy:delta"]
+    assert nll > 25 and panel.get_xlim()[1] < 2                             # not squashed by nll
+    assert any("off scale" in text.get_text() for text in panel.texts)
+    plots.plt.close(fig)
+
+
+def test_trade_off_plots_put_the_verifier_on_y_and_label_a_reward_model(tmp_path, monkeypatch):
+    from bench.tables import plots
+    from bench.tables.cells import aggregate
+
+    results, runs = wide_folder(tmp_path)
+    fig = _drawn(monkeypatch, lambda: plots.plot_winrate_vs_kl(aggregate(results, runs), tmp_path / "k.png"))
+    assert fig.axes[0].get_ylabel() == "gold accuracy (share)" and "nats" in fig.axes[0].get_xlabel()
+    plots.plt.close(fig)
+    only_rm = results[~results["scorer"].isin(["gold"])]
+    only_rm = only_rm[~((only_rm["scorer"] == "reward_model") & (only_rm["metric"] == "lc_win_rate_vs_reference"))]
+    fig = _drawn(monkeypatch, lambda: plots.plot_winrate_vs_length(aggregate(only_rm, runs), tmp_path / "l.png"))
+    assert "reward model" in fig.axes[0].get_ylabel() and "tokens" in fig.axes[0].get_xlabel()
+    plots.plt.close(fig)
+
+
+def test_drift_curves_say_what_they_show_and_which_objectives_are_absent(tmp_path, monkeypatch):
+    import json
+
+    from bench.tables import plots
+
+    runs = []
+    for label, fields in (("dpo", {"logratio/chosen": 0.1}), ("simpo", {}), ("gone", None)):
+        log = tmp_path / f"{label}.jsonl"
+        if fields is not None:
+            log.write_text("".join(json.dumps({"step": s, "loss": 0.5, **fields}) + "\n" for s in range(3)))
+        runs.append({"run_id": label, "label": label, "objective": label, "status": "ok", "train_log": str(log)})
+    fig = _drawn(monkeypatch, lambda: plots.plot_drift_curves(pd.DataFrame(runs), tmp_path / "c.png"))
+    assert "training batches" in fig.axes[0].get_title() and "held-out" in fig.axes[0].get_title()
+    note = " ".join(t.get_text() for t in fig.texts)
+    assert "simpo: its log has no r_w" in note and "gone: training log missing" in note
+    plots.plt.close(fig)
+
+
+def test_granularity_plot_has_separate_k_and_m_axes_of_paired_deltas(tmp_path, monkeypatch):
+    from bench.tables import plots
+
+    results, runs = wide_folder(tmp_path)
+    params = {"adpo[beta=0.1,granularity=adaptive,m=4]": {"granularity": "adaptive", "m": 4},
+              "adpo[beta=0.1,granularity=static,k=1]": {"granularity": "static", "k": 1}}
+    for label, p in params.items():
+        results.loc[results["label"] == label, "params"] = json.dumps(p)
+    board = leaderboard(results, runs, None, StatsSettings("dpo[beta=0.1]", 200, 0))
+    fig = _drawn(monkeypatch, lambda: plots.plot_granularity_sweep(board, results, tmp_path / "g.png"))
+    xlabels = [ax.get_xlabel() for ax in fig.axes]
+    assert any(x.startswith("k:") for x in xlabels) and any(x.startswith("m:") for x in xlabels)
+    assert all(ax.get_ylabel().startswith("Δ ") for ax in fig.axes)
+    assert "paired" in fig._suptitle.get_text()
+    plots.plt.close(fig)

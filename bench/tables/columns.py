@@ -137,3 +137,18 @@ def meaning(key: str) -> tuple[str, str]:
     if scorer.startswith("lm_eval:"):
         return f"lm-eval task {scorer.split(':', 1)[1]}, its {metric}", "as lm-eval reports it"
     return f"{scorer} {metric}", ""
+
+
+_SHORT_UNITS = {"share, 0-1": "share", "nats per response": "nats", "nats per token": "nats/token",
+                "nats per answer": "nats", "reward units": "RM reward", "tokens": "tokens"}
+
+
+def short_unit(key: str) -> str:
+    """The unit of a column in a word or two, for axis labels ('' when it has none)."""
+    return _SHORT_UNITS.get(meaning(key)[1], "")
+
+
+def title(key: str) -> str:
+    """The column's display name and the direction that is better (↑ / ↓; none for a trade-off axis)."""
+    scorer, metric = key.split("/", 1)
+    return (metric_info(scorer, metric).display + " " + arrow(key)).rstrip()

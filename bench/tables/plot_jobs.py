@@ -43,12 +43,15 @@ def cell_jobs(results_dir: str | Path, results_df: pd.DataFrame, long: pd.DataFr
     return [
         ("winrate_vs_kl", draw, ("plot_winrate_vs_kl", labels, long, folder / "winrate_vs_kl.png")),
         ("winrate_vs_length", draw, ("plot_winrate_vs_length", labels, long, folder / "winrate_vs_length.png")),
-        ("granularity_sweep", draw, ("plot_granularity_sweep", None, long, results_df,
-                                     folder / "granularity_sweep.png")),
     ]
 
 
-def board_jobs(results_dir: str | Path, board: pd.DataFrame) -> list[tuple]:
+def board_jobs(results_dir: str | Path, board: pd.DataFrame, labels: list[str],
+               results_df: pd.DataFrame | None = None) -> list[tuple]:
     """The plots drawn from the finished leaderboard (its comparisons against the baseline)."""
-    return [("deltas_vs_baseline", draw, ("plot_deltas", None, board,
-                                          Path(results_dir) / "plots" / "deltas_vs_baseline.png"))]
+    folder = Path(results_dir) / "plots"
+    jobs = [("deltas_vs_baseline", draw, ("plot_deltas", labels, board, folder / "deltas_vs_baseline.png"))]
+    if results_df is not None:   # the granularity sweep's Δ are paired comparisons too
+        jobs.append(("granularity_sweep", draw, ("plot_granularity_sweep", labels, board, results_df,
+                                                 folder / "granularity_sweep.png")))
+    return jobs

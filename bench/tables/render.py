@@ -16,7 +16,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.tables import columns
-from bench.tables.columns import ABOVE, BELOW, NUMBER_NOTE, arrow, decimals
+from bench.tables.columns import ABOVE, BELOW, NUMBER_NOTE, decimals
 from bench.tables.comparisons import ALPHA
 from bench.tables.leaderboard import metric_keys
 from bench.tables.results import metric_info
@@ -47,7 +47,7 @@ def display(key: str) -> str:
 
 def header(key: str) -> str:
     """The column's name and the direction that is better (↑ / ↓; none when neither is a goal)."""
-    return (display(key) + " " + arrow(key)).rstrip()
+    return columns.title(key)
 
 
 def mark(row: pd.Series, key: str) -> str:

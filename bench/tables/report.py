@@ -87,7 +87,8 @@ def write_report_files(results_dir: str | Path, *, plots: bool = True, compare_t
         write_settings(target, settings)
     board.attrs["meta"] = folder_meta(folder, runs_df)
     if plots:
-        drawing.add(plot_jobs.board_jobs(target, board))
+        drawing.add(plot_jobs.board_jobs(target, board, plot_jobs.folder_labels(results_df, runs_df),
+                                         results_df if target == folder else None))
     written = {}
     if everything:
         comp = board.attrs["comparisons"]
