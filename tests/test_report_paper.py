@@ -198,7 +198,7 @@ def _drawn(monkeypatch, draw):
 
 
 def test_delta_panels_are_scaled_to_the_objectives_and_controls_marked_off_scale(tmp_path, monkeypatch):
-    """Mutation seen failing: the controls' Δ included in the panel's x-range."""
+    """Mutation seen failing: the controls' Δ included in the panel's x-range (its x-limit 32.4)."""
     from bench.tables import plots
 
     results, runs = wide_folder(tmp_path)

@@ -133,7 +133,7 @@ def _pair_points(long: pd.DataFrame, x: tuple[str, str], y: tuple[str, str]) -> 
 def _errors(points: pd.DataFrame, axis: str) -> np.ndarray:
     """Asymmetric error bars (NaN intervals drawn as none)."""
     v, lo, hi = (points[f"{c}_{axis}"].to_numpy(float) for c in ("value", "ci_low", "ci_high"))
-    return np.nan_to_num(np.vstack([v - lo, hi - v]), nan=0.0)
+    return np.clip(np.nan_to_num(np.vstack([v - lo, hi - v]), nan=0.0), 0.0, None)   # 0 within rounding
 
 
 def _axis_label(key: tuple[str, str]) -> str:
@@ -233,7 +233,7 @@ def plot_granularity_sweep(board: pd.DataFrame, results_df: pd.DataFrame, out_pa
             ax.plot(pts["x"], vals["value"], color="lightgrey", linewidth=1, zorder=1)
             for (_, p), (_, v) in zip(pts.iterrows(), vals.iterrows()):
                 style = _style(styles, p["label"])
-                err = np.nan_to_num([[v["value"] - v["low"]], [v["high"] - v["value"]]], nan=0.0)
+                err = np.clip(np.nan_to_num([[v["value"] - v["low"]], [v["high"] - v["value"]]], nan=0.0), 0.0, None)
                 ax.errorbar(p["x"], v["value"], yerr=err, fmt=style["marker"], color=style["color"], capsize=3,
                             label=p["label"], markersize=6)
             if paired:
@@ -302,7 +302,8 @@ def plot_deltas(board: pd.DataFrame, out_path: Path, styles: dict | None = None)
         span = _span(np.concatenate([d[~control], lo[~control], hi[~control], [0.0]]))
         ax.set_xlim(*span)
         inside = ~control | ((d >= span[0]) & (d <= span[1]))
-        err = np.nan_to_num(np.vstack([d - lo, hi - d]), nan=0.0)
+        # clipped at 0: an interval of equal values can sit a rounding error off its mean
+        err = np.clip(np.nan_to_num(np.vstack([d - lo, hi - d]), nan=0.0), 0.0, None)
         colours = [_style(styles, lab)["color"] for lab in labels]
         for i in np.flatnonzero(inside):
             ax.errorbar(d[i], y[i], xerr=err[:, [i]], fmt="none", ecolor=colours[i], capsize=3)
