@@ -28,6 +28,7 @@ def board_of(rows: dict[str, tuple[str, float, float, float]], key: str = GOLD) 
 
 
 def test_best_is_marked_only_when_separated_and_never_for_controls_or_the_reference():
+    """Mutation seen failing: the separation condition dropped (ipo bold inside overlapping intervals)."""
     separated = board_of({"reference": ("reference", 0.9, 0.85, 0.95), "dpo": ("dpo", 0.5, 0.45, 0.55),
                           "ipo": ("ipo", 0.7, 0.65, 0.75), "nll": ("nll", 0.95, 0.9, 0.99),
                           "control-lr0": ("dpo", 0.99, 0.98, 1.0)})
