@@ -142,12 +142,16 @@ def objectives(as_json):
               help="Baseline of the paired comparisons (a label or objective). Default: the suite's "
                    "scoring.compare_to. Another baseline is written to RESULTS_DIR/compare-to-LABEL/, "
                    "leaving the run's own files as they are.")
+@click.option("--columns", "paper_columns", default=None, metavar="KEY,KEY...",
+              help="The LaTeX table's columns, as leaderboard.csv names them (e.g. gold/accuracy,"
+                   "length/mean_tokens). Default: a quality table and a length-and-drift table.")
 @one_line_errors
-def report(results_dir, fmt, compare_to):
+def report(results_dir, fmt, compare_to, paper_columns):
     """Print the leaderboard of a results folder (and refresh its report files and plots)."""
     from bench.tables.report import report_text
 
-    text, where = report_text(results_dir, fmt, compare_to=compare_to, only=fmt is not None)
+    chosen = [k.strip() for k in paper_columns.split(",") if k.strip()] if paper_columns else None
+    text, where = report_text(results_dir, fmt, compare_to=compare_to, only=fmt is not None, paper_columns=chosen)
     click.echo(text, nl=False)
     if Path(where) != Path(results_dir):
         click.echo(f"wrote the comparison with {compare_to} to {where}", err=True)

@@ -264,3 +264,18 @@ def test_granularity_plot_has_separate_k_and_m_axes_of_paired_deltas(tmp_path, m
     assert all(ax.get_ylabel().startswith("Δ ") for ax in fig.axes)
     assert "paired" in fig._suptitle.get_text()
     plots.plt.close(fig)
+
+
+def test_report_columns_choose_the_paper_table(tmp_path):
+    from click.testing import CliRunner
+
+    from bench.cli import main
+
+    wide_folder(tmp_path)
+    done = CliRunner().invoke(main, ["report", str(tmp_path), "--format", "latex", "--columns",
+                                     "gold/accuracy,kl/kl_to_reference"])
+    assert done.exit_code == 0, done.output
+    head = next(line for line in done.output.splitlines() if line.startswith("objective &"))
+    assert head.count("&") == 2 and "accuracy" in head and "KL" in head
+    bad = CliRunner().invoke(main, ["report", str(tmp_path), "--format", "latex", "--columns", "gold/nope"])
+    assert bad.exit_code == 2 and "gold/nope not among" in bad.output

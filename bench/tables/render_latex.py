@@ -38,8 +38,12 @@ def escape(text: str) -> str:
 
 
 def group_keys(board: pd.DataFrame) -> list[tuple[str, str, list[str]]]:
-    """The groups with the columns this leaderboard has (groups left empty are dropped)."""
+    """The groups with the columns this leaderboard has (groups left empty are dropped), or the
+    one group of columns ``report --columns`` chose (``board.attrs["paper_columns"]``)."""
     present = metric_keys(board)
+    chosen = board.attrs.get("paper_columns")
+    if chosen:
+        return [("selected", "selected columns", [k for k in chosen if k in present])]
     out = []
     for name, words, keys in GROUPS:
         mine = [k for k in keys if k in present]

@@ -26,7 +26,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.tables import plot_jobs
-from bench.tables.leaderboard import leaderboard, leaderboard_cells, read_settings, write_settings
+from bench.tables.leaderboard import leaderboard, leaderboard_cells, metric_keys, read_settings, write_settings
 from bench.tables.render import FORMATS, render
 from bench.io import atomic_write
 from bench.tables.results import read_results, read_runs, read_units
@@ -48,7 +48,7 @@ def write_report(results_dir: str | Path, *, plots: bool = True, plot_pool=None)
 
 
 def write_report_files(results_dir: str | Path, *, plots: bool = True, compare_to: str | None = None,
-                       plot_pool=None, formats=None) -> tuple[pd.DataFrame, dict[str, Path]]:
+                       plot_pool=None, formats=None, paper_columns=None) -> tuple[pd.DataFrame, dict[str, Path]]:
     """As :func:`write_report`; returns the leaderboard frame and ``{format or plot:name: path}``.
 
     ``compare_to`` other than the folder's own baseline (``statistics.json``) writes a sub-report,
@@ -56,7 +56,8 @@ def write_report_files(results_dir: str | Path, *, plots: bool = True, compare_t
     ``comparisons.csv``, ``statistics.json`` and Δ plot; the run's own files stay as they were, so
     the folder never names one baseline in one file and another in the next. One it cannot resolve
     is an error. ``formats`` (a subset of :data:`FORMATS`): write only those leaderboard files
-    (no comparisons.csv, no plots).
+    (no comparisons.csv, no plots). ``paper_columns``: the metric columns (``scorer/metric``) of
+    the LaTeX table, instead of its default groups; one the leaderboard lacks is an error.
 
     With a ``plot_pool`` each group of plots is handed over as soon as what it needs exists (the
     runs' logs, then the cells, then the comparisons), so the pool draws while this process
@@ -86,6 +87,12 @@ def write_report_files(results_dir: str | Path, *, plots: bool = True, compare_t
         target.mkdir(parents=True, exist_ok=True)
         write_settings(target, settings)
     board.attrs["meta"] = folder_meta(folder, runs_df)
+    if paper_columns:
+        unknown = [k for k in paper_columns if k not in metric_keys(board)]
+        if unknown:
+            raise BenchError(f"--columns: {', '.join(unknown)} not among this leaderboard's columns: "
+                             f"{', '.join(metric_keys(board))}")
+        board.attrs["paper_columns"] = list(paper_columns)
     if plots:
         drawing.add(plot_jobs.board_jobs(target, board, plot_jobs.folder_labels(results_df, runs_df),
                                          results_df if target == folder else None))
@@ -154,11 +161,12 @@ class _PlotQueue:
 
 
 def report_text(results_dir: str | Path, fmt: str | None = "md", compare_to: str | None = None,
-                only: bool = False) -> tuple[str, Path]:
+                only: bool = False, paper_columns=None) -> tuple[str, Path]:
     """Refresh a folder's report files and plots (``only``: just the ``fmt`` file); return the
     leaderboard in ``fmt`` and the folder the files went to."""
     fmt = fmt or "md"
     if fmt not in FORMATS:
         raise BenchError(f"report format {fmt!r} is not one of {', '.join(FORMATS)}")
-    board, written = write_report_files(results_dir, compare_to=compare_to, formats=[fmt] if only else None)
+    board, written = write_report_files(results_dir, compare_to=compare_to, formats=[fmt] if only else None,
+                                        paper_columns=paper_columns)
     return written[fmt].read_text(encoding="utf-8"), written[fmt].parent
