@@ -80,7 +80,8 @@ def _math(cell: Cell, mean: str, low: float, high: float, places: int, bold: boo
 def _float(title: str, label: str, head: list[str], rows: list[list[str]]) -> list[str]:
     spec = "l" + "r" * (len(head) - 1)
     return [r"\begin{table*}[t]", r"\centering", r"\footnotesize", r"\setlength{\tabcolsep}{4pt}",
-            rf"\caption{{{title}}}", rf"\label{{{label}}}",
+            r"\renewcommand{\arraystretch}{1.3}",   # room for each interval's superscript and subscript
+            rf"\caption{{{title}}}", rf"\label{{{label}}}", r"\smallskip",   # article sets no skip below a caption
             rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(head) + r" \\", r"\midrule",
             *(" & ".join(r) + r" \\" for r in rows), r"\bottomrule", r"\end{tabular}", r"\end{table*}", ""]
 
