@@ -279,3 +279,17 @@ def test_report_columns_choose_the_paper_table(tmp_path):
     assert head.count("&") == 2 and "accuracy" in head and "KL" in head
     bad = CliRunner().invoke(main, ["report", str(tmp_path), "--format", "latex", "--columns", "gold/nope"])
     assert bad.exit_code == 2 and "gold/nope not among" in bad.output
+
+
+def test_a_compare_to_sub_report_is_not_an_output_of_the_run(tmp_path):
+    """A rerun reuses its aggregate while its own files are intact: a sub-report that
+    `report --compare-to` added beside them must not count as a changed output."""
+    from bench.run import aggregate_cache
+    from bench.tables.report import compare_folder
+
+    (tmp_path / "leaderboard.md").write_text("table\n")
+    before = aggregate_cache._outputs(tmp_path)
+    sub = compare_folder(tmp_path, "ipo[beta=0.1]")
+    sub.mkdir()
+    (sub / "leaderboard.md").write_text("another baseline\n")
+    assert sub.name == "compare-to-ipo_beta=0.1_" and aggregate_cache._outputs(tmp_path) == before

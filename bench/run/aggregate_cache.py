@@ -23,6 +23,8 @@ from trainers.manifest import file_digest
 
 KEY_FILE = ".aggregate.json"
 _NOT_OUTPUTS = {"stages", "logs"}   # and every hidden path: the key file, the folder and stage locks
+# `report --compare-to` writes its sub-reports here (bench.tables.report.compare_folder): not the run's outputs.
+_REPORT_PREFIX = "compare-to-"
 
 
 @functools.lru_cache(maxsize=1)
@@ -60,7 +62,8 @@ def _outputs(out: Path) -> dict[str, dict]:
     files = {}
     for path in sorted(out.rglob("*")):
         rel = path.relative_to(out)
-        if path.is_file() and rel.parts[0] not in _NOT_OUTPUTS and not any(p.startswith(".") for p in rel.parts):
+        if (path.is_file() and rel.parts[0] not in _NOT_OUTPUTS and not rel.parts[0].startswith(_REPORT_PREFIX)
+                and not any(p.startswith(".") for p in rel.parts)):
             files[rel.as_posix()] = file_digest(path)   # the stage manifests' digest
     return files
 
