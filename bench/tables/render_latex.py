@@ -104,6 +104,7 @@ def _level_rows(board: pd.DataFrame, keys: list[str]) -> list[list[str]]:
 def _delta_rows(board: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[list[str]]]:
     table = delta_rows(board, keys)
     comp = board.attrs["comparisons"]
+    # each (label, metric)'s first comparison, as delta_rows takes it (later duplicates overwritten first)
     hits = {(r["label"], f"{r['scorer']}/{r['metric']}"): r for r in comp.to_dict("records")[::-1]}
     rows = []
     for label, line in zip(table.labels, table.cells):
@@ -125,6 +126,8 @@ def _delta_rows(board: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[l
 def _seeds_words(board: pd.DataFrame) -> str:
     trained = board[board["objective"] != "reference"]
     counts = sorted(set(int(s) for s in trained["seeds"]))
+    if not counts:
+        return "no trained objective"
     words = (f"{counts[0]} seed{'s' if counts[0] != 1 else ''} per objective" if len(counts) == 1
              else f"{counts[0]}--{counts[-1]} seeds per objective")
     failed = [(str(r["label"]), int(r["failed"])) for _, r in board.iterrows() if int(r["failed"])]
