@@ -157,8 +157,6 @@ def import_aggregate_modules() -> None:
     that did not evaluate (an executor's parent) can do it early. Not matplotlib: the parent
     hands every plot to its pool (bench.tables.plot_jobs). Not scipy.stats: only suites with
     several seeds need it (bench.tables.metrics), and it is ~1 s."""
-    import bench.tables.render_html  # noqa: F401   (render() imports the two writers on first use)
-    import bench.tables.render_latex  # noqa: F401
     import bench.tables.report  # noqa: F401
     import bench.tables.results  # noqa: F401
     import threadpoolctl  # noqa: F401

@@ -13,7 +13,7 @@ import pandas as pd
 
 from bench.tables import columns
 from bench.tables.columns import MINUS
-from bench.tables.render import DELTA_NOTE, Cell, delta_rows, display, header, main_table, notes
+from bench.tables.layout import DELTA_NOTE, Cell, delta_rows, display, header, main_table, notes
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1em;color:#222}

@@ -17,7 +17,7 @@ from bench.tables import columns
 from bench.tables.columns import decimals
 from bench.tables.comparisons import ALPHA
 from bench.tables.leaderboard import metric_keys
-from bench.tables.render import Cell, delta_rows, display, main_table
+from bench.tables.layout import Cell, delta_rows, display, main_table
 from bench.tables.results import LM_EVAL_PREFIX
 
 # (name, caption words, the columns it takes; lm-eval tasks join the first group).
