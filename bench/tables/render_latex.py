@@ -20,7 +20,7 @@ from bench.tables.leaderboard import metric_keys
 from bench.tables.layout import Cell, delta_rows, display, main_table
 from bench.tables.results import LM_EVAL_PREFIX
 
-# (name, caption words, the columns it takes; lm-eval tasks join the first group).
+# (name, caption words, the columns it takes; a judge's win rate and lm-eval tasks join the first group).
 GROUPS = (
     ("quality", "quality of the generations",
      ["gold/accuracy", "gold/win_rate_vs_reference", "reward_model/lc_win_rate_vs_reference"]),
@@ -47,7 +47,9 @@ def group_keys(board: pd.DataFrame) -> list[tuple[str, str, list[str]]]:
     out = []
     for name, words, keys in GROUPS:
         mine = [k for k in keys if k in present]
-        if name == "quality":
+        if name == "quality":   # a judge's win rate (a registered scorer) and lm-eval tasks join it
+            mine += [k for k in present if k.endswith("/win_rate_vs_reference") and k not in mine
+                     and k.split("/")[0] not in ("reward_model", "gold")]
             mine += [k for k in present if k.startswith(LM_EVAL_PREFIX)]
         if mine:
             out.append((name, words, mine))
