@@ -145,6 +145,9 @@ window.addEventListener('load', function(){
     if (el.getClientRects().length > 1 || el.getBoundingClientRect().height > 1.5 * line) wrapped += 1;
   });
   document.body.setAttribute('data-probe', wrapped + '/' + total + '/' + document.documentElement.scrollWidth);
+  var table = document.querySelector('table.sortable'), th = table.tHead.rows[0].cells[3];   // gold accuracy
+  th.click();
+  document.body.setAttribute('data-sorted', table.tBodies[0].rows[0].cells[0].dataset.v);
 });
 </script>"""
 
@@ -152,7 +155,8 @@ window.addEventListener('load', function(){
 @pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium (apt-get install chromium): "
                                               "the HTML page is not laid out")
 def test_html_numbers_never_wrap_at_1600_px(tmp_path):
-    """Mutation seen failing: 'white-space:nowrap' removed from the cells' style."""
+    """Mutations seen failing: 'white-space:nowrap' removed from the cells' style (68 of 442 numbers
+    wrapped); the sort's comparison reversed (the lowest gold accuracy first)."""
     from bench.tables.report import write_report_files
 
     wide_folder(tmp_path)
@@ -170,6 +174,9 @@ def test_html_numbers_never_wrap_at_1600_px(tmp_path):
     wrapped, total, width = map(int, found.groups())
     assert total > 200 and wrapped == 0, (wrapped, total)
     assert width <= 1600, width        # fits the window: no sideways scrolling
+    board = leaderboard(*wide_folder(tmp_path / "again"), None, StatsSettings("dpo[beta=0.1]", 200, 0))
+    top = board.loc[board["gold/accuracy"].idxmax(), "label"]
+    assert f'data-sorted="{top}"' in done.stdout     # a click on a header sorts by it, highest first
 
 
 def test_report_format_writes_only_its_file(tmp_path):
