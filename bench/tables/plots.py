@@ -266,7 +266,8 @@ def _span(values: np.ndarray) -> tuple[float, float]:
 def plot_deltas(board: pd.DataFrame, out_path: Path, styles: dict | None = None) -> Path | None:
     """Δ vs the baseline with its paired 95% interval, one panel per leaderboard metric, one
     row per objective in its colour; filled markers are significant after Holm, hollow ones are
-    not. Each panel is scaled to the objectives; a control off that scale is an arrow at the edge."""
+    not. Each panel is scaled to the trained objectives; a control or the reference off that
+    scale is an arrow at the edge."""
 
     comp, baseline = board.attrs.get("comparisons"), board.attrs.get("baseline")
     if baseline is None or comp is None or comp.empty:
@@ -292,13 +293,16 @@ def plot_deltas(board: pd.DataFrame, out_path: Path, styles: dict | None = None)
                         wspace=gap_w / panel_w, hspace=gap_h / panel_h)
     y = np.arange(len(labels))[::-1]
     objective_of = dict(zip(board["label"].astype(str), board["objective"].astype(str)))
-    control = np.array([columns.is_control(lab, objective_of.get(lab, "")) for lab in labels])
+    # the reference (one untrained policy, often far from every objective) is scaled like a control
+    control = np.array([columns.is_control(lab, objective_of.get(lab, "")) or objective_of.get(lab) == REFERENCE
+                        for lab in labels])
     for ax, key in zip(axes.ravel(), keys):
         sub = comp[comp["key"] == key].set_index("label").reindex(labels)
         d, lo, hi = (sub[c].to_numpy(float) for c in ("delta", "ci_low", "ci_high"))
         sig = sub["significant"].fillna(False).to_numpy(bool)
-        # The x-range is the objectives' (the controls' Δ, e.g. nll's, can be 100x theirs and
-        # squash every objective to a dot); a control beyond it is an arrow at the edge, with its value.
+        # The x-range is the objectives' (the controls' and the reference's Δ, e.g. nll's, can be
+        # 100x theirs and squash every objective to a dot); one beyond it is an arrow at the edge,
+        # with its value.
         span = _span(np.concatenate([d[~control], lo[~control], hi[~control], [0.0]]))
         ax.set_xlim(*span)
         inside = ~control | ((d >= span[0]) & (d <= span[1]))
