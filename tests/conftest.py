@@ -16,8 +16,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
-HH_SAMPLE = SHARED / "data" / "hh-rlhf" / "harmless-base-test-1800.jsonl.gz"
+HH_SAMPLE = REPO_ROOT / "data" / "hh-rlhf" / "harmless-base-test-1800.jsonl.gz"   # in the repository: a clone stands alone
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +44,7 @@ def tiny_reward_model_dir(tmp_path_factory, char_tokenizer) -> Path:
 @pytest.fixture(scope="session")
 def hh_sample_path() -> Path:
     if not HH_SAMPLE.exists():
-        pytest.skip(f"the shared HH-RLHF sample is not at {HH_SAMPLE}")
+        pytest.skip(f"the HH-RLHF sample (data/README.md) is not at {HH_SAMPLE}")
     return HH_SAMPLE
 
 

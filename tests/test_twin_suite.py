@@ -2,7 +2,7 @@
 
 The twin is `suites/hh_rlhf.yaml` with its hub parts replaced by local stand-ins built in
 code (`bench.suite.twin`) and its sizes shrunk; nothing else differs (checked below), so every
-stage and code path of the real suite runs here: the HH-RLHF loader on the shared sample,
+stage and code path of the real suite runs here: the HH-RLHF loader on the sample in data/hh-rlhf/,
 SFT on chosen through a ChatML template, a Qwen2 policy with a byte-level BPE tokenizer,
 a DeBERTa-v2 (encoder) reward model loaded from a directory, reference log-probs, DPO,
 generation, reward scores, KL, drift and two hub-kind lm-eval tasks on local json.
@@ -24,7 +24,7 @@ REAL, TWIN = ROOT / "suites" / "hh_rlhf.yaml", ROOT / "suites" / "hh_rlhf_tiny.y
 SIZE_AND_PATH_KEYS = {
     "name", "description",
     "model.policy",                                   # path: the Qwen2 stand-in
-    "data.path",                                      # path: the shared HH sample instead of the hub
+    "data.path",                                      # path: the HH sample in data/hh-rlhf/ instead of the hub
     "data.limit", "data.eval_prompts", "data.drift_pairs",
     "reward_model.path",                              # path: the DeBERTa-v2 stand-in
     "reward_model.batch_size",

@@ -32,7 +32,7 @@ from bench.data.hh_rlhf import parse_hh
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "suites" / "hh_rlhf_tiny"
-HH_SAMPLE = REPO.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test-1800.jsonl.gz"
+HH_SAMPLE = REPO / "data" / "hh-rlhf" / "harmless-base-test-1800.jsonl.gz"   # kept in the repository (data/README.md)
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
