@@ -15,7 +15,6 @@ import pytest
 
 from bench.tables import columns
 from bench.tables.leaderboard import LEADERBOARD_METRICS, StatsSettings, leaderboard, write_settings
-from bench.tables.render import render
 from bench.tables.results import make_row, write_results
 
 GOLD = "gold/accuracy"

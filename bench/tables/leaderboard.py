@@ -8,13 +8,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
 from bench.tables import stats
 from bench.io import atomic_write
-from bench.tables.results import LM_EVAL_PREFIX, REFERENCE, metric_info
+from bench.tables.results import LM_EVAL_PREFIX
 from bench.tables.columns import row_order
 from bench.tables.cells import SharedCounts, aggregate, failed_run_ids
 from bench.tables.comparisons import COMPARISON_COLUMNS, comparisons, resolve_baseline
