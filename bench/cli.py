@@ -105,7 +105,7 @@ def run(suite, overrides, out_dir, only, quiet, executor, workers):
     summary = run_suite(suite, overrides=list(overrides), out_dir=out_dir, only=list(only), progress=not quiet,
                         executor=executor, workers=workers)
     click.echo(summary.text())
-    sys.exit(1 if summary.failed else 0)
+    sys.exit(1 if summary.failed or summary.stage_failures else 0)
 
 
 @main.command()

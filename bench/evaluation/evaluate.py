@@ -48,6 +48,7 @@ class EvalContext:
     progress: bool = True
     trust_remote_code: bool = False   # the suite's model.trust_remote_code, for every load
     scorers: tuple = ()               # scoring.scorers: further registered scorers to run
+    judge: object = None              # scoring.judge (JudgeConfig): the pairwise LLM judge, or None
 
 
 def prompts_of(ctx: EvalContext) -> list[tuple[str, str]]:

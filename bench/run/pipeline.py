@@ -146,6 +146,38 @@ def evaluate_reference(ctx: SuiteContext, store: StageStore, bar) -> Path:
     return folder
 
 
+def judge_runs(ctx: SuiteContext, store: StageStore, out: Path, reference_eval: Path, records: list[PolicyRecord],
+               bar) -> list[str]:
+    """The pairwise scorers (bench.evaluation.scoring.registry; the LLM judge) on every evaluated
+    run: sets each judged record's `judge_dir`; returns one line per scorer that stopped early
+    (its cause also in logs/<scorer>.log). A failure here fails no run and stops no other stage."""
+    import traceback
+
+    from bench.evaluation.scoring.registry import active_pairwise
+    from bench.run.one_run import write_log
+
+    failures = []
+    evaluated = [r for r in records if r.status == "ok" and r.eval_dir is not None]
+    for scorer in active_pairwise(ctx.eval_ctx):
+        if not evaluated:
+            break
+        bar.stage(scorer.name)
+        try:
+            outcome = scorer.pairwise(ctx.eval_ctx, store, reference_eval, [r.eval_dir for r in evaluated],
+                                      suite_dir=ctx.suite_dir, progress=None)
+        except Exception as err:  # noqa: BLE001 - this stage fails alone, with its reason and log
+            log = write_log(out / "logs" / f"{scorer.name}.log", traceback.format_exc())
+            failures.append(f"{scorer.name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+                            f"({log})")
+            continue
+        for record in evaluated:
+            record.judge_dir = outcome.stage_dirs.get(record.eval_dir)
+        if outcome.failure:
+            write_log(out / "logs" / f"{scorer.name}.log", outcome.failure + "\n")
+            failures.append(f"{scorer.name}: {outcome.failure} (logs/{scorer.name}.log)")
+    return failures
+
+
 def objective_name(run) -> str:
     names = [term["name"] for term in run.objective_spec]
     return names[0] if len(names) == 1 else "+".join(names)
@@ -254,6 +286,31 @@ def _units_inputs(inputs: dict) -> dict:
     return {key: inputs[key] for key in ("reference_judgments", "chosen_judgments", "extra_scorers")}
 
 
+def _judge_validity(records) -> dict | None:
+    """The LLM judge's validity facts (bench.tables.validity.judge_facts) over the judged records."""
+    import pandas as pd
+
+    from bench.tables import validity
+
+    judged = [r for r in records if r.judge_dir is not None and (Path(r.judge_dir) / "judge.parquet").is_file()]
+    if not judged:
+        return None
+    name = lambda r: f"{r.label} seed={r.seed}"   # noqa: E731
+    frames = {name(r): pd.read_parquet(Path(r.judge_dir) / "judge.parquet") for r in judged}
+    gold, reference_gold = {}, None
+    reference = next((r for r in records if r.run_id == REFERENCE_ID), None)
+    if reference is not None and reference.eval_dir is not None:
+        ref = pd.read_parquet(reference.eval_dir / "judgments.parquet")
+        if "gold" in ref:
+            reference_gold = ref
+            gold = {name(r): pd.read_parquet(r.eval_dir / "judgments.parquet") for r in judged}
+            gold = {k: v for k, v in gold.items() if "gold" in v}
+    info_file = Path(judged[0].judge_dir) / "judge_info.json"
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    info = {k: info[k] for k in ("model", "template", "template_sha256") if k in info}
+    return validity.judge_facts(frames, gold, reference_gold, info)
+
+
 def _write_validity(ctx: SuiteContext, out: Path, reference_eval: Path, records) -> None:
     """What each scorer measured (bench.tables.validity): judge accuracy by pair kind, budget, tasks."""
     import pandas as pd
@@ -271,6 +328,7 @@ def _write_validity(ctx: SuiteContext, out: Path, reference_eval: Path, records)
     facts = validity.collect(
         reward_dir=ctx.eval_ctx.reward_model_dir, budget=ctx.suite.generation.max_new_tokens,
         longest_chosen=longest_response_tokens(ctx.eval_ctx.eval_pairs, ctx.tokenizer), judgments=judgments,
-        reference_lm_eval=json.loads(lm_eval_file.read_text()) if lm_eval_file.is_file() else [])
+        reference_lm_eval=json.loads(lm_eval_file.read_text()) if lm_eval_file.is_file() else [],
+        judge=_judge_validity(records))
     validity.write(out, facts)
 

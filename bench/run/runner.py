@@ -31,6 +31,7 @@ class RunSummary:
     computed: int = 0
     reused: int = 0
     repaired: int = 0      # of the computed: recomputed because their cached files were damaged
+    stage_failures: list[str] = field(default_factory=list)   # a stage that failed alone (the LLM judge)
 
     def text(self) -> str:
         lines = [self.leaderboard.rstrip(), ""] if self.leaderboard else []
@@ -40,6 +41,7 @@ class RunSummary:
                      f"results in {self.out_dir}")
         for label, reason, log in self.failed:
             lines.append(f"FAILED {label}: {reason} (log: {log})")
+        lines += [f"FAILED stage {line}" for line in self.stage_failures]
         return "\n".join(lines)
 
 
@@ -84,10 +86,12 @@ def _run_suite(suite: Suite, only, out_dir, progress: bool, started: float) -> R
     from bench.run.progress import StageProgress
     # What `validate` checks cheaply and a later stage would only find after the data, SFT,
     # reward-model and reference stages: checked now, before any stage runs.
-    from bench.suite.validate import check_accelerate_config, check_backend, check_lm_eval_tasks, check_scorers
+    from bench.suite.validate import (check_accelerate_config, check_backend, check_judge, check_lm_eval_tasks,
+                                      check_scorers)
 
     check_backend(suite)
     check_scorers(suite)
+    check_judge(suite)        # one tiny request to the judge server, before any stage
     check_lm_eval_tasks(suite)
     if suite.launcher == "accelerate":
         check_accelerate_config(suite)
@@ -110,7 +114,8 @@ def _run_suite(suite: Suite, only, out_dir, progress: bool, started: float) -> R
         bar = StageProgress(total_runs=len(runs), enabled=progress)
         clock = PhaseClock(suite.executor.kind, started)
         try:
-            records, leaderboard = _run_stages(suite, Path(suite.source), runs, store, out, bar, progress, clock)
+            records, leaderboard, stage_failures = _run_stages(suite, Path(suite.source), runs, store, out, bar,
+                                                               progress, clock)
         except BenchError:
             raise
         except Exception as err:  # a suite-level stage broke: one line here, the traceback in a log
@@ -122,7 +127,7 @@ def _run_suite(suite: Suite, only, out_dir, progress: bool, started: float) -> R
                 for r in records if r.status != "ok"]
     return RunSummary(suite=suite.name, out_dir=out, total=len(runs), failed=failures, leaderboard=leaderboard,
                       seconds=time.time() - started, computed=len(store.computed), reused=len(store.reused),
-                      repaired=len(store.repaired))
+                      repaired=len(store.repaired), stage_failures=stage_failures)
 
 
 def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: bool, clock):
@@ -133,6 +138,9 @@ def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: 
     from trainers.devices import settle_memory
 
     def aggregate(ctx, reference_eval, records, pool=None):
+        # The pairwise scorers (the LLM judge) read every stored evaluation; one that fails fails
+        # alone: the runs keep every other column, the judge's stored answers are kept.
+        failures = pipeline.judge_runs(ctx, store, out, reference_eval, records, bar)
         bar.stage("aggregate")
         if suite.executor.kind == "inprocess":
             settle_memory()     # the runs' models and tensors freed, what is left frozen (trainers.devices)
@@ -144,7 +152,7 @@ def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: 
         leaderboard = pipeline.aggregate(suite, ctx, out, reference_eval, records, runs, store, pool=pool)
         clock.mark("aggregated")
         bar.close()
-        return records, leaderboard
+        return records, leaderboard, failures
 
     try:
         if suite.executor.kind == "inprocess":

@@ -107,6 +107,25 @@ class LmEvalConfig(Strict):
     batch_size: PositiveInt = 16
 
 
+class JudgeConfig(Strict):
+    """An LLM judge behind an OpenAI-compatible endpoint (bench.evaluation.scoring.judge): each
+    policy's sample against the reference's (and, asked for, the dataset's chosen response) for the
+    same prompt, in both orders. The key is read from the environment variable `api_key_env`
+    only; it is never part of the suite, the results or a log."""
+
+    base_url: str | None = None                   # e.g. http://127.0.0.1:8000/v1 (vllm serve), https://api.openai.com/v1
+    model: str | None = None                      # the model name the server serves
+    api_key_env: str = "OPENAI_API_KEY"           # the NAME of the variable holding the key (EMPTY for a keyless local server)
+    template: str = "arena_hard"                  # arena_hard | alpaca_eval | mt_bench, or a path to a template YAML
+    against: list[Literal["reference", "chosen"]] = Field(default_factory=lambda: ["reference"], min_length=1)
+    max_concurrency: PositiveInt = 8              # requests in flight at once
+    max_requests: PositiveInt | None = None       # budget of HTTP requests per command (retries count); None: no limit
+    max_retries: int = Field(6, ge=0)             # per request, on 429, 5xx, timeouts and refused connections
+    timeout_s: float = Field(120.0, gt=0)         # per request
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: PositiveInt | None = None         # None: the template's
+
+
 class ScoringConfig(Strict):
     reward_model: bool = True
     gold: str | None = None                       # verifier name, e.g. arith
@@ -119,6 +138,8 @@ class ScoringConfig(Strict):
     # Further registered scorers to run, by name (bench.evaluation.scoring.registry); the builtin
     # ones above are switched by their own settings.
     scorers: list[str] = Field(default_factory=list)
+    # An LLM judge (pairwise win rates against the reference); None: no judge.
+    judge: JudgeConfig | None = None
 
     @model_serializer(mode="wrap")
     def _omit_no_scorers(self, handler):
@@ -127,6 +148,8 @@ class ScoringConfig(Strict):
         out = handler(self)
         if not self.scorers:
             out.pop("scorers", None)
+        if self.judge is None:
+            out.pop("judge", None)
         return out
 
 

@@ -95,6 +95,7 @@ def validate_suite(path, overrides=()) -> ValidationSummary:
         attempt(check_model, suite, suite.reward_model.path, "reward_model.path")
     attempt(check_backend, suite)
     attempt(check_scorers, suite)
+    attempt(check_judge, suite)
     attempt(check_lm_eval_tasks, suite)
     if suite.launcher == "accelerate":
         attempt(check_accelerate_config, suite)
@@ -177,6 +178,28 @@ def check_scorers(suite: Suite) -> str:
     if problems:
         raise problems[0] if len(problems) == 1 else SuiteErrors(problems)
     return f"scorers: {', '.join(scoring.scorers)} registered" if scoring.scorers else "scorers: builtin only"
+
+
+def check_judge(suite: Suite) -> str:
+    """scoring.judge, when set: a base URL and a model, a template with every placeholder, a key
+    in the variable named, and a server that serves the model and answers one tiny request
+    (bench.evaluation.judge_client.probe). One line naming the setting."""
+    judge = suite.scoring.judge
+    if judge is None:
+        return "judge: none"
+    for name in ("base_url", "model"):
+        if not getattr(judge, name):
+            raise SuiteError(suite.source, f"scoring.judge.{name}", "required when a judge is asked for "
+                                                                    "(e.g. --set scoring.judge.base_url=http://127.0.0.1:8000/v1)")
+    from bench.evaluation.judge_client import probe
+    from bench.evaluation.scoring.judge import load_template
+
+    try:   # the template first: a bad one is found without a request
+        template = load_template(judge.template, Path(suite.source).parent)
+        note = probe(judge)
+    except BenchError as err:   # its words name the setting (scoring.judge.<field>: ...)
+        raise SuiteError(suite.source, None, str(err)) from None
+    return note + f", template {template.name} (sha256 {template.fingerprint[:12]})"
 
 
 # ---------------------------------------------------------------- launcher

@@ -46,6 +46,7 @@ class PolicyRecord:
     reason: str | None = None
     checkpoint: str | None = None       # the trained weights (the reference's directory for it)
     checkpoint_kept: bool = True
+    judge_dir: Path | None = None       # its LLM-judge stage (bench.evaluation.scoring.judge), when judged
 
 
 def per_prompt(judgments: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -103,6 +104,62 @@ def judgment_units(policy: pd.DataFrame, reference: pd.DataFrame, chosen: pd.Dat
         gap = policy.assign(kl_term=policy["logp_policy"] - policy["logp_ref"])
         out[("kl", "kl_to_reference")] = per_prompt(gap, "kl_term").mean(axis=1)
     return out
+
+
+JUDGE_FILE = "judge.parquet"   # bench.evaluation.scoring.judge.JUDGE_FILE: one row per comparison
+
+
+def _judge_matrices(frame: pd.DataFrame, against: str) -> dict[str, pd.DataFrame] | None:
+    """[prompts x samples] matrices of one side's judge comparisons (None when there are none):
+    outcome (1 win, ½ tie, 0 loss), tie, unparseable share of the two calls, and both lengths."""
+    part = frame[frame["against"] == against].assign(unparseable_share=lambda f: f["unparseable"] / 2.0,
+                                                     tie=lambda f: f["tie"].astype(float))
+    if part.empty:
+        return None
+    return {col: per_prompt(part, col) for col in ("outcome", "tie", "unparseable_share", "policy_tokens", "other_tokens")}
+
+
+def judge_rows(frame: pd.DataFrame, *, n_boot: int, seed: int) -> list[tuple[str, str, metrics.Estimate]]:
+    """(scorer, metric, estimate) of one policy's judge comparisons (bench.evaluation.scoring.judge):
+    win rate with ties ½, its length-controlled form (the AlpacaEval GLM with the outcomes as
+    soft labels), the share of ties and of unparseable verdicts; win rate vs chosen when judged."""
+    out, boot = [], dict(n_boot=n_boot, seed=seed)
+    ref = _judge_matrices(frame, "reference")
+    if ref is not None:
+        m = {k: v.to_numpy(float) for k, v in ref.items()}
+        out.append(("judge", "win_rate_vs_reference", metrics.mean_ci(m["outcome"], **boot)))
+        out.append(("judge", LC_METRIC, metrics.length_controlled_from_labels(
+            m["outcome"], m["policy_tokens"], m["other_tokens"], **boot)))
+        out.append(("judge", "tie_rate", metrics.mean_ci(m["tie"], **boot)))
+        out.append(("judge", "unparseable_rate", metrics.mean_ci(m["unparseable_share"], **boot)))
+    chosen = _judge_matrices(frame, "chosen")
+    if chosen is not None:
+        out.append(("judge", "win_rate_vs_chosen", metrics.mean_ci(chosen["outcome"].to_numpy(float), **boot)))
+    return out
+
+
+def judge_units(frame: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
+    """Per-prompt values of :func:`judge_rows`' metrics; the LC fit as its per-prompt terms
+    (``lc_win_rate_vs_reference:<term>``), resampled like the reward model's (bench.tables.cells)."""
+    out: dict[tuple[str, str], pd.Series] = {}
+    ref = _judge_matrices(frame, "reference")
+    if ref is not None:
+        out[("judge", "win_rate_vs_reference")] = ref["outcome"].mean(axis=1)
+        out[("judge", "tie_rate")] = ref["tie"].mean(axis=1)
+        out[("judge", "unparseable_rate")] = ref["unparseable_share"].mean(axis=1)
+        _, terms = metrics.lc_influence_from_labels(ref["outcome"].to_numpy(float), ref["policy_tokens"].to_numpy(float),
+                                                    ref["other_tokens"].to_numpy(float))
+        for i, term in enumerate(metrics.LC_TERMS):
+            out[("judge", f"{LC_METRIC}:{term}")] = pd.Series(terms[:, i], index=ref["outcome"].index)
+    chosen = _judge_matrices(frame, "chosen")
+    if chosen is not None:
+        out[("judge", "win_rate_vs_chosen")] = chosen["outcome"].mean(axis=1)
+    return out
+
+
+def _judge_frame(record: PolicyRecord) -> pd.DataFrame | None:
+    path = Path(record.judge_dir) / JUDGE_FILE if record.judge_dir is not None else None
+    return pd.read_parquet(path) if path is not None and path.is_file() else None
 
 
 def drift_units(drift: dict) -> dict[tuple[str, str], pd.Series]:
@@ -195,6 +252,10 @@ def policy_rows(record: PolicyRecord, *, suite: str, reference_judgments: pd.Dat
     for scorer, metric, est in judgment_rows(judgments, reference_judgments, chosen_judgments,
                                              n_boot=n_boot, seed=seed, extra_scorers=extra_scorers):
         add(scorer, metric, est)
+    judged = _judge_frame(record)
+    if judged is not None:
+        for scorer, metric, est in judge_rows(judged, **boot):
+            add(scorer, metric, est)
     drift = _drift(record.eval_dir)
     if drift is not None:
         n = int(drift.get("n", 0))
@@ -260,6 +321,9 @@ def policy_units(record: PolicyRecord, *, reference_judgments: pd.DataFrame,
     if drift is not None:
         series.update(drift_units(drift))
     series.update(lm_eval_units(record.eval_dir))
+    judged = _judge_frame(record)
+    if judged is not None:
+        series.update(judge_units(judged))
     frames = [pd.DataFrame({"scorer": scorer, "metric": metric, "unit": values.index.astype(str),
                             "value": values.to_numpy(float)})
               for (scorer, metric), values in series.items()]

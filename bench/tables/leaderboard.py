@@ -29,6 +29,13 @@ LEADERBOARD_METRICS = [
     ("reward_model", "lc_win_rate_vs_reference"),
     ("reward_model", "win_rate_vs_chosen"),
     ("reward_model", "mean_reward"),
+    # The LLM judge, where the suite has one (scoring.judge): its win rates, then how often it
+    # could not decide (ties) or could not be read, so a column of ties is seen as such.
+    ("judge", "win_rate_vs_reference"),
+    ("judge", "lc_win_rate_vs_reference"),
+    ("judge", "win_rate_vs_chosen"),
+    ("judge", "tie_rate"),
+    ("judge", "unparseable_rate"),
     ("length", "mean_tokens"),
     ("generation", "truncation_rate"),
     ("drift", "logratio_chosen"),

@@ -174,7 +174,28 @@ def length_controlled_win_rate(reward_policy, reward_other, len_policy, len_othe
     resample of prompts (weights = how often a prompt was drawn). Degenerate case: when all
     length differences are equal (std 0), z = 0 and LC is the mean soft label.
     """
-    p, d, prompt, weight = _pair_observations(reward_policy, reward_other, len_policy, len_other)
+    return _lc_estimate(*_pair_observations(reward_policy, reward_other, len_policy, len_other),
+                        n_boot=n_boot, seed=seed)
+
+
+def _label_observations(labels, len_policy, len_other):
+    """Observations of :func:`_pair_observations` from given soft labels `[prompts, samples]`
+    (a judge's outcome of policy sample j against the other side's sample j), with their lengths."""
+    p = _per_prompt(labels)
+    la, lb = _per_prompt(len_policy), _per_prompt(len_other)
+    if p.shape != la.shape or p.shape != lb.shape:
+        raise ValueError(f"labels and lengths must align: {p.shape}, {la.shape}, {lb.shape}")
+    n, s = p.shape
+    return p.ravel(), (la - lb).ravel(), np.repeat(np.arange(n), s), np.full(n * s, 1.0 / s)
+
+
+def length_controlled_from_labels(labels, len_policy, len_other, *, n_boot: int = 1000, seed: int = 0) -> Estimate:
+    """The length-controlled win rate of :func:`length_controlled_win_rate` with the soft labels
+    given (an LLM judge's outcomes: 1 win, ½ tie, 0 loss) instead of σ of a reward difference."""
+    return _lc_estimate(*_label_observations(labels, len_policy, len_other), n_boot=n_boot, seed=seed)
+
+
+def _lc_estimate(p, d, prompt, weight, *, n_boot: int, seed: int) -> Estimate:
     n = int(prompt.max()) + 1 if prompt.size else 0
     if n == 0:
         return Estimate(math.nan, math.nan, math.nan, 0)
@@ -198,7 +219,15 @@ def lc_influence(reward_policy, reward_other, len_policy, len_other) -> tuple[fl
     counts (the one-step bootstrap; its error is O(1/n), below the O(1/√n) it resamples).
     The length standardisation is held at the full data's.
     """
-    p, d, prompt, weight = _pair_observations(reward_policy, reward_other, len_policy, len_other)
+    return _lc_terms(*_pair_observations(reward_policy, reward_other, len_policy, len_other))
+
+
+def lc_influence_from_labels(labels, len_policy, len_other) -> tuple[float, np.ndarray]:
+    """:func:`lc_influence` with given soft labels (:func:`length_controlled_from_labels`)."""
+    return _lc_terms(*_label_observations(labels, len_policy, len_other))
+
+
+def _lc_terms(p, d, prompt, weight) -> tuple[float, np.ndarray]:
     n = int(prompt.max()) + 1 if prompt.size else 0
     if n == 0:
         return math.nan, np.zeros((0, len(LC_TERMS)))

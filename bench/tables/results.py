@@ -66,6 +66,12 @@ METRICS: dict[tuple[str, str], MetricInfo] = {
     ("reward_model", "lc_win_rate_vs_reference"): MetricInfo("LC win rate vs ref", True, UNIT),
     ("reward_model", "win_rate_vs_chosen"): MetricInfo("RM win rate vs chosen", True, UNIT),
     ("reward_model", "mean_reward"): MetricInfo("RM score", True),
+    # The LLM judge (bench.evaluation.scoring.judge): both orders, a disagreement a tie.
+    ("judge", "win_rate_vs_reference"): MetricInfo("judge win rate vs ref", True, UNIT),
+    ("judge", "lc_win_rate_vs_reference"): MetricInfo("judge LC win rate vs ref", True, UNIT),
+    ("judge", "win_rate_vs_chosen"): MetricInfo("judge win rate vs chosen", True, UNIT),
+    ("judge", "tie_rate"): MetricInfo("judge ties", None, UNIT),            # a property of the judge, not a goal
+    ("judge", "unparseable_rate"): MetricInfo("judge unparseable", False, UNIT),
     ("gold", "accuracy"): MetricInfo("gold accuracy", True, UNIT),
     ("gold", "win_rate_vs_reference"): MetricInfo("gold win rate vs ref", True, UNIT),
     # Length, KL and log-ratios are trade-off axes, not goals: a shorter answer or a

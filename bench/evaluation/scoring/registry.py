@@ -6,7 +6,10 @@ Two kinds, as the evaluation runs them (`bench.evaluation.evaluate.evaluate_poli
   the aggregate, its mean over prompts (`metrics[0]`) and its win rate against the reference
   (`win_rate_vs_reference`), each with per-prompt unit values for paired comparisons;
 - a *policy* scorer reads the policy itself (`run(policy_dir, ctx, out_dir)`) and writes its
-  own file (drift.json, lm_eval.json).
+  own file (drift.json, lm_eval.json);
+- a *pairwise* scorer compares each policy's stored samples with the reference's once every
+  evaluation is done (`pairwise(ctx, store, reference_eval, policy_evals, ...)`, in the command's
+  own process: the LLM judge, bench.evaluation.scoring.judge), in a stage of its own.
 
 The builtin scorers are switched by their own suite settings (`enabled(ctx)`: scoring.gold,
 scoring.drift...); any other registered scorer runs when the suite lists it in
@@ -32,6 +35,7 @@ class Scorer:
     reference: str                         # its paper or library
     score: Callable | None = None          # sample scorers: (ctx, generations, pairs) -> one float per generation
     run: Callable | None = None            # policy scorers: (policy_dir, ctx, out_dir) -> None
+    pairwise: Callable | None = None       # pairwise scorers: (ctx, store, reference_eval, policy_evals) -> outcome
     column: str | None = None              # sample scorers: the judgments column
     enabled: Callable | None = None        # builtin: (EvalContext) -> bool from its own setting; None: scoring.scorers
     needs_reward_model: bool = False       # reads the suite's reward model (ctx.reward_model_dir)
@@ -61,13 +65,14 @@ def register_scorer(name: str, *, metrics: tuple[str, ...], reference: str, kind
 
     kind "sample": the function is `score(ctx, generations, pairs) -> list[float]` (column: `name`
     unless given); kind "policy": the function is `run(policy_dir, ctx, out_dir)`."""
-    if kind not in ("sample", "policy"):
-        raise ValueError(f"scorer {name!r}: kind must be 'sample' or 'policy', not {kind!r}")
+    if kind not in ("sample", "policy", "pairwise"):
+        raise ValueError(f"scorer {name!r}: kind must be 'sample', 'policy' or 'pairwise', not {kind!r}")
 
     def wrap(fn: Callable) -> Callable:
         sample = kind == "sample"
         SCORERS.add(name, Scorer(name, tuple(metrics), reference, score=fn if sample else None,
-                                 run=None if sample else fn, column=(column or name) if sample else None,
+                                 run=fn if kind == "policy" else None, pairwise=fn if kind == "pairwise" else None,
+                                 column=(column or name) if sample else None,
                                  enabled=enabled, needs_reward_model=needs_reward_model, needs_generations=sample,
                                  needs_drift_pairs=needs_drift_pairs, unit_values=unit_values,
                                  on_reference=on_reference, order=order))
@@ -90,9 +95,16 @@ def get_scorer(name: str) -> Scorer:
 
 
 def active_scorers(ctx, *, is_reference: bool) -> list[Scorer]:
-    """The scorers this evaluation runs, by `order`, then in registration order."""
+    """The scorers one policy's evaluation runs (sample and policy kinds), by `order`, then in
+    registration order."""
     scorers = sorted(SCORERS.discover().values(), key=lambda s: s.order)
-    return [s for s in scorers if s.active(ctx) and (s.on_reference or not is_reference)]
+    return [s for s in scorers if s.pairwise is None and s.active(ctx) and (s.on_reference or not is_reference)]
+
+
+def active_pairwise(ctx) -> list[Scorer]:
+    """The pairwise scorers the suite switches on (they run after every evaluation)."""
+    return [s for s in sorted(SCORERS.discover().values(), key=lambda s: s.order)
+            if s.pairwise is not None and s.active(ctx)]
 
 
 def listed_sample_metrics(names) -> tuple[tuple[str, str, str], ...]:
