@@ -205,6 +205,8 @@ class Judge:
         try:
             pending = [pool.submit(one, key, messages) for key, messages in calls]
             for done in futures.as_completed(pending):
+                if done.cancelled():
+                    continue
                 err = done.exception()
                 if err is not None and first_error is None:
                     first_error = err
