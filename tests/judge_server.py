@@ -130,8 +130,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8123)
     parser.add_argument("--model", default="stand-in-judge")
     parser.add_argument("--prefer", default="longer", choices=["first", "longer", "longer_soft"])
+    parser.add_argument("--fail-after", type=int, default=None, help="answer 503 after this many requests")
     args = parser.parse_args()
-    server = StandInJudge(args.port, model=args.model, prefer=args.prefer)
+    server = StandInJudge(args.port, model=args.model, prefer=args.prefer, fail_after=args.fail_after)
     print(f"stand-in judge {args.model} at {server.base_url}", flush=True)
     try:
         server.serve_forever()

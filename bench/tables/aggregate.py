@@ -106,7 +106,8 @@ def judgment_units(policy: pd.DataFrame, reference: pd.DataFrame, chosen: pd.Dat
     return out
 
 
-JUDGE_FILE = "judge.parquet"   # bench.evaluation.scoring.judge.JUDGE_FILE: one row per comparison
+JUDGE_FILE = "judge.parquet"   # in a judge stage (bench.evaluation.scoring.judge): one row per comparison
+JUDGE_INFO = "judge_info.json"  # beside it: judge model, template name and sha256, decoding settings
 
 
 def _judge_matrices(frame: pd.DataFrame, against: str) -> dict[str, pd.DataFrame] | None:
@@ -254,8 +255,12 @@ def policy_rows(record: PolicyRecord, *, suite: str, reference_judgments: pd.Dat
         add(scorer, metric, est)
     judged = _judge_frame(record)
     if judged is not None:
+        # Which judge: its model and the template's name and sha256, on every judge row.
+        info_file = Path(record.judge_dir) / JUDGE_INFO
+        info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+        extra = {k: info[k] for k in ("model", "template", "template_sha256") if k in info}
         for scorer, metric, est in judge_rows(judged, **boot):
-            add(scorer, metric, est)
+            add(scorer, metric, est, extra)
     drift = _drift(record.eval_dir)
     if drift is not None:
         n = int(drift.get("n", 0))

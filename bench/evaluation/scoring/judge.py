@@ -36,11 +36,10 @@ import yaml
 from bench.errors import BenchError
 from bench.evaluation.judge_cache import CACHE_FILE, JudgmentCache, judgment_key
 from bench.evaluation.scoring.registry import register_scorer
-from bench.tables.aggregate import JUDGE_FILE   # per comparison: both verdicts, raw answers, tokens
+from bench.tables.aggregate import JUDGE_FILE, JUDGE_INFO   # per comparison: verdicts, raw answers, tokens
 
 TEMPLATES_DIR = Path(__file__).with_name("judge_templates")
 PLACEHOLDERS = ("prompt", "answer_a", "answer_b")
-JUDGE_INFO = "judge_info.json"     # judge model, template name and fingerprint, requests
 ORDERS = ("policy_first", "policy_second")   # the policy's sample shown as A, then as B
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 
