@@ -76,7 +76,7 @@ def test_unknown_scorer_is_one_line_with_did_you_mean(scorers, tmp_path):
     with pytest.raises(SuiteError) as err:
         validate_suite(_suite(tmp_path, "scorers: [vowel]"))
     assert str(err.value).endswith("scoring.scorers[0]: unknown scorer 'vowel' (did you mean 'vowels'?); "
-                                   "registered: drift, gold, lm_eval, reward_model, vowels")
+                                   "registered: drift, gold, judge, lm_eval, reward_model, vowels")
 
 
 def test_scorer_needs_are_checked(scorers, tmp_path, monkeypatch):

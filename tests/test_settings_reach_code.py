@@ -70,6 +70,11 @@ NOT_READ_HERE = {
        for name in ("address", "num_cpus", "num_gpus")},
     **{("SlurmSection", name): "executor: slurm (bench.run.slurm_jobs; tests/test_executors_e2e.py)"
        for name in ("cluster", "partition", "timeout_min", "folder", "additional")},
+    # scoring.judge needs a judge server: bench.evaluation.judge_client and scoring.judge read
+    # each field against the stand-in server of tests/judge_server.py (tests/test_judge.py)
+    **{("JudgeConfig", name): "scoring.judge (tests/test_judge.py)"
+       for name in ("base_url", "model", "api_key_env", "template", "against", "max_concurrency", "max_requests",
+                    "max_retries", "timeout_s", "temperature", "max_tokens")},
 }
 
 

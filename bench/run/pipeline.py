@@ -154,7 +154,14 @@ def judge_runs(ctx: SuiteContext, store: StageStore, out: Path, reference_eval: 
     import traceback
 
     from bench.evaluation.scoring.registry import active_pairwise
-    from bench.run.one_run import write_log
+
+    def write_log(path: Path, text: str) -> str:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        except OSError as err:   # a full disk: said in the line, not raised over the failure being told
+            return f"its log could not be written to {path}: {err.strerror or err}"
+        return f"log: {path}"
 
     failures = []
     evaluated = [r for r in records if r.status == "ok" and r.eval_dir is not None]
