@@ -7,6 +7,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -266,3 +267,63 @@ def test_validate_cli_unreachable_judge_is_one_line_exit_2():
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "scoring.judge.base_url: cannot reach http://127.0.0.1:9/v1" in proc.stderr
     assert "EMPTY" not in proc.stderr + proc.stdout      # the key is never printed
+
+
+def test_ctrl_c_keeps_what_arrived_and_the_rerun_resumes(serve, tmp_path):
+    server = serve(prefer="longer")
+    judge = make_judge(server, tmp_path, max_concurrency=1)
+    items = items_with_lengths(10)
+    seen = []
+
+    def interrupt_after_five():
+        seen.append(1)
+        if len(seen) == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        judge.fill(judge.missing(items), progress=interrupt_after_five)
+    time.sleep(0.5)     # a request in flight at the Ctrl-C still lands in the cache
+    assert server.requests <= 6      # nothing more is sent after it (5 answered, at most 1 in flight)
+    resumed = make_judge(server, tmp_path)
+    todo, before = resumed.missing(items), server.requests
+    assert len(todo) <= 20 - 5 and len(judge.cache) + len(todo) == 20
+    resumed.fill(todo)
+    assert server.requests - before == len(todo) and len(resumed.table(items)) == 10
+
+
+def test_against_chosen_gives_its_own_win_rate(serve, tmp_path):
+    from types import SimpleNamespace
+
+    from bench.evaluation.scoring.judge import comparisons
+
+    tokenizer = lambda text, add_special_tokens=False: SimpleNamespace(input_ids=list(text))   # noqa: E731
+    pairs = [_Pair(i) for i in range(4)]                       # chosen: i + 3 characters
+    policy = [Generation(f"p{i}", 0, "w" * 4, 4, "stop") for i in range(4)]
+    reference = [Generation(f"p{i}", 0, "v" * 2, 2, "stop") for i in range(4)]
+    items = comparisons(pairs, policy, reference, ["reference", "chosen"], tokenizer)
+    assert [(c.against, c.other_tokens) for c in items[:2]] == [("reference", 2), ("chosen", 3)]
+    judge = make_judge(serve(prefer="longer"), tmp_path)
+    judge.fill(judge.missing(items))
+    rows = {metric: est.value for _, metric, est in judge_rows(judge.table(items), n_boot=20, seed=0)}
+    # 4 characters beat 2 always; against chosen (3, 4, 5, 6 characters): win, tie, loss, loss
+    assert rows["win_rate_vs_reference"] == 1.0 and rows["win_rate_vs_chosen"] == pytest.approx(1.5 / 4)
+
+
+def test_validity_position_consistency_and_gold_agreement_by_hand():
+    import pandas as pd
+
+    from bench.tables.validity import judge_facts
+
+    keys = {"prompt_id": ["a", "b", "c", "d"], "sample_index": [0, 0, 0, 0]}
+    frame = pd.DataFrame({**keys, "against": "reference", "pref_policy_first": [1.0, 1.0, -1.0, float("nan")],
+                          "pref_policy_second": [1.0, -1.0, -1.0, 1.0], "outcome": [1.0, 0.5, 0.0, 0.5],
+                          "consistent": [True, False, True, False], "unparseable": [0, 0, 0, 1]})
+    gold = pd.DataFrame({**keys, "gold": [1.0, 1.0, 0.0, 0.0]})
+    ref_gold = pd.DataFrame({**keys, "gold": [0.0, 1.0, 1.0, 0.0]})
+    facts = judge_facts({"dpo seed=0": frame}, {"dpo seed=0": gold}, ref_gold)
+    assert facts["position_consistency"] == 0.5
+    # A's preference over the 7 parsed calls: +1 +1 -1 (first order), -1 +1 +1 -1 (second, sign flipped)
+    assert facts["first_position_preferred"] == pytest.approx(4 / 7)
+    assert facts["unparseable_calls"] == pytest.approx(1 / 8)
+    # The verifier decides a (policy right) and c (reference right): the judge agrees on both.
+    assert facts["gold_agreement"] == {"n_decisive": 2, "agreement": 1.0, "tie_share": 0.0}

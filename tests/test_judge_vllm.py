@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -45,10 +44,10 @@ def vllm_judge(tmp_path_factory):
     model_dir = save_with_tokenizer(model, tokenizer, root / "model")
     (root / "chat.jinja").write_text(CHAT_TEMPLATE)
     port = _free_port()
-    exe = shutil.which("vllm", path=str(Path(sys.executable).parent)) or shutil.which("vllm")
-    cmd = [exe, "serve", str(model_dir)] if exe else [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-                                                     "--model", str(model_dir)]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", "tiny-judge",
+    # `vllm serve`'s server, started as its module with this interpreter: the same OpenAI-compatible
+    # server, without depending on the `vllm` script (a venv built from a wheel may lack its metadata).
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+           "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "tiny-judge",
             "--max-model-len", "1024", "--chat-template", str(root / "chat.jinja"), "--dtype", "float32"]
     log = open(root / "vllm.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"})
