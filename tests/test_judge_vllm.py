@@ -40,7 +40,8 @@ def vllm_judge(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("vllm_judge")
     tokenizer = build_char_tokenizer()
-    model = LlamaForCausalLM(tiny_llama_config(tokenizer, hidden_size=64, layers=2, heads=4, max_positions=1024))
+    # head_dim 64: vLLM's CPU attention has no kernel for the tests' usual 16.
+    model = LlamaForCausalLM(tiny_llama_config(tokenizer, hidden_size=128, layers=1, heads=2, max_positions=1024))
     model_dir = save_with_tokenizer(model, tokenizer, root / "model")
     (root / "chat.jinja").write_text(CHAT_TEMPLATE)
     port = _free_port()
@@ -48,7 +49,9 @@ def vllm_judge(tmp_path_factory):
     # server, without depending on the `vllm` script (a venv built from a wheel may lack its metadata).
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
            "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "tiny-judge",
-            "--max-model-len", "1024", "--chat-template", str(root / "chat.jinja"), "--dtype", "float32"]
+            "--max-model-len", "1024", "--chat-template", str(root / "chat.jinja"), "--dtype", "float32",
+            # On the CPU backend this fraction is of the machine's memory: a small share is plenty here.
+            "--gpu-memory-utilization", "0.1", "--enforce-eager"]
     log = open(root / "vllm.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"})
     url = f"http://127.0.0.1:{port}/v1"
@@ -56,7 +59,8 @@ def vllm_judge(tmp_path_factory):
     try:
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"vllm serve exited with {proc.returncode}: {(root / 'vllm.log').read_text()[-2000:]}")
+                errors = [line for line in (root / "vllm.log").read_text().splitlines() if "Error:" in line]
+                pytest.fail(f"vllm serve exited with {proc.returncode}: {' | '.join(errors[:3])[-2000:]}")
             try:
                 urllib.request.urlopen(url + "/models", timeout=2).read()
                 break
