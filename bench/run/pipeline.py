@@ -179,6 +179,11 @@ def judge_runs(ctx: SuiteContext, store: StageStore, out: Path, reference_eval: 
             continue
         for record in evaluated:
             record.judge_dir = outcome.stage_dirs.get(record.eval_dir)
+        if outcome.requests:   # what it cost: a rerun whose judgments are all stored sends none
+            from bench.run.store import say
+
+            say(f"{scorer.name}: {outcome.requests} requests sent, {len(outcome.stage_dirs)} of {len(evaluated)} "
+                "policies judged")
         if outcome.failure:
             write_log(out / "logs" / f"{scorer.name}.log", outcome.failure + "\n")
             failures.append(f"{scorer.name}: {outcome.failure} (logs/{scorer.name}.log)")
