@@ -12,12 +12,17 @@ it needs:
 - `garbage_every`: every k-th answer is text without a verdict;
 - `fail_after`: after that many requests every request is answered 503 (a dying server).
 
+AlpacaEval-template prompts get the one-token answer m or M and, when the request asks for
+log-probs, the first token's alternatives: P(m) = 0.8 with `prefer="first"`, else the
+length-driven probability of `longer_soft`.
+
     python -m tests.judge_server --port 8123 --prefer longer    # serve until Ctrl-C
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import threading
 import zlib
@@ -25,6 +30,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _A = re.compile(r"<\|The Start of Assistant A's Answer\|>\n(.*?)\n<\|The End of Assistant A's Answer\|>", re.S)
 _B = re.compile(r"<\|The Start of Assistant B's Answer\|>\n(.*?)\n<\|The End of Assistant B's Answer\|>", re.S)
+# AlpacaEval's template: two outputs, identifiers m (first) and M (second); the answer is one token.
+_ALPACA = re.compile(r'"model_identifier": "m",\s*"output": """(.*?)"""\s*},\s*{\s*"model_identifier": "M",'
+                     r'\s*"output": """(.*?)"""', re.S)
 
 
 class StandInJudge(ThreadingHTTPServer):
@@ -53,6 +61,15 @@ class StandInJudge(ThreadingHTTPServer):
         self.shutdown()
         self.server_close()
 
+    def alpaca(self, user: str, number: int) -> tuple[str, dict] | None:
+        """(answer, first-token log-probs) for an AlpacaEval-template prompt, else None."""
+        match = _ALPACA.search(user)
+        if match is None:
+            return None
+        p = 0.8 if self.prefer == "first" else _p_longer(len(match.group(1)), len(match.group(2)))
+        u = (zlib.crc32(user.encode()) % 10_000) / 10_000
+        return ("m" if u < p else "M"), {"m": math.log(p), "M": math.log(1 - p)}
+
     def verdict(self, user: str, number: int) -> str:
         """The judge's answer to the user message of request `number` (1-based)."""
         if self.garbage_every and number % self.garbage_every == 0:
@@ -66,11 +83,15 @@ class StandInJudge(ThreadingHTTPServer):
         if self.prefer == "longer_soft":
             # P(longer wins) rises with the gap, fixed per request text: a verbosity bias with noise.
             u = (zlib.crc32(user.encode()) % 10_000) / 10_000
-            p = 0.5 + 0.45 * (2 / (1 + 2.718281828 ** (-(la - lb) / 8)) - 1)
-            return "[[A>B]]" if u < p else "[[B>A]]"
+            return "[[A>B]]" if u < _p_longer(la, lb) else "[[B>A]]"
         if la == lb:
             return "My final verdict is tie: [[A=B]]"
         return "Longer is better. [[A>>B]]" if la > lb else "Longer is better. [[B>>A]]"
+
+
+def _p_longer(la: int, lb: int) -> float:
+    """P(A preferred) of a judge that likes length: ½ at equal length, towards 0.95 / 0.05."""
+    return 0.5 + 0.45 * (2 / (1 + math.exp(-(la - lb) / 8)) - 1)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -115,12 +136,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": {"message": f"The model `{body.get('model')}` does not exist."}})
             return
         user = next((m["content"] for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "")
-        text = srv.verdict(user, number)
+        alpaca = srv.alpaca(user, number)
+        text, top = alpaca if alpaca is not None else (srv.verdict(user, number), None)
         with srv.lock:
             srv.answered += 1
+        choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+        if body.get("logprobs") and top is not None:
+            choice["logprobs"] = {"content": [{"token": text, "logprob": top[text], "bytes": None,
+                                               "top_logprobs": [{"token": t, "logprob": lp, "bytes": None}
+                                                                for t, lp in top.items()]}]}
         self._send(200, {"id": f"cmpl-{number}", "object": "chat.completion", "created": 0, "model": srv.model,
-                         "choices": [{"index": 0, "finish_reason": "stop",
-                                      "message": {"role": "assistant", "content": text}}],
+                         "choices": [choice],
                          "usage": {"prompt_tokens": len(user) // 4, "completion_tokens": len(text) // 4,
                                    "total_tokens": len(user) // 4 + len(text) // 4}})
 

@@ -42,9 +42,9 @@ def config(server: StandInJudge, **kw) -> JudgeConfig:
     return JudgeConfig(base_url=server.base_url, model=server.model, api_key_env=KEY_ENV, **kw)
 
 
-def make_judge(server, tmp_path, *, cache_name="cache.sqlite", **kw) -> Judge:
+def make_judge(server, tmp_path, *, cache_name="cache.sqlite", template="arena_hard", **kw) -> Judge:
     cfg = config(server, **kw)
-    return Judge(cfg, load_template("arena_hard"), JudgmentCache(tmp_path / cache_name),
+    return Judge(cfg, load_template(template), JudgmentCache(tmp_path / cache_name),
                  JudgeClient(cfg, key="EMPTY", backoff_s=0.01))
 
 
@@ -327,3 +327,31 @@ def test_validity_position_consistency_and_gold_agreement_by_hand():
     assert facts["unparseable_calls"] == pytest.approx(1 / 8)
     # The verifier decides a (policy right) and c (reference right): the judge agrees on both.
     assert facts["gold_agreement"] == {"n_decisive": 2, "agreement": 1.0, "tie_share": 0.0}
+
+
+def test_alpaca_eval_logprobs_average_both_orders(serve, tmp_path):
+    import math
+
+    alpaca = load_template("alpaca_eval")
+    assert alpaca.prob_a({"m": math.log(0.6), "M": math.log(0.2), "x": 0.0}) == pytest.approx(0.75)   # 0.6 / 0.8
+    assert alpaca.prob_a(None) is None and alpaca.prob_a({"x": 0.0}) is None
+    # P(first position) = 0.8 in both orders: the policy's probability is 0.8 shown first and
+    # 0.2 shown second; their mean, the LC fit's soft label, is exactly 1/2.
+    judge = make_judge(serve(prefer="first"), tmp_path, template="alpaca_eval")
+    items = items_with_lengths(12)
+    judge.fill(judge.missing(items))
+    table = judge.table(items)
+    assert table["prob_policy_first"].tolist() == pytest.approx([0.8] * 12)
+    assert table["prob_policy_second"].tolist() == pytest.approx([0.2] * 12)
+    assert table["soft_outcome"].tolist() == pytest.approx([0.5] * 12)
+    rows = {metric: est.value for _, metric, est in judge_rows(table, n_boot=20, seed=0)}
+    assert rows["lc_win_rate_vs_reference"] == pytest.approx(0.5)
+
+
+def test_alpaca_eval_logprob_lc_removes_a_length_preference(serve, tmp_path):
+    judge = make_judge(serve(prefer="longer_soft"), tmp_path, template="alpaca_eval")
+    items = items_with_lengths(150)
+    judge.fill(judge.missing(items))
+    rows = {metric: est for _, metric, est in judge_rows(judge.table(items), n_boot=100, seed=0)}
+    assert rows["win_rate_vs_reference"].value > 0.6
+    assert abs(rows["lc_win_rate_vs_reference"].value - 0.5) < 0.03

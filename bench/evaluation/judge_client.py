@@ -35,6 +35,7 @@ class Completion:
     text: str
     prompt_tokens: int
     completion_tokens: int
+    top_logprobs: dict | None = None   # first generated token's alternatives: token -> log-prob (when asked)
 
 
 def api_key(config) -> str | None:
@@ -62,9 +63,11 @@ class JudgeClient:
                 raise BudgetSpent(f"scoring.judge.max_requests: the budget of {budget} requests is spent")
             self.requests += 1
 
-    def complete(self, messages: list[dict], *, max_tokens: int) -> Completion:
+    def complete(self, messages: list[dict], *, max_tokens: int, logprobs: bool = False) -> Completion:
         """One answer; retried on 429, 408/409, 5xx, timeouts, refused connections and unreadable
-        bodies, up to `max_retries` times. Raises JudgeUnavailable or BudgetSpent."""
+        bodies, up to `max_retries` times. Raises JudgeUnavailable or BudgetSpent. With
+        `logprobs`, the first token's top-5 alternatives come back too (AlpacaEval 2 reads its
+        preference from them), where the server returns them."""
         import openai
 
         retries = self.config.max_retries
@@ -72,14 +75,16 @@ class JudgeClient:
             self._take_request()
             wait = None
             try:
+                extra = {"logprobs": True, "top_logprobs": 5} if logprobs else {}
                 response = self._client.chat.completions.create(
                     model=self.config.model, messages=messages, temperature=self.config.temperature,
-                    max_tokens=max_tokens)
+                    max_tokens=max_tokens, **extra)
                 choice = response.choices[0]
                 usage = getattr(response, "usage", None)
                 return Completion(text=choice.message.content or "",
                                   prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                                  completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0))
+                                  completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+                                  top_logprobs=_first_token_logprobs(choice) if logprobs else None)
             except openai.APIStatusError as err:
                 if err.status_code not in RETRY_STATUSES and err.status_code < 500:
                     raise JudgeUnavailable(f"judge {self.config.model!r} at {self.config.base_url} refused a request: "
@@ -109,6 +114,17 @@ class JudgeClient:
             return [m.id for m in self._client.models.list()]
         except openai.NotFoundError:
             return None
+
+
+def _first_token_logprobs(choice) -> dict | None:
+    """token -> log-prob of the first generated token's top alternatives (None when not returned)."""
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    if not content:
+        return None
+    first = content[0]
+    out = {alt.token: float(alt.logprob) for alt in (getattr(first, "top_logprobs", None) or [])}
+    out.setdefault(first.token, float(first.logprob))
+    return out
 
 
 def _retry_after(err) -> float | None:

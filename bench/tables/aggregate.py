@@ -117,7 +117,10 @@ def _judge_matrices(frame: pd.DataFrame, against: str) -> dict[str, pd.DataFrame
                                                      tie=lambda f: f["tie"].astype(float))
     if part.empty:
         return None
-    return {col: per_prompt(part, col) for col in ("outcome", "tie", "unparseable_share", "policy_tokens", "other_tokens")}
+    if "soft_outcome" not in part:   # judged before the soft label was stored
+        part = part.assign(soft_outcome=part["outcome"])
+    return {col: per_prompt(part, col)
+            for col in ("outcome", "soft_outcome", "tie", "unparseable_share", "policy_tokens", "other_tokens")}
 
 
 def judge_rows(frame: pd.DataFrame, *, n_boot: int, seed: int) -> list[tuple[str, str, metrics.Estimate]]:
@@ -130,7 +133,7 @@ def judge_rows(frame: pd.DataFrame, *, n_boot: int, seed: int) -> list[tuple[str
         m = {k: v.to_numpy(float) for k, v in ref.items()}
         out.append(("judge", "win_rate_vs_reference", metrics.mean_ci(m["outcome"], **boot)))
         out.append(("judge", LC_METRIC, metrics.length_controlled_from_labels(
-            m["outcome"], m["policy_tokens"], m["other_tokens"], **boot)))
+            m["soft_outcome"], m["policy_tokens"], m["other_tokens"], **boot)))
         out.append(("judge", "tie_rate", metrics.mean_ci(m["tie"], **boot)))
         out.append(("judge", "unparseable_rate", metrics.mean_ci(m["unparseable_share"], **boot)))
     chosen = _judge_matrices(frame, "chosen")
@@ -148,8 +151,8 @@ def judge_units(frame: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
         out[("judge", "win_rate_vs_reference")] = ref["outcome"].mean(axis=1)
         out[("judge", "tie_rate")] = ref["tie"].mean(axis=1)
         out[("judge", "unparseable_rate")] = ref["unparseable_share"].mean(axis=1)
-        _, terms = metrics.lc_influence_from_labels(ref["outcome"].to_numpy(float), ref["policy_tokens"].to_numpy(float),
-                                                    ref["other_tokens"].to_numpy(float))
+        _, terms = metrics.lc_influence_from_labels(ref["soft_outcome"].to_numpy(float),
+                                                    ref["policy_tokens"].to_numpy(float), ref["other_tokens"].to_numpy(float))
         for i, term in enumerate(metrics.LC_TERMS):
             out[("judge", f"{LC_METRIC}:{term}")] = pd.Series(terms[:, i], index=ref["outcome"].index)
     chosen = _judge_matrices(frame, "chosen")

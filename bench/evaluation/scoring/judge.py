@@ -55,6 +55,7 @@ class Template:
     verdicts: dict           # label -> A's preference over B (positive: A better; 0: tie)
     max_tokens: int
     fingerprint: str         # sha256 of the template file
+    logprobs: bool = False   # ask for the first token's log-probs (a one-token verdict, AlpacaEval 2)
 
     def messages(self, prompt: str, answer_a: str, answer_b: str) -> list[dict]:
         # One pass over the template: a response that itself contains "{answer_b}" stays text.
@@ -70,6 +71,19 @@ class Template:
             return None, None
         label = found.pop()
         return label, int(self.verdicts[label])
+
+    def prob_a(self, top_logprobs: dict | None) -> float | None:
+        """P(A better) from the first token's log-probs, as AlpacaEval's `logprob_parser`:
+        the mass of the labels preferring A over that of every decisive label (None without them)."""
+        if not top_logprobs:
+            return None
+        mass = {1: 0.0, -1: 0.0}
+        for token, logprob in top_logprobs.items():
+            value = self.verdicts.get(str(token).strip())
+            if value:
+                mass[1 if value > 0 else -1] += math.exp(logprob)
+        total = mass[1] + mass[-1]
+        return mass[1] / total if total > 0 else None
 
 
 def template_names() -> list[str]:
@@ -112,7 +126,8 @@ def load_template(spec: str, base_dir: Path | None = None) -> Template:
     return Template(name=str(data.get("name") or path.stem), reference=str(data.get("reference") or ""),
                     system=str(data.get("system") or ""), user=str(data["user"]), pattern=pattern,
                     verdicts={str(k): int(v) for k, v in verdicts.items()},
-                    max_tokens=int(data.get("max_tokens") or 1024), fingerprint=hashlib.sha256(raw).hexdigest())
+                    max_tokens=int(data.get("max_tokens") or 1024), fingerprint=hashlib.sha256(raw).hexdigest(),
+                    logprobs=bool(data.get("logprobs", False)))
 
 
 # ---------------------------------------------------------------- both orders -> one outcome
@@ -195,9 +210,9 @@ class Judge:
         def one(key: str, messages: list[dict]) -> None:
             if stop.is_set():
                 return
-            answer = self.client.complete(messages, max_tokens=self.max_tokens)
+            answer = self.client.complete(messages, max_tokens=self.max_tokens, logprobs=self.template.logprobs)
             self.cache.put(key, {"text": answer.text, "prompt_tokens": answer.prompt_tokens,
-                                 "completion_tokens": answer.completion_tokens})
+                                 "completion_tokens": answer.completion_tokens, "top_logprobs": answer.top_logprobs})
 
         pool = futures.ThreadPoolExecutor(max_workers=self.config.max_concurrency, thread_name_prefix="judge")
         first_error = None
@@ -228,7 +243,7 @@ class Judge:
         for item in items:
             row = {"prompt_id": item.prompt_id, "sample_index": item.sample_index, "against": item.against,
                    "policy_tokens": item.policy_tokens, "other_tokens": item.other_tokens}
-            prefs = []
+            prefs, probs = [], []
             for order, (key, _) in zip(ORDERS, self.calls(item)):
                 answer = self.cache.get(key)
                 if answer is None:
@@ -241,7 +256,14 @@ class Judge:
                 row[f"pref_{order}"] = float("nan") if pref is None else float(pref)
                 row[f"raw_{order}"] = answer["text"]
                 row[f"tokens_{order}"] = int(answer.get("prompt_tokens", 0)) + int(answer.get("completion_tokens", 0))
+                prob = self.template.prob_a(answer.get("top_logprobs"))   # the policy's probability
+                probs.append(None if prob is None else (prob if order == "policy_first" else 1.0 - prob))
+                row[f"prob_{order}"] = float("nan") if probs[-1] is None else probs[-1]
             row["outcome"] = outcome(*prefs)
+            # The soft label of the LC fit: with log-probs (AlpacaEval 2) the policy's probability
+            # averaged over both orders (a balanced position calibration, Wang et al. 2023,
+            # arXiv:2305.17926), else the outcome itself.
+            row["soft_outcome"] = sum(probs) / 2 if None not in probs else row["outcome"]
             row["tie"] = row["outcome"] == 0.5
             row["unparseable"] = sum(p is None for p in prefs)
             # Position consistency: both orders parsed and name the same winner (or both a tie).
