@@ -23,7 +23,8 @@ from bench.tables.results import LM_EVAL_PREFIX
 # (name, caption words, the columns it takes; a judge's win rate and lm-eval tasks join the first group).
 GROUPS = (
     ("quality", "quality of the generations",
-     ["gold/accuracy", "gold/win_rate_vs_reference", "reward_model/lc_win_rate_vs_reference"]),
+     ["gold/accuracy", "gold/win_rate_vs_reference", "reward_model/lc_win_rate_vs_reference",
+      "judge/win_rate_vs_reference", "judge/lc_win_rate_vs_reference"]),   # the LLM judge (scoring.judge)
     ("drift", "length and drift",
      ["length/mean_tokens", "generation/truncation_rate", "drift/logratio_chosen", "drift/chosen_logp_down",
       "kl/kl_to_reference"]),
