@@ -89,12 +89,15 @@ set_option = click.option(
 @click.option("--only", multiple=True, metavar="NAME",
               help="Run only objectives whose label or name matches (repeatable; default: all).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--reuse-stale", is_flag=True,
+              help="Reuse stages made by other code (of the same configuration) instead of computing them "
+                   "again; runs.parquet records which. Evaluations are always of this code.")
 @click.option("--executor", type=click.Choice(["inprocess", "local", "ray", "slurm"]), default=None,
               help="Where the runs train and evaluate (default: the suite's executor.kind, else inprocess).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="local: worker processes; ray, slurm: runs at once (the suite's executor.workers).")
 @one_line_errors
-def run(suite, overrides, out_dir, only, quiet, executor, workers):
+def run(suite, overrides, out_dir, only, quiet, reuse_stale, executor, workers):
     """Train every objective of SUITE, generate, score, and write the results and leaderboard."""
     import signal
 
@@ -103,7 +106,7 @@ def run(suite, overrides, out_dir, only, quiet, executor, workers):
     # SIGTERM (a scheduler, `kill`) stops like Ctrl-C: temporaries removed, training state saved.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     summary = run_suite(suite, overrides=list(overrides), out_dir=out_dir, only=list(only), progress=not quiet,
-                        executor=executor, workers=workers)
+                        executor=executor, workers=workers, reuse_stale=reuse_stale)
     click.echo(summary.text())
     sys.exit(1 if summary.failed or summary.stage_failures else 0)
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 
 from trainers.errors import UserError
-from trainers.manifest import build_manifest, check_manifest
+from trainers.manifest import build_manifest, check_manifest, file_digest
 
 DONE_FILE = "prefbench_train.json"     # written last inside checkpoint/: marks it complete
+LOG_FILE = "train_log.jsonl"           # beside checkpoint/ and state/: the run's log, in their manifests
 
 
 class CorruptStateError(UserError):
@@ -70,17 +71,27 @@ def _verify(folder: Path, files: dict | None) -> None:
 
 
 def save_state(state_dir: Path, *, model_state: dict, optimizer_state: dict, scheduler, step: int,
-               rng_states: list) -> None:
+               rng_states: list, log: Path | None = None) -> None:
     """Everything exact resume needs. `model_state` holds the trainable parameters and
     `optimizer_state` the optimiser's, both full (unsharded) on the CPU; `rng_states` has one
-    entry per process (gathered)."""
+    entry per process (gathered). `log`: the train log so far, copied in (and so in the
+    state's manifest): a resumed run takes its first steps' lines from here, so a log cut or
+    lost since the save does not leave the finished log missing steps."""
     tmp = _tmp_dir(state_dir)
+    if log is not None and Path(log).is_file():
+        shutil.copyfile(log, tmp / LOG_FILE)
     torch.save(model_state, tmp / "model.pt")
     torch.save(optimizer_state, tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(rng_states, tmp / "rng.pt")
     (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "files": build_manifest(tmp)}))
     _replace_dir(tmp, state_dir)
+
+
+def saved_log(state_dir: Path) -> Path | None:
+    """The train log copied into a resume state (save_state), None when it has none."""
+    path = Path(state_dir) / LOG_FILE
+    return path if path.is_file() else None
 
 
 def state_problem(state_dir: Path) -> str | None:
@@ -126,7 +137,7 @@ def rng_state() -> dict:
 
 
 def save_checkpoint(ckpt_dir: Path, *, model, tokenizer, steps: int, state_dict: dict | None = None,
-                    dtype: torch.dtype | None = None) -> Path:
+                    dtype: torch.dtype | None = None, log: Path | None = None) -> Path:
     """A standard HF directory (safetensors, config, tokenizer); LoRA adapters are merged first.
     `state_dict`: the full weights when `model`'s own parameters are shards (FSDP). `dtype`:
     the weights' dtype on disk (floating-point tensors cast; the model is cast in place)."""
@@ -139,7 +150,10 @@ def save_checkpoint(ckpt_dir: Path, *, model, tokenizer, steps: int, state_dict:
             state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
     model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
-    (tmp / DONE_FILE).write_text(json.dumps({"steps": steps, "files": build_manifest(tmp)}))
+    done = {"steps": steps, "files": build_manifest(tmp)}
+    if log is not None and Path(log).is_file():   # the log the results read: checked with the weights
+        done["log"] = {LOG_FILE: file_digest(Path(log))}
+    (tmp / DONE_FILE).write_text(json.dumps(done))
     _replace_dir(tmp, ckpt_dir)
     return ckpt_dir
 
@@ -158,6 +172,9 @@ def completed_steps(ckpt_dir: Path) -> int | None:
         raise CorruptStateError(
             f"checkpoint {ckpt_dir} is incomplete or damaged ({type(exc).__name__}: {exc})"
         ) from None
+    problems = check_manifest(ckpt_dir.parent, done.get("log") or {})
+    if problems:    # the run's log (its final loss is a result) cut, edited or gone since training
+        raise CorruptStateError(f"the train log of {ckpt_dir.parent} is damaged ({problems[0]})")
     return int(steps)
 
 

@@ -40,7 +40,8 @@ def save(run, step: int) -> None:
     if run.acc.is_main_process:
         trainable = trainable_names(run.model)       # LoRA: the adapter only, not the frozen base
         save_state(run.out_dir / "state", model_state={k: v for k, v in weights.items() if k in trainable},
-                   optimizer_state=optimizer_state, scheduler=run.scheduler, step=step, rng_states=states)
+                   optimizer_state=optimizer_state, scheduler=run.scheduler, step=step, rng_states=states,
+                   log=run.log_path)
     run.acc.wait_for_everyone()
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from collections import defaultdict
@@ -28,7 +29,8 @@ import torch
 from tqdm.auto import tqdm
 
 from trainers import devices, state
-from trainers.checkpoint import CorruptStateError, completed_steps, save_checkpoint, set_aside, state_problem
+from trainers.checkpoint import (CorruptStateError, completed_steps, save_checkpoint, saved_log, set_aside,
+                                 state_problem)
 from trainers.errors import UserError, say
 from trainers.heads import head_for
 from trainers.interrupt import SaveClock, StopRequest, TrainingInterrupted
@@ -275,11 +277,20 @@ class _Run:
                 fh.write(json.dumps(row) + "\n")
 
     def _trim_log(self, start: int):
-        """A resumed run rewrites the steps after its state, so drop their old lines."""
-        if not self.acc.is_main_process or not self.log_path.exists():
+        """A resumed run rewrites the steps after its state, so drop their old lines. The lines
+        up to the state come from the state's own copy of the log (checked by its manifest),
+        so a log cut or deleted since the save is whole again."""
+        if not self.acc.is_main_process:
             return
-        kept = [ln for ln, row in read_log_lines(self.log_path) if row["step"] <= start]
-        self.log_path.write_text("".join(ln + "\n" for ln in kept))
+        saved = saved_log(self.out_dir / "state") if start else None
+        source = saved if saved is not None else self.log_path
+        if not source.exists():
+            return
+        kept = [ln for ln, row in read_log_lines(source) if row["step"] <= start]
+        text = "".join(ln + "\n" for ln in kept)
+        tmp = self.log_path.with_name(f"{self.log_path.name}.tmp-{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, self.log_path)
 
     def _fail(self, step: int, reason: str) -> TrainResult:
         if self.acc.is_main_process:
@@ -298,7 +309,7 @@ class _Run:
                 self.model.config.use_cache = self.use_cache
             dtype = torch.bfloat16 if self.acc.mixed_precision == "bf16" else torch.float32
             save_checkpoint(ckpt, model=self.model, tokenizer=self.tokenizer, steps=self.total, state_dict=weights,
-                            dtype=dtype)
+                            dtype=dtype, log=self.log_path)
             shutil.rmtree(self.out_dir / "state", ignore_errors=True)   # the checkpoint supersedes it
         self.acc.wait_for_everyone()
         return TrainResult("ok", None, ckpt, self.log_path, self.total, self.start)

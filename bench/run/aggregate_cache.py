@@ -11,7 +11,6 @@ is rewritten, never served.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 from pathlib import Path
@@ -27,13 +26,18 @@ _NOT_OUTPUTS = {"stages", "logs"}   # and every hidden path: the key file, the f
 _REPORT_PREFIX = "compare-to-"
 
 
-@functools.lru_cache(maxsize=1)
+AGGREGATE_LIBRARIES = ("numpy", "pandas", "pyarrow", "scipy", "matplotlib")
+
+
 def code_digest() -> str:
-    """Checksum of every Python file of the harness: a code change is a new input."""
+    """Checksum of every Python file of the harness and the versions of the libraries the tables
+    are computed with: a code change is a new input. Not cached for the process's life: a
+    long-lived process (a notebook, the tests) may run the suite again after an edit."""
     import bench
     import trainers
+    from bench.run.code_keys import library_versions
 
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(repr(library_versions(AGGREGATE_LIBRARIES)).encode())
     for package in (bench, trainers):
         root = Path(package.__file__).resolve().parent
         for path in sorted(root.rglob("*.py")):

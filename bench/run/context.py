@@ -46,3 +46,7 @@ class SuiteContext:
     progress: bool
     fingerprints: dict = dataclasses.field(default_factory=dict)
     train_audit: dict | None = None     # gold verifier over the training pairs (bench.evaluation.scoring.gold.audit_pairs)
+    chosen_key: str | None = None       # the chosen responses' judgments (None: no reward model)
+    codes: dict = dataclasses.field(default_factory=dict)   # stage (or "train:<run id>") -> CodePrint
+    reuse_stale: bool = False           # --reuse-stale: stages of other code stand in for missing ones
+    stale: list = dataclasses.field(default_factory=list)   # the suite-wide stages so taken

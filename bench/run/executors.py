@@ -61,7 +61,7 @@ def run_task(task: Task, ctx, out) -> TaskResult:
     from bench.run.progress import StageProgress
     from bench.run.store import StageStore
 
-    store = StageStore(Path(out))
+    store = StageStore(Path(out), reuse_stale=ctx.reuse_stale)
     quiet = StageProgress(total_runs=1, enabled=False)   # the parent draws the one progress view
     result = TaskResult(index=task.index)
     if task.run is None:

@@ -23,7 +23,7 @@ def train_and_evaluate(run, ctx, store, out: Path, bar) -> PolicyRecord:
     try:
         evaluated = pipeline.discarded_evaluation(run, ctx, store)
         if evaluated is not None:      # weights deleted after an evaluation that still holds
-            work = store.work_dir("train", pipeline.train_key(run, ctx))
+            work = store.work_dir("train", pipeline.train_key(run, ctx, store))
             steps = json.loads((work / pipeline.DISCARDED).read_text())["steps"]
             record.train_summary = pipeline.train_summary(SimpleNamespace(steps=steps, log_path=work / "train_log.jsonl"))
             record.checkpoint, record.checkpoint_kept, record.eval_dir = str(work / "checkpoint"), False, evaluated
@@ -46,6 +46,8 @@ def train_and_evaluate(run, ctx, store, out: Path, bar) -> PolicyRecord:
         fail(record, f"{type(err).__name__}: {err}".splitlines()[0], out, traceback.format_exc())
     finally:
         bar.run_done()
+        if getattr(ctx, "reuse_stale", False):
+            record.stale_code = pipeline.stale_stages(run, ctx, store)
     return record
 
 

@@ -13,7 +13,7 @@ from bench.tables.aggregate import PolicyRecord, policy_rows, policy_units
 from bench.evaluation.evaluate import chosen_judgments, evaluate_policy
 from bench.evaluation.scoring.registry import listed_sample_metrics
 from bench.hashing import content_hash
-from bench.run.store import StageStore
+from bench.run.store import DISCARDED_NOTE, StageStore
 from bench.run.context import REFERENCE_ID, SUITE_HASH, SuiteContext
 
 
@@ -30,14 +30,28 @@ from bench.run.context import REFERENCE_ID, SUITE_HASH, SuiteContext
 
 
 # ---------------------------------------------------------------- train and evaluate
-def train_key(run, ctx: SuiteContext) -> str:
+def train_config_key(run, ctx: SuiteContext) -> str:
+    """What a run's training reads: its run id (objective, hyperparameters, training settings,
+    seed), the data and the reference policy."""
     return content_hash("train", run.run_id, ctx.data_key, ctx.base_key)
+
+
+def train_key(run, ctx: SuiteContext, store: StageStore) -> str:
+    """The train stage's key: what it reads and the code of this run's objective and trainer
+    (bench.run.code_keys); with --reuse-stale, a finished training by other code stands in."""
+    return store.key("train", train_config_key(run, ctx), ctx.codes[f"train:{run.run_id}"])
+
+
+def stale_stages(run, ctx: SuiteContext, store: StageStore) -> list[str]:
+    """The stages of this run (and the suite-wide ones) that --reuse-stale took from other code."""
+    mine = f"train/{train_key(run, ctx, store)}"
+    return list(ctx.stale) + ([mine] if mine in store.stale else [])
 
 
 def train_run(run, ctx: SuiteContext, store: StageStore):
     from trainers.trainer import train
 
-    key = train_key(run, ctx)
+    key = train_key(run, ctx, store)
     out_dir = store.work_dir("train", key)
     # One writer of a run's resume state: a worker orphaned by a killed parent and the rerun's
     # worker would otherwise train the same run at once.
@@ -66,16 +80,23 @@ def train_summary(result) -> dict:
     return summary
 
 
-def evaluate_key(run, ctx: SuiteContext) -> str:
-    return content_hash("evaluate", train_key(run, ctx), ctx.eval_key)
+def evaluate_key(run, ctx: SuiteContext, store: StageStore) -> str:
+    """A run's evaluation: keyed by its training's key (so a policy trained anew is evaluated
+    anew) and the evaluation's settings and code (in eval_key). Never taken from other
+    evaluation code, even with --reuse-stale: the reference's evaluation and the runs' must be
+    of one code to be compared."""
+    return content_hash("evaluate", train_key(run, ctx, store), ctx.eval_key)
 
 
 def evaluate_run(run, checkpoint, ctx: SuiteContext, store: StageStore) -> Path:
-    return store.run("evaluate", evaluate_key(run, ctx), lambda tmp: evaluate_policy(Path(checkpoint), ctx.eval_ctx,
-                                                                                     tmp, is_reference=False))
+    def build(tmp: Path) -> dict:
+        return {**evaluate_policy(Path(checkpoint), ctx.eval_ctx, tmp, is_reference=False),
+                "code": ctx.codes["evaluate"].record()}
+
+    return store.run("evaluate", evaluate_key(run, ctx, store), build)
 
 
-DISCARDED = "checkpoint_discarded.json"   # in a run's train folder: its weights went after evaluation
+DISCARDED = DISCARDED_NOTE   # in a run's train folder: its weights went after evaluation
 
 
 def discard_checkpoint(checkpoint: Path) -> None:
@@ -84,26 +105,49 @@ def discard_checkpoint(checkpoint: Path) -> None:
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():
         return
-    from trainers.checkpoint import completed_steps
+    from trainers.checkpoint import LOG_FILE, completed_steps
+    from trainers.manifest import file_digest
 
-    (checkpoint.parent / DISCARDED).write_text(json.dumps({"steps": completed_steps(checkpoint)}))
+    note = {"steps": completed_steps(checkpoint)}
+    log = checkpoint.parent / LOG_FILE
+    if log.is_file():     # the log outlives the weights: still checked on reuse (discarded_log_problem)
+        note["log"] = {LOG_FILE: file_digest(log)}
+    (checkpoint.parent / DISCARDED).write_text(json.dumps(note))
     import shutil
 
     shutil.rmtree(checkpoint)
 
 
 def _weights_discarded(work: Path) -> bool:
-    """A run's train folder says its weights went after an evaluation (and they are gone)."""
-    return (work / DISCARDED).exists() and not (work / "checkpoint").exists()
+    """A run's train folder says its weights went after an evaluation (and they are gone), and
+    its train log is as it was then."""
+    return (work / DISCARDED).exists() and not (work / "checkpoint").exists() and discarded_log_problem(work) is None
+
+
+def discarded_log_problem(work: Path) -> str | None:
+    """What is wrong with the train log of a run whose weights were discarded (None: intact)."""
+    from trainers.manifest import check_manifest
+
+    try:
+        note = json.loads((work / DISCARDED).read_text())
+    except (OSError, ValueError) as err:
+        return f"{DISCARDED} is unreadable ({type(err).__name__})"
+    problems = check_manifest(work, note.get("log") or {}) if isinstance(note, dict) else ["not a JSON object"]
+    return f"the train log of {work} is damaged ({problems[0]})" if problems else None
 
 
 def discarded_evaluation(run, ctx: SuiteContext, store: StageStore) -> Path | None:
     """The stored evaluation of a run whose weights were discarded, else None (then it trains:
     a discarded run whose evaluation settings changed is trained again)."""
-    work = store.work_dir("train", train_key(run, ctx))
-    if _weights_discarded(work):
-        if store.is_done("evaluate", evaluate_key(run, ctx)):
-            return store.run("evaluate", evaluate_key(run, ctx), None)
+    work = store.work_dir("train", train_key(run, ctx, store))
+    if (work / DISCARDED).exists() and not (work / "checkpoint").exists():
+        problem = discarded_log_problem(work)
+        if problem is None and store.is_done("evaluate", evaluate_key(run, ctx, store)):
+            return store.run("evaluate", evaluate_key(run, ctx, store), None)
+        if problem is not None:
+            from trainers.errors import say
+
+            say(f"{problem}; training this run again")
         (work / DISCARDED).unlink()
     return None
 
@@ -111,11 +155,11 @@ def discarded_evaluation(run, ctx: SuiteContext, store: StageStore) -> Path | No
 def run_is_stored(run, ctx: SuiteContext, store: StageStore) -> bool:
     """Every stage of the run is stored: its evaluation, and its weights or the note that they
     went after that evaluation. (An executor reads such a run itself instead of sending it out.)"""
-    if not store.is_done("evaluate", evaluate_key(run, ctx)):
+    if not store.is_done("evaluate", evaluate_key(run, ctx, store)):
         return False
     from trainers.checkpoint import CorruptStateError, completed_steps
 
-    work = store.work_dir("train", train_key(run, ctx))
+    work = store.work_dir("train", train_key(run, ctx, store))
     if _weights_discarded(work):
         return True
     try:
@@ -126,8 +170,7 @@ def run_is_stored(run, ctx: SuiteContext, store: StageStore) -> bool:
 
 def _reference_keys(ctx: SuiteContext) -> tuple[str, str | None]:
     """(the reference evaluation's key, the chosen responses' judgments' key or None)."""
-    chosen = content_hash("chosen", ctx.eval_key) if ctx.eval_ctx.reward_model_dir is not None else None
-    return content_hash("evaluate", "reference", ctx.eval_key), chosen
+    return content_hash("evaluate", "reference", ctx.eval_key), ctx.chosen_key
 
 
 def reference_is_stored(ctx: SuiteContext, store: StageStore) -> bool:
@@ -138,8 +181,9 @@ def reference_is_stored(ctx: SuiteContext, store: StageStore) -> bool:
 def evaluate_reference(ctx: SuiteContext, store: StageStore, bar) -> Path:
     bar.stage("evaluate reference")
     key, chosen = _reference_keys(ctx)
-    folder = store.run("evaluate", key, lambda tmp: evaluate_policy(ctx.reference_dir, ctx.eval_ctx, tmp,
-                                                                    is_reference=True))
+    folder = store.run("evaluate", key, lambda tmp: {**evaluate_policy(ctx.reference_dir, ctx.eval_ctx, tmp,
+                                                                       is_reference=True),
+                                                     "code": ctx.codes["evaluate"].record()})
     if chosen is not None:
         store.run("chosen", chosen,
                   lambda tmp: chosen_judgments(ctx.eval_ctx).to_parquet(tmp / "judgments.parquet", index=False))
@@ -229,7 +273,7 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
     from bench.tables.results import provenance, write_results, write_units
 
     reference_judgments = pd.read_parquet(reference_eval / "judgments.parquet")
-    chosen_dir = store.path("chosen", content_hash("chosen", ctx.eval_key))
+    chosen_dir = store.path("chosen", ctx.chosen_key or "none")
     chosen = pd.read_parquet(chosen_dir / "judgments.parquet") if (chosen_dir / "judgments.parquet").exists() else None
     n_boot, seed = suite.scoring.bootstrap_samples, suite.generation.seed
     extra = listed_sample_metrics(suite.scoring.scorers)   # the scorers the suite adds by name
@@ -242,7 +286,8 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
     key = aggregate_cache.aggregate_key(
         [reference, *records], extra=dict(chosen=aggregate_cache.marker_text(chosen_dir), suite_hash=suite_hash, runs=[r.run_id for r in runs],
                                           fingerprints=ctx.fingerprints, data=ctx.data_info,
-                                          reference_dir=str(ctx.reference_dir)))
+                                          reference_dir=str(ctx.reference_dir), reuse_stale=ctx.reuse_stale,
+                                          stale=ctx.stale))
     reused = aggregate_cache.reuse(out, key)
     if reused is not None:
         return reused
@@ -260,10 +305,12 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
     prov = provenance()
     by_id = {run.run_id: run for run in runs}
     reference.checkpoint = str(ctx.reference_dir)
-    inputs = dict(fingerprints=json.dumps(ctx.fingerprints, sort_keys=True), suite_hash=suite_hash)
+    inputs = dict(fingerprints=json.dumps(ctx.fingerprints, sort_keys=True), suite_hash=suite_hash,
+                  reuse_stale=str(ctx.reuse_stale).lower())
     run_rows = [dict(suite=suite.name, run_id=r.run_id, label=r.label, objective=r.objective, params=r.params,
                      seed=r.seed, status=r.status, reason=r.reason or "", checkpoint=_relative(r.checkpoint, out),
                      checkpoint_kept=str(r.checkpoint_kept).lower(), **inputs,
+                     stale_code=",".join(getattr(r, "stale_code", [])),
                      train_log=_relative(r.train_summary.get("train_log"), out),
                      config=json.dumps(by_id[r.run_id].training.model_dump(mode="json"), sort_keys=True)
                      if r.run_id in by_id else "{}",

@@ -39,8 +39,9 @@ def data_stage(suite, store: StageStore, progress: bool = True,
     from bench.run.fingerprint import suite_fingerprints
 
     fingerprints = fingerprints or suite_fingerprints(suite)
-    # the file's (or hub revision's) content, not only its name: data edited in place reloads
-    key = content_hash("data", suite.data, fingerprints["data"])
+    # the file's (or hub revision's) content, not only its name: data edited in place reloads;
+    # and the code that loads and splits it (bench.run.code_keys)
+    key = store.key("data", content_hash("data", suite.data, fingerprints["data"]), _codes(suite)["data"])
 
     def build(tmp: Path):
         loaded = load_pairs(suite.data, progress=progress)
@@ -62,13 +63,19 @@ def base_stage(suite, store: StageStore, data_key: str, train_pairs, *, progress
 
     sft = suite.sft
     fingerprints = fingerprints or suite_fingerprints(suite)
+    codes = _codes(suite)
     # The policy's weights (or hub commit), not only its path: new weights at the same path
-    # give a new key here and so in every stage downstream (train, evaluate).
-    key = content_hash("base", suite.model, fingerprints["policy"], sft,
-                       data_key if sft.enabled and sft.data == "chosen" else None)
-    base = _initial_model(suite, store, key)
+    # give a new key here and so in every stage downstream (train, evaluate). The initial model
+    # reads the model section (and, built in code, the task's vocabulary), nothing of the SFT:
+    # an SFT setting changed trains the SFT again from the same initial model.
+    vocabulary = suite.data.source if suite.model.policy.startswith(BUILTIN_PREFIX) else None
+    init_key = store.key("init", content_hash("init", suite.model, fingerprints["policy"], vocabulary), codes["init"])
+    base = _initial_model(suite, store, init_key)
     if not sft.enabled:
-        return key, base
+        return init_key, base
+    # SFT reads its demonstrations: the train pairs' chosen, or the task's own demonstrations.
+    demos_from = data_key if sft.data == "chosen" else ("demos", suite.data.source, suite.data.task_options)
+    key = store.key("sft", content_hash("sft", init_key, sft, demos_from), codes["sft"])
     from trainers.objectives import build_objective
     from trainers.trainer import train
 
@@ -84,6 +91,13 @@ def base_stage(suite, store: StageStore, data_key: str, train_pairs, *, progress
 
         raise BenchError(f"SFT of the reference failed: {result.reason}")
     return key, Path(result.checkpoint)
+
+
+def _codes(suite) -> dict:
+    """The code of each suite-wide stage (bench.run.code_keys), computed once per suite."""
+    from bench.run.code_keys import stage_codes
+
+    return stage_codes(suite)
 
 
 def _initial_model(suite, store: StageStore, key: str) -> Path:
@@ -171,7 +185,8 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
         drift_data, _ = tokenize_pairs(pairs["drift"], tokenizer, max_length=training.max_length,
                                        max_prompt_length=training.max_prompt_length)
     needs_reference = any(run.needs_reference for run in runs)
-    ref_cache = store.root / "ref_logps"
+    codes = _codes(suite)
+    ref_cache = ref_cache_dir(store, codes["ref_logps"])
     cached_before = _cache_files(ref_cache)
     # The reward model and the reference log-probs need the SFT reference, not each other: on
     # an executor they are computed side by side on its workers (bench.run.shared_stages), and
@@ -179,14 +194,16 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
     counting = store
     if session is not None:
         inputs = dict(suite=suite, data_key=data_key, base_key=base_key, reference_dir=reference_dir,
+                      reuse_stale=store.reuse_stale,
                       train_pairs=pairs["train"], train_data=train_data if needs_reference else None,
                       drift_data=drift_data)
         names = shared_stages.to_compute(suite, store, data_key=data_key, base_key=base_key,
                                          reference_dir=reference_dir, train_data=inputs["train_data"],
-                                         drift_data=drift_data)
+                                         drift_data=drift_data, ref_cache=ref_cache)
+        inputs["ref_cache"] = ref_cache
         if len(names) > 1:
             shared_stages.run_side_by_side(session, names, inputs, store, bar)
-            counting = StageStore(store.out)   # the workers' counts are in `store`: not counted twice
+            counting = StageStore(store.out, reuse_stale=store.reuse_stale)   # the workers' counts are in `store`
     bar.stage("reward")
     reward_dir = shared_stages.reward_stage(suite, counting, data_key, base_key, reference_dir, pairs["train"],
                                             progress=progress)
@@ -211,13 +228,35 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
     # loaded one, and the lm-eval tasks, by their contents.
     # compare_to and bootstrap_samples shape only the aggregate, so changing them re-evaluates nothing.
     scoring = suite.scoring.model_dump(mode="json", exclude=AGGREGATE_ONLY_SCORING)
-    eval_key = content_hash("eval", data_key, base_key, _portable(reward_dir, store.root), suite.generation, scoring,
-                            suite.reward_model, training.max_length, training.max_prompt_length,
-                            fingerprints["reward_model"], fingerprints["lm_eval_tasks"])
+    judge = (_portable(reward_dir, store.root), suite.reward_model, fingerprints["reward_model"])
+    # The evaluation code is part of eval_key, so of every evaluation's key (the reference's and each run's).
+    eval_key = content_hash("eval", data_key, base_key, *judge, suite.generation, scoring,
+                            training.max_length, training.max_prompt_length, fingerprints["lm_eval_tasks"],
+                            codes["evaluate"].digest)
+    # The chosen responses' judgments read the eval prompts, the judge and its code: not the
+    # generation settings, nor the policy (a new SFT keeps them).
+    chosen_key = None if reward_dir is None else store.key(
+        "chosen", content_hash("chosen", data_key, *judge, suite.model.trust_remote_code), codes["evaluate"],
+        may_be_stale=False)    # compared with the evaluations, which are always of this code
     return SuiteContext(suite=suite, suite_dir=suite_path.parent, data_key=data_key, base_key=base_key,
                         reference_dir=reference_dir, tokenizer=tokenizer, train_data=train_data, ref_logps=ref_logps,
                         eval_ctx=eval_ctx, eval_key=eval_key, data_info=data_info, progress=progress,
-                        fingerprints=fingerprints, train_audit=train_audit)
+                        fingerprints=fingerprints, train_audit=train_audit, chosen_key=chosen_key,
+                        codes={**codes, **{f"train:{run.run_id}": run_code(suite, run) for run in suite.runs}},
+                        reuse_stale=store.reuse_stale, stale=sorted(set(store.stale + counting.stale)))
+
+
+def run_code(suite, run):
+    """The code of one run's training (bench.run.code_keys.train_code)."""
+    from bench.run.code_keys import train_code
+
+    return train_code(run.objective_spec, run.training, suite.launcher)
+
+
+def ref_cache_dir(store: StageStore, code) -> Path:
+    """The reference log-prob caches of one code: `stages/ref_logps/<code digest>/` (their own
+    file names hash the model and the data)."""
+    return store.root / "ref_logps" / code.digest
 
 
 def _cache_files(folder: Path) -> dict[str, tuple[int, int]]:

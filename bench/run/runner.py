@@ -32,6 +32,8 @@ class RunSummary:
     reused: int = 0
     repaired: int = 0      # of the computed: recomputed because their cached files were damaged
     stage_failures: list[str] = field(default_factory=list)   # a stage that failed alone (the LLM judge)
+    stale: list = field(default_factory=list)       # --reuse-stale: stages taken from other code
+    left_out: list = field(default_factory=list)    # runs of the suite in no table: never run by this code
 
     def text(self) -> str:
         lines = [self.leaderboard.rstrip(), ""] if self.leaderboard else []
@@ -39,6 +41,14 @@ class RunSummary:
                      f"{self.seconds:.0f}s ({self.computed} stages computed, {self.reused} reused"
                      f"{f', {self.repaired} recomputed because their files were damaged' if self.repaired else ''}); "
                      f"results in {self.out_dir}")
+        if self.stale:
+            lines.append(f"--reuse-stale: {len(self.stale)} stage(s) made by other code were reused "
+                         f"(runs.parquet, column stale_code): {', '.join(self.stale[:4])}"
+                         + (" ..." if len(self.stale) > 4 else ""))
+        if self.left_out:
+            lines.append(f"not in the table: {len(self.left_out)} run(s) of this suite this code has not run in this "
+                         f"folder ({', '.join(self.left_out[:4])}{' ...' if len(self.left_out) > 4 else ''}); "
+                         "run them (without --only) to include them")
         for label, reason, log in self.failed:
             lines.append(f"FAILED {label}: {reason} (log: {log})")
         lines += [f"FAILED stage {line}" for line in self.stage_failures]
@@ -46,9 +56,10 @@ class RunSummary:
 
 
 def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True, executor=None,
-              workers=None) -> RunSummary:
+              workers=None, reuse_stale: bool = False) -> RunSummary:
     """Run a suite file (with `--set` overrides), or a `Suite` that `load_suite` returned;
-    `executor` and `workers` override its `executor:` section (bench.run.executors)."""
+    `executor` and `workers` override its `executor:` section (bench.run.executors).
+    `reuse_stale`: stages made by other code stand in for missing ones (bench.run.store)."""
     started = time.time()
     chosen = {key: value for key, value in (("kind", executor), ("workers", workers)) if value}
     if isinstance(suite_path, Suite):
@@ -73,12 +84,12 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True,
         from bench.run.progress import quiet_library_noise
 
         quiet_library_noise()
-        return _run_suite(suite, only, out_dir, progress, started)
+        return _run_suite(suite, only, out_dir, progress, started, reuse_stale)
     finally:
         local_workers.stop_forkserver()
 
 
-def _run_suite(suite: Suite, only, out_dir, progress: bool, started: float) -> RunSummary:
+def _run_suite(suite: Suite, only, out_dir, progress: bool, started: float, reuse_stale: bool = False) -> RunSummary:
     from bench.run import store as stage_lib
     from bench.run.context import write_resolved_suite
     from bench.run.one_run import write_log
@@ -106,7 +117,7 @@ def _run_suite(suite: Suite, only, out_dir, progress: bool, started: float) -> R
         raise BenchError(f"--out: cannot write results to {out}: {err.strerror or err}") from None
     # One run per results folder at a time; a second one stops here in one line naming the holder.
     with stage_lib.FolderLock(out):
-        store = stage_lib.StageStore(out)
+        store = stage_lib.StageStore(out, reuse_stale=reuse_stale)
         removed = store.clean_leftovers()
         if removed:
             stage_lib.say(f"removed {len(removed)} temporary leftover(s) of killed stages under {store.root}")
@@ -114,8 +125,8 @@ def _run_suite(suite: Suite, only, out_dir, progress: bool, started: float) -> R
         bar = StageProgress(total_runs=len(runs), enabled=progress)
         clock = PhaseClock(suite.executor.kind, started)
         try:
-            records, leaderboard, stage_failures = _run_stages(suite, Path(suite.source), runs, store, out, bar,
-                                                               progress, clock)
+            records, leaderboard, stage_failures, left_out = _run_stages(suite, Path(suite.source), runs, store,
+                                                                         out, bar, progress, clock)
         except BenchError:
             raise
         except Exception as err:  # a suite-level stage broke: one line here, the traceback in a log
@@ -127,7 +138,8 @@ def _run_suite(suite: Suite, only, out_dir, progress: bool, started: float) -> R
                 for r in records if r.status != "ok"]
     return RunSummary(suite=suite.name, out_dir=out, total=len(runs), failed=failures, leaderboard=leaderboard,
                       seconds=time.time() - started, computed=len(store.computed), reused=len(store.reused),
-                      repaired=len(store.repaired), stage_failures=stage_failures)
+                      repaired=len(store.repaired), stage_failures=stage_failures, stale=sorted(set(store.stale)),
+                      left_out=left_out)
 
 
 def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: bool, clock):
@@ -138,9 +150,12 @@ def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: 
     from trainers.devices import settle_memory
 
     def aggregate(ctx, reference_eval, records, pool=None):
-        # The pairwise scorers (the LLM judge) read every stored evaluation; one that fails fails
-        # alone: the runs keep every other column, the judge's stored answers are kept.
-        failures = pipeline.judge_runs(ctx, store, out, reference_eval, records, bar)
+        # The folder's table holds every run of the suite finished here by this code, not only
+        # those this command computed (--only): the others are read back from their stages.
+        table, left_out = folder_records(suite, ctx, store, runs, records, out)
+        # The pairwise scorers (the LLM judge) read every stored evaluation of the table; one that
+        # fails fails alone: the runs keep every other column, the judge's stored answers are kept.
+        failures = pipeline.judge_runs(ctx, store, out, reference_eval, table, bar)
         bar.stage("aggregate")
         if suite.executor.kind == "inprocess":
             settle_memory()     # the runs' models and tensors freed, what is left frozen (trainers.devices)
@@ -149,10 +164,10 @@ def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: 
             # collection over its imports took ~0.4 s here. What is alive is only frozen, so the
             # aggregate's own collections do not scan it.
             gc.freeze()
-        leaderboard = pipeline.aggregate(suite, ctx, out, reference_eval, records, runs, store, pool=pool)
+        leaderboard = pipeline.aggregate(suite, ctx, out, reference_eval, table, suite.runs, store, pool=pool)
         clock.mark("aggregated")
         bar.close()
-        return records, leaderboard, failures
+        return records, leaderboard, failures, left_out
 
     try:
         if suite.executor.kind == "inprocess":
@@ -201,6 +216,26 @@ def open_session(config, out: Path, note, *, tasks: int):
     from bench.run.slurm_jobs import SlurmSession
 
     return SlurmSession(config, note)
+
+
+def folder_records(suite, ctx, store, runs, records, out: Path):
+    """(the records of every run of the suite stored in the folder, in suite order; the labels
+    of those that are not). A run of the suite this command did not select (--only) is in the
+    table when its training and evaluation by this code are stored; one made only by other code
+    is left out (and named), never mixed into this code's table."""
+    from bench.run.executors import Task, run_task
+    from bench.run import pipeline
+
+    by_id = {record.run_id: record for record in records}
+    table, left_out = [], []
+    for index, run in enumerate(suite.runs):
+        if run.run_id in by_id:
+            table.append(by_id[run.run_id])
+        elif pipeline.run_is_stored(run, ctx, store):
+            table.append(run_task(Task(index, run), ctx, out).record)
+        else:
+            left_out.append(f"{run.label} seed={run.seed}")
+    return table, left_out
 
 
 def select_runs(runs, only):

@@ -51,7 +51,7 @@ def reward_stage(suite, store: StageStore, data_key: str, base_key: str, referen
         return Path(resolve_model(cfg.path))
     from bench.evaluation.scoring.reward_model import train_reward_model
 
-    key = reward_key(suite, data_key, base_key)
+    key = reward_key(suite, data_key, base_key, store)
 
     def build(tmp: Path):
         # Trained by the one training loop in a work folder of its own, so a killed run resumes it.
@@ -65,12 +65,15 @@ def reward_stage(suite, store: StageStore, data_key: str, base_key: str, referen
     return model
 
 
-def reward_key(suite, data_key: str, base_key: str) -> str | None:
+def reward_key(suite, data_key: str, base_key: str, store: StageStore) -> str | None:
     """The trained reward model's stage key; None when the suite trains none."""
+    from bench.run.code_keys import stage_codes
+
     cfg = suite.reward_model
     if cfg.kind != "train" or not suite.scoring.reward_model:
         return None
-    return content_hash("reward", cfg, data_key, base_key)
+    return store.key("reward", content_hash("reward", cfg, data_key, base_key, suite.data.source,
+                                            suite.model.trust_remote_code), stage_codes(suite)["reward"])
 
 
 def reference_stage(suite, reference_dir: Path, train_data, drift_data, cache_dir: Path, *, progress: bool):
@@ -117,7 +120,7 @@ def run_shared_stage(task: StageTask, inputs: dict, out: str) -> StageResult:
     comes back in the result (`error`, one line), not as an exception, which each executor
     would word its own way (a Ray task's is its whole traceback)."""
     started = time.time()
-    store = StageStore(Path(out))
+    store = StageStore(Path(out), reuse_stale=inputs.get("reuse_stale", False))
     error = None
     try:
         if task.name == "reward":
@@ -125,7 +128,7 @@ def run_shared_stage(task: StageTask, inputs: dict, out: str) -> StageResult:
                          inputs["reference_dir"], inputs["train_pairs"], progress=False)
         else:
             reference_stage(inputs["suite"], inputs["reference_dir"], inputs["train_data"],
-                            inputs["drift_data"], store.root / "ref_logps", progress=False)
+                            inputs["drift_data"], inputs.get("ref_cache", store.root / "ref_logps"), progress=False)
     except BenchError as err:
         error = str(err)
     except Exception as err:  # noqa: BLE001 - one line to the parent, the traceback in a log beside the runs'
@@ -167,15 +170,15 @@ class SharedStages:
         self.failures[task.name] = reason
 
 
-def to_compute(suite, store, *, data_key, base_key, reference_dir, train_data, drift_data) -> list[str]:
+def to_compute(suite, store, *, data_key, base_key, reference_dir, train_data, drift_data, ref_cache) -> list[str]:
     """The independent shared stages this suite needs and that are not finished yet."""
     from trainers.reference import CACHE_PREFIX, cache_key
 
     names = []
-    key = reward_key(suite, data_key, base_key)
+    key = reward_key(suite, data_key, base_key, store)
     if key is not None and not store.is_done("reward", key):
         names.append("reward")
-    cache = store.root / "ref_logps"
+    cache = Path(ref_cache)
     if any(data is not None and not (cache / f"{CACHE_PREFIX}{cache_key(str(reference_dir), data)}.safetensors").exists()
            for data in (train_data, drift_data)):
         names.append("ref_logps")

@@ -30,11 +30,15 @@ from pathlib import Path
 from typing import Callable
 
 from bench.errors import BenchError
+from bench.hashing import content_hash
+from bench.io import atomic_write
 from trainers.checkpoint import unique_suffix
 from trainers.errors import say  # noqa: F401  (bench's one-line messages are the trainer's)
 from trainers.manifest import build_manifest, check_manifest
 
 DONE_MARKER = "STAGE_DONE.json"
+CODE_FILE = "code.json"           # in a work folder (training): the configuration and code that made it
+DISCARDED_NOTE = "checkpoint_discarded.json"   # in a train folder: its weights went after evaluation
 FILES_KEY = "__files__"           # the manifest, inside the done marker (written last)
 LOCK_FILE = ".prefbench.lock"
 LOCKS_DIR = ".locks"           # one lock file per stage key being built (StageStore.lock)
@@ -48,12 +52,64 @@ _HELD: set[str] = set()           # stage-key locks this process holds
 class StageStore:
     """The stage folders of one suite output directory."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, reuse_stale: bool = False):
         self.out = Path(root)
         self.root = self.out / "stages"
         self.reused: list[str] = []
         self.computed: list[str] = []
         self.repaired: list[str] = []     # stages recomputed because their files were damaged
+        # --reuse-stale: a stage missing for this code is taken from other code when one of the
+        # same configuration is finished; those taken are listed here (and in the results).
+        self.reuse_stale = reuse_stale
+        self.stale: list[str] = []
+        self._records: dict[tuple[str, str], dict] = {}
+
+    def key(self, name: str, config_key: str, code, *, may_be_stale: bool = True) -> str:
+        """The key of stage `name` for a configuration (`config_key`, the hash of what it reads)
+        computed by `code` (bench.run.code_keys.CodePrint): both are in the key, so other code
+        is another stage. With `reuse_stale`, a stage of this configuration made by other code
+        stands in for one this code has not made yet."""
+        key = self.current_key(name, config_key, code)
+        self._records[(name, key)] = {"config_key": config_key, "code": code.record()}
+        if not (self.reuse_stale and may_be_stale) or self.finished(name, key):
+            return key
+        for other in self.same_config(name, config_key):
+            if other != key and self.finished(name, other):
+                if f"{name}/{other}" not in self.stale:
+                    self.stale.append(f"{name}/{other}")
+                return other
+        return key
+
+    @staticmethod
+    def current_key(name: str, config_key: str, code) -> str:
+        return content_hash(name, config_key, code.digest)
+
+    def same_config(self, name: str, config_key: str) -> list[str]:
+        """Keys of stage `name` recorded with this configuration (any code), newest first."""
+        found = []
+        folder = self.root / name
+        for entry in folder.iterdir() if folder.is_dir() else ():
+            record = read_record(entry)
+            if record.get("config_key") == config_key:
+                found.append((entry.stat().st_mtime, entry.name))
+        return [key for _, key in sorted(found, reverse=True)]
+
+    def finished(self, name: str, key: str) -> bool:
+        """The stage is complete: a finished stage folder, or a work folder (training) holding its
+        checkpoint or the note that the checkpoint went after its evaluation."""
+        path = self.path(name, key)
+        if (path / CODE_FILE).exists() and not (path / DONE_MARKER).exists():
+            from trainers.checkpoint import CorruptStateError, completed_steps
+
+            try:
+                return completed_steps(path / "checkpoint") is not None or (path / DISCARDED_NOTE).exists()
+            except CorruptStateError:
+                return False
+        return stage_problem(path) is None
+
+    def record(self, name: str, key: str) -> dict:
+        """What `key` records of its configuration and code (for its done marker or work folder)."""
+        return self._records.get((name, key), {})
 
     def path(self, name: str, key: str) -> Path:
         return self.root / name / key
@@ -90,7 +146,7 @@ class StageStore:
         tmp = final.parent / f".{key}.tmp-{unique_suffix()}"
         tmp.mkdir()
         try:
-            info = build(tmp) or {}
+            info = {**(build(tmp) or {}), **self.record(name, key)}
             write_marker(tmp, info)
             install_dir(tmp, final)
         finally:
@@ -125,13 +181,18 @@ class StageStore:
 
     def info(self, name: str, key: str) -> dict:
         marker = json.loads((self.path(name, key) / DONE_MARKER).read_text())
-        marker.pop(FILES_KEY, None)
+        for recorded in (FILES_KEY, "config_key", "code"):
+            marker.pop(recorded, None)
         return marker
 
     def work_dir(self, name: str, key: str) -> Path:
         """A persistent (non-atomic) directory for work that resumes itself, such as training."""
         path = self.root / name / key
         path.mkdir(parents=True, exist_ok=True)
+        record = self.record(name, key)
+        if record and not (path / CODE_FILE).exists():   # what made it, for verify and --reuse-stale
+            text = json.dumps(record, sort_keys=True)
+            atomic_write(path / CODE_FILE, lambda tmp: tmp.write_text(text))
         return path
 
     def clean_leftovers(self) -> list[Path]:
@@ -144,6 +205,19 @@ class StageStore:
             else:
                 path.unlink(missing_ok=True)
         return removed
+
+
+def read_record(entry: Path) -> dict:
+    """A stage's recorded configuration key and code (its done marker's, or a work folder's
+    code file); {} for a stage made before code was recorded, or unreadable."""
+    for name in (DONE_MARKER, CODE_FILE):
+        try:
+            data = json.loads((entry / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and "code" in data:
+            return {"config_key": data.get("config_key"), "code": data["code"]}
+    return {}
 
 
 def write_marker(folder: Path, info: dict) -> None:

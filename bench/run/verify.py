@@ -52,9 +52,13 @@ def verify(results_dir) -> VerifyReport:
     skip = set(leftovers(folder))
     report.leftovers = sorted(skip)
     legacy = 0
+    other_code: list[str] = []
     for kind_dir in sorted(p for p in root.iterdir() if p.is_dir() and p not in skip):
         kind = kind_dir.name
         entries = sorted(p for p in kind_dir.iterdir() if p not in skip and not p.name.startswith("."))
+        if kind not in CACHE_FOLDERS:
+            other_code += [f"{entry.relative_to(folder)} ({changed})" for entry in entries
+                           for changed in [_code_changes(entry)] if changed]
         if kind in SELF_RESUMING:
             for entry in entries:
                 _check_work_dir(entry, report)
@@ -73,6 +77,10 @@ def verify(results_dir) -> VerifyReport:
                 elif _is_legacy(entry):
                     legacy += 1
             _count(report, "stages", len(entries))
+    if other_code:
+        report.notes.append(f"{len(other_code)} stage(s) made by other code (this code computes its own; "
+                            f"`run --reuse-stale` would take them): " + "; ".join(other_code[:8])
+                            + (" ..." if len(other_code) > 8 else ""))
     if legacy:
         report.notes.append(f"{legacy} stage(s) were written before manifests existed: only their marker was checked")
     _check_tables(folder, report)
@@ -89,13 +97,29 @@ def _is_legacy(entry: Path) -> bool:
     return FILES_KEY not in json.loads((entry / DONE_MARKER).read_text())
 
 
+def _code_changes(entry: Path) -> str:
+    """The code a stage was made by, against the code here: "" when the same (or not recorded),
+    else the changed modules and library versions."""
+    from bench.run.code_keys import recheck
+    from bench.run.store import read_record
+
+    record = read_record(entry)
+    changed = recheck(record["code"]) if record.get("code") else []
+    return ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+
+
 def _check_work_dir(entry: Path, report: VerifyReport) -> None:
+    from bench.run.pipeline import DISCARDED, discarded_log_problem
     from trainers.checkpoint import CorruptStateError, completed_steps, state_problem
 
     try:
         completed_steps(entry / "checkpoint")
     except CorruptStateError as err:
         report.damaged.append(str(err))
+    if (entry / DISCARDED).exists() and not (entry / "checkpoint").exists():
+        problem = discarded_log_problem(entry)
+        if problem:
+            report.damaged.append(problem)
     problem = state_problem(entry / "state")
     if problem:
         report.damaged.append(f"resume state {entry / 'state'} is damaged ({problem})")
@@ -104,7 +128,7 @@ def _check_work_dir(entry: Path, report: VerifyReport) -> None:
 def _check_caches(folder: Path, report: VerifyReport) -> None:
     from safetensors import safe_open
 
-    files = sorted(p for p in folder.glob("*.safetensors"))
+    files = sorted(p for p in folder.rglob("*.safetensors"))   # ref_logps/<code digest>/... (and older flat ones)
     for path in files:
         try:   # what trainers.reference.load_cache reads: the header, then every tensor
             with safe_open(str(path), framework="pt") as fh:

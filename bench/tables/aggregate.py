@@ -47,6 +47,7 @@ class PolicyRecord:
     checkpoint: str | None = None       # the trained weights (the reference's directory for it)
     checkpoint_kept: bool = True
     judge_dir: Path | None = None       # its LLM-judge stage (bench.evaluation.scoring.judge), when judged
+    stale_code: list = field(default_factory=list)   # --reuse-stale: its stages made by other code
 
 
 def per_prompt(judgments: pd.DataFrame, column: str) -> pd.DataFrame:
