@@ -21,7 +21,9 @@ from bench.run.store import DONE_MARKER
 from trainers.manifest import file_digest
 
 KEY_FILE = ".aggregate.json"
-_NOT_OUTPUTS = {"stages", "logs"}   # and every hidden path: the key file, the folder and stage locks
+# and every hidden path (the key file, the folder and stage locks); superseded/: tables of another
+# suite (bench.run.runner.keep_apart)
+_NOT_OUTPUTS = {"stages", "logs", "superseded"}
 # `report --compare-to` writes its sub-reports here (bench.tables.report.compare_folder): not the run's outputs.
 _REPORT_PREFIX = "compare-to-"
 
@@ -62,7 +64,7 @@ def marker_text(stage_dir) -> str:
     return marker.read_text() if marker.is_file() else ""
 
 
-def _outputs(out: Path) -> dict[str, dict]:
+def outputs(out: Path) -> dict[str, dict]:
     files = {}
     for path in sorted(out.rglob("*")):
         rel = path.relative_to(out)
@@ -76,7 +78,7 @@ def reuse(out: Path, key: str) -> str | None:
     """The leaderboard of an aggregate already written for ``key`` with its files intact, else None."""
     try:
         saved = json.loads((out / KEY_FILE).read_text())
-        if saved["key"] != key or not saved["files"] or _outputs(out) != saved["files"]:
+        if saved["key"] != key or not saved["files"] or outputs(out) != saved["files"]:
             return None
         return (out / "leaderboard.md").read_text(encoding="utf-8")
     except (OSError, ValueError, KeyError, TypeError):
@@ -86,5 +88,5 @@ def reuse(out: Path, key: str) -> str | None:
 def remember(out: Path, key: str) -> None:
     """Record the key and the outputs' checksums (after every output is written)."""
 
-    text = json.dumps({"key": key, "files": _outputs(out)}, indent=1, sort_keys=True)
+    text = json.dumps({"key": key, "files": outputs(out)}, indent=1, sort_keys=True)
     atomic_write(out / KEY_FILE, lambda tmp: tmp.write_text(text))

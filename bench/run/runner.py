@@ -34,6 +34,7 @@ class RunSummary:
     stage_failures: list[str] = field(default_factory=list)   # a stage that failed alone (the LLM judge)
     stale: list = field(default_factory=list)       # --reuse-stale: stages taken from other code
     left_out: list = field(default_factory=list)    # runs of the suite in no table: never run by this code
+    kept_apart: Path | None = None   # where the table of another suite that was in the folder went
 
     def text(self) -> str:
         lines = [self.leaderboard.rstrip(), ""] if self.leaderboard else []
@@ -41,6 +42,8 @@ class RunSummary:
                      f"{self.seconds:.0f}s ({self.computed} stages computed, {self.reused} reused"
                      f"{f', {self.repaired} recomputed because their files were damaged' if self.repaired else ''}); "
                      f"results in {self.out_dir}")
+        if self.kept_apart:
+            lines.append(f"the folder held the table of another suite (or other settings): moved to {self.kept_apart}")
         if self.stale:
             lines.append(f"--reuse-stale: {len(self.stale)} stage(s) made by other code were reused "
                          f"(runs.parquet, column stale_code): {', '.join(self.stale[:4])}"
@@ -121,6 +124,7 @@ def _run_suite(suite: Suite, only, out_dir, progress: bool, started: float, reus
         removed = store.clean_leftovers()
         if removed:
             stage_lib.say(f"removed {len(removed)} temporary leftover(s) of killed stages under {store.root}")
+        apart = keep_apart(suite, out)
         write_resolved_suite(suite, out)
         bar = StageProgress(total_runs=len(runs), enabled=progress)
         clock = PhaseClock(suite.executor.kind, started)
@@ -139,7 +143,7 @@ def _run_suite(suite: Suite, only, out_dir, progress: bool, started: float, reus
     return RunSummary(suite=suite.name, out_dir=out, total=len(runs), failed=failures, leaderboard=leaderboard,
                       seconds=time.time() - started, computed=len(store.computed), reused=len(store.reused),
                       repaired=len(store.repaired), stage_failures=stage_failures, stale=sorted(set(store.stale)),
-                      left_out=left_out)
+                      left_out=left_out, kept_apart=apart)
 
 
 def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: bool, clock):
@@ -216,6 +220,39 @@ def open_session(config, out: Path, note, *, tasks: int):
     from bench.run.slurm_jobs import SlurmSession
 
     return SlurmSession(config, note)
+
+
+SUPERSEDED = "superseded"
+
+
+def keep_apart(suite, out: Path) -> Path | None:
+    """A results folder whose table was written for another suite (another file, or other
+    settings: the resolved suite's hash differs) keeps that table apart, in
+    `superseded/<its hash>/`, rather than mixing its runs with this suite's or losing them.
+    Its stages stay where they are, shared by key. Returns where it went (None: nothing moved)."""
+    import shutil
+
+    from bench.run import aggregate_cache
+    from bench.run.context import SUITE_FILE, SUITE_HASH, write_resolved_suite
+
+    old = out / SUITE_HASH
+    if not old.is_file() or not (out / "runs.parquet").is_file():
+        return None
+    was = old.read_text().strip()
+    probe = out / ".suite-probe"
+    probe.mkdir(exist_ok=True)
+    now = write_resolved_suite(suite, probe)
+    shutil.rmtree(probe, ignore_errors=True)
+    if was == now:
+        return None
+    where = out / SUPERSEDED / was[:12]
+    where.mkdir(parents=True, exist_ok=True)
+    for rel in sorted(aggregate_cache.outputs(out)) + [SUITE_FILE, SUITE_HASH]:
+        source = out / rel
+        if source.is_file():
+            (where / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, where / rel)
+    return where
 
 
 def folder_records(suite, ctx, store, runs, records, out: Path):

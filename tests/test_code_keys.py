@@ -1,0 +1,174 @@
+"""Stage keys follow the code that computes each stage (bench.run.code_keys), and a folder's
+table holds every finished run of its suite whatever `--only` selected (bench.run.runner)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.run import code_keys
+
+REPO = Path(__file__).resolve().parents[1]
+SUITE = REPO / "suites" / "ci_smoke.yaml"
+# The CI suite cut to two objectives of two families, and to what a few seconds compute.
+TINY = ["objectives=[{name: dpo}, {name: simpo}]", "training.max_steps=2", "sft.enabled=false",
+        "reward_model.kind=none", "scoring.reward_model=false", "scoring.lm_eval.tasks=[]", "scoring.drift=false",
+        "data.eval_prompts=4", "generation.max_new_tokens=8", "scoring.bootstrap_samples=20"]
+
+
+def change_code(monkeypatch, module: str, version: str) -> None:
+    """As if `module` (a path from the repository root) had been edited: its checksum differs."""
+    real = code_keys._file_sha.__wrapped__ if hasattr(code_keys._file_sha, "__wrapped__") else code_keys._file_sha
+    original = getattr(change_code, "original", real)
+    change_code.original = original
+
+    def edited(path: str, size: int, mtime: int) -> str:
+        digest = original(path, size, mtime)
+        return f"{version}-{digest}" if path.endswith(module) else digest
+
+    monkeypatch.setattr(code_keys, "_file_sha", edited)
+
+
+def _runs(suite):
+    from bench.suite.load import complete_suite, read_suite
+
+    return complete_suite(read_suite(str(SUITE), suite)).runs
+
+
+def test_an_objectives_code_is_in_its_own_runs_keys_only(monkeypatch):
+    runs = {run.label: run for run in _runs([])}
+    before = {label: code_keys.train_code(run.objective_spec, run.training).digest for label, run in runs.items()}
+    change_code(monkeypatch, "trainers/objectives/dpo.py", "v2")
+    after = {label: code_keys.train_code(run.objective_spec, run.training).digest for label, run in runs.items()}
+    changed = sorted(label for label in runs if before[label] != after[label])
+    # dpo.py holds dpo, ipo, hinge and robust; rpo is dpo + nll
+    assert changed == ["dpo", "hinge", "ipo", "robust", "rpo"], changed
+
+
+def test_the_trainer_and_library_versions_are_in_every_runs_key(monkeypatch):
+    run = _runs([])[0]
+    first = code_keys.train_code(run.objective_spec, run.training)
+    assert ("trainers/trainer.py" in dict(first.modules) and "trainers/objectives/simpo.py" not in dict(first.modules)
+            and dict(first.libraries)["torch"])
+    change_code(monkeypatch, "trainers/trainer.py", "v2")
+    assert code_keys.train_code(run.objective_spec, run.training).digest != first.digest
+    monkeypatch.undo()
+    monkeypatch.setattr(code_keys.importlib.metadata, "version",
+                        lambda name: "9.9" if name == "transformers" else "1.0")
+    assert code_keys.train_code(run.objective_spec, run.training).digest != first.digest
+
+
+def _table(out: Path) -> list[str]:
+    runs = pd.read_parquet(out / "runs.parquet")
+    return sorted(runs.label)
+
+
+def test_code_change_recomputes_its_runs_and_only_keeps_the_folders_table(tmp_path, monkeypatch):
+    from bench.run.runner import run_suite
+    from bench.run.verify import verify
+
+    out = tmp_path / "out"
+    first = run_suite(str(SUITE), overrides=TINY, out_dir=out, only=["dpo"], progress=False)
+    assert _table(out) == ["dpo", "reference"] and first.left_out == ["simpo seed=0"]
+    # --only simpo into the same folder: dpo's finished run stays in the table
+    second = run_suite(str(SUITE), overrides=TINY, out_dir=out, only=["simpo"], progress=False)
+    assert _table(out) == ["dpo", "reference", "simpo"] and not second.left_out
+    assert len(pd.read_parquet(out / "results.parquet").query("run_id != 'reference'").run_id.unique()) == 2
+    trained = {p.name for p in (out / "stages" / "train").iterdir()}
+
+    change_code(monkeypatch, "trainers/objectives/dpo.py", "v2")
+    third = run_suite(str(SUITE), overrides=TINY, out_dir=out, only=["simpo"], progress=False)
+    # dpo's stages are of other code now: out of this code's table, and said so
+    assert third.computed == 0 and _table(out) == ["reference", "simpo"] and third.left_out == ["dpo seed=0"]
+    assert "not in the table: 1 run(s)" in third.text()
+    report = verify(out)
+    assert report.ok and any("made by other code" in n and "trainers/objectives/dpo.py" in n for n in report.notes)
+
+    fourth = run_suite(str(SUITE), overrides=TINY, out_dir=out, progress=False)
+    # dpo trained and evaluated again (2 stages), simpo and the shared stages reused
+    assert fourth.computed == 2, fourth.text()
+    new = {p.name for p in (out / "stages" / "train").iterdir()} - trained
+    assert len(new) == 1 and _table(out) == ["dpo", "reference", "simpo"]
+    record = json.loads((out / "stages" / "train" / new.pop() / "code.json").read_text())
+    assert record["code"]["modules"]["trainers/objectives/dpo.py"].startswith("v2-")
+
+    # a third code, and --reuse-stale: nothing computed, the stale stages named in runs.parquet
+    change_code(monkeypatch, "trainers/objectives/dpo.py", "v3")
+    stale = run_suite(str(SUITE), overrides=TINY, out_dir=out, progress=False, reuse_stale=True)
+    assert stale.computed == 0 and len(stale.stale) == 1 and stale.stale[0].startswith("train/")
+    runs = pd.read_parquet(out / "runs.parquet").set_index("label")
+    assert runs.loc["dpo", "stale_code"] == stale.stale[0] and runs.loc["simpo", "stale_code"] == ""
+    assert (runs.reuse_stale == "true").all()
+    # without it, the aggregate is not served from the stale run's table
+    again = run_suite(str(SUITE), overrides=TINY, out_dir=out, progress=False)
+    assert again.computed == 2 and (pd.read_parquet(out / "runs.parquet").stale_code == "").all()
+
+
+def test_a_table_of_another_suite_is_kept_apart(tmp_path):
+    from bench.run.runner import run_suite
+
+    out = tmp_path / "out"
+    run_suite(str(SUITE), overrides=TINY + ["objectives=[{name: dpo}]"], out_dir=out, progress=False)
+    summary = run_suite(str(SUITE), overrides=TINY + ["objectives=[{name: simpo}]"], out_dir=out, progress=False)
+    assert _table(out) == ["reference", "simpo"]
+    kept = list((out / "superseded").glob("*/runs.parquet"))
+    assert len(kept) == 1 and sorted(pd.read_parquet(kept[0]).label) == ["dpo", "reference"]
+    assert "another suite" in summary.text()
+
+
+def test_a_cut_train_log_is_found_and_repaired(tmp_path):
+    """The train log is in the checkpoint's manifest: cut, `verify` finds it and the rerun
+    trains the run again, to the same log (DPO's final loss is read from it)."""
+    from bench.run.runner import run_suite
+    from bench.run.verify import verify
+
+    out = tmp_path / "out"
+    sets = TINY + ["objectives=[{name: dpo}]", "training.max_steps=4"]
+    run_suite(str(SUITE), overrides=sets, out_dir=out, progress=False)
+    (work,) = (out / "stages" / "train").iterdir()
+    log = work / "train_log.jsonl"
+    whole = log.read_text()
+    assert len(whole.splitlines()) == 4
+    log.write_text(whole[: len(whole) // 2])
+    report = verify(out)
+    assert not report.ok and any("train log" in line for line in report.damaged), report.text()
+    again = run_suite(str(SUITE), overrides=sets, out_dir=out, progress=False)
+    assert again.computed == 1, again.text()        # the training; its evaluation is the same policy's
+    assert log.read_text() == whole and verify(out).ok
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_a_resumed_run_takes_its_first_lines_from_the_state(tmp_path, tiny_model_dir, char_tokenizer):
+    """Killed after its state at step 3, its log then cut: the resumed run's log has every step."""
+    import trainers.objectives as objectives
+    from tests.helpers_trainer import small_config, tokenized_pairs
+    from trainers.trainer import train
+
+    data = tokenized_pairs(char_tokenizer, n=16, seed=1)
+    spec = [{"name": "dpo", "weight": 1.0, "beta": 0.1}]
+    full = train(model_path=tiny_model_dir, objective=objectives.build_objective(spec), train_data=data,
+                 config=small_config(max_steps=5, batch_size=2), out_dir=tmp_path / "full", progress=False)
+
+    def kill_at_4(step):
+        if step == 4:
+            raise _Interrupt
+
+    cfg = small_config(max_steps=5, batch_size=2, save_every=3)
+    with pytest.raises(_Interrupt):
+        train(model_path=tiny_model_dir, objective=objectives.build_objective(spec), train_data=data, config=cfg,
+              out_dir=tmp_path / "run", progress=False, on_step=kill_at_4)
+    log = tmp_path / "run" / "train_log.jsonl"
+    assert len(log.read_text().splitlines()) == 4
+    log.write_text(log.read_text().splitlines(keepends=True)[0])       # cut to step 1
+    done = train(model_path=tiny_model_dir, objective=objectives.build_objective(spec), train_data=data, config=cfg,
+                 out_dir=tmp_path / "run", progress=False)
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2, 3, 4, 5]
+    assert [row["loss"] for row in rows] == pytest.approx(
+        [json.loads(line)["loss"] for line in full.log_path.read_text().splitlines()], abs=1e-6)
+    assert done.status == "ok"
