@@ -15,7 +15,7 @@ SUITE = REPO / "suites" / "ci_smoke.yaml"
 # The CI suite cut to two objectives of two families, and to what a few seconds compute.
 TINY = ["objectives=[{name: dpo}, {name: simpo}]", "training.max_steps=2", "sft.enabled=false",
         "reward_model.kind=none", "scoring.reward_model=false", "scoring.lm_eval.tasks=[]", "scoring.drift=false",
-        "data.eval_prompts=4", "generation.max_new_tokens=8", "scoring.bootstrap_samples=20"]
+        "data.eval_prompts=4", "generation.max_new_tokens=20", "scoring.bootstrap_samples=20"]
 
 
 def change_code(monkeypatch, module: str, version: str) -> None:
