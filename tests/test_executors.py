@@ -317,3 +317,61 @@ def test_a_context_never_read_by_an_ended_worker_does_not_hold_the_exit(tmp_path
     done = subprocess.run([sys.executable, "-c", UNREAD, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
                           timeout=90)     # without dropping it, the process never exits
     assert done.returncode == 0 and done.stdout.strip() == "left", done.stderr[-2000:]
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (children, their children...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rpartition(")")[2].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_kill_9_of_the_main_process_alone_leaves_no_process_behind(tmp_path):
+    """kill -9 of only a command's main process (not its group): the forkserver, the workers it
+    forked and the resource tracker end too, within seconds (seen: all four alive for good)."""
+    script = ("import sys\nfrom pathlib import Path\nfrom bench.run.local_workers import LocalPool\n"
+              "from tests.helpers_executors import config, fanout\nout = Path(sys.argv[1])\n"
+              "with LocalPool(config(workers=2, cpus_per_run=1), out) as pool:\n"
+              "    pool.run(fanout({'a': 'wait', 'b': 'wait'}, ['a', 'b'], out, with_reference=False))\n")
+    main = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    below: set[int] = set()
+    try:
+        deadline = time.time() + 240
+        while not ((tmp_path / "a.pid").exists() and (tmp_path / "b.pid").exists()):
+            assert time.time() < deadline and main.poll() is None, "the workers never started"
+            time.sleep(0.1)
+        below = _descendants(main.pid)
+        workers = {int((tmp_path / f"{name}.pid").read_text()) for name in "ab"}
+        assert workers <= below and len(below) >= 4, below      # forkserver, 2 workers, resource tracker
+        os.kill(main.pid, signal.SIGKILL)
+        main.wait()
+        deadline = time.time() + 15
+        while not all(_gone(pid) for pid in below) and time.time() < deadline:
+            time.sleep(0.1)
+        left = sorted(pid for pid in below if not _gone(pid))
+        assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes()[:80] for pid in left]
+    finally:
+        for pid in [main.pid, *below]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -247,3 +247,47 @@ def test_lock_of_a_killed_holder_does_not_block(tmp_path):
     holder.wait()
     with FolderLock(tmp_path):
         pass
+
+
+def _lock_contender(folder: str, start_at: float, queue) -> None:
+    from bench.run.store import FolderLock
+
+    while time.time() < start_at:
+        pass
+    try:
+        with FolderLock(Path(folder)):
+            queue.put(("won", os.getpid()))
+            time.sleep(1.0)
+    except BenchError as err:
+        queue.put(("refused", str(err)))
+
+
+def test_a_refused_run_always_names_the_live_holder(tmp_path):
+    """Two runs started at the same instant, ten times, after a finished and a killed holder:
+    the refused one names the winner's pid every time (not "another process", not a run that
+    has ended). The holder's line was written before its lock, and the kernel names its pid."""
+    with FolderLock(tmp_path):      # a finished holder...
+        pass
+    killed = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path\n"
+                               "from bench.run.store import FolderLock\nFolderLock(Path(sys.argv[1])).__enter__()\n"
+                               "print('held', flush=True); time.sleep(600)", str(tmp_path)],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert killed.stdout.readline().strip() == "held"
+    killed.kill()                   # ...and a killed one, whose line is left behind
+    killed.wait()
+    ctx = mp.get_context("spawn")
+    for _ in range(10):
+        queue = ctx.Queue()
+        start_at = time.time() + 3.0
+        procs = [ctx.Process(target=_lock_contender, args=(str(tmp_path), start_at, queue)) for _ in range(2)]
+        for proc in procs:
+            proc.start()
+        results = [queue.get(timeout=60) for _ in procs]
+        for proc in procs:
+            proc.join(timeout=30)
+        won = [value for kind, value in results if kind == "won"]
+        refused = [value for kind, value in results if kind == "refused"]
+        if len(won) == 2:
+            continue                # one finished before the other tried: no refusal to check
+        assert len(won) == 1 and len(refused) == 1, results
+        assert f"(pid {won[0]} on " in refused[0], (won, refused)

@@ -293,38 +293,102 @@ class FolderLock:
 
     `flock` on `<out>/.prefbench.lock`: the kernel releases it when the holder exits, however
     it exits (kill -9 included), so a stale lock cannot block a folder. A second run stops at
-    once with one line naming the holder (pid, host, start time, command)."""
+    once with one line naming the holder (pid, host, start time, command).
+
+    The holder's line is complete before its lock exists: each process writes its own line
+    (`.locks/holder-<pid>`, by rename) before it asks for the lock, and a refused process asks
+    the kernel which pid holds the lock (/proc/locks) and reads that pid's line. So the line
+    named is never half written, never a finished run's, and never missing (where the kernel
+    does not say, as off Linux, the newest line of a live pid is taken)."""
 
     def __init__(self, out: Path):
         self.path = Path(out) / LOCK_FILE
+        self.line_file = Path(out) / LOCKS_DIR / f"holder-{os.getpid()}"
         self.fh = None
 
     def __enter__(self):
         import fcntl
 
+        command = " ".join(sys.argv[:1] + sys.argv[1:3])
+        line = (f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                f"{command}")
+        self.line_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.line_file, lambda tmp: tmp.write_text(line))
         fh = open(self.path, "a+")
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
             if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                self.line_file.unlink(missing_ok=True)
                 fh.close()
                 raise
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
+            holder = self.holder(fh)
+            if _flock_holder(fh.fileno()) != os.getpid():   # this very process's line stays
+                self.line_file.unlink(missing_ok=True)
             fh.close()
             raise BenchError(f"{self.path.parent} is in use by another run ({holder}); wait for it to finish "
                              "or give this run another --out") from None
+        for path in self.line_file.parent.glob("holder-*"):   # lines of killed holders
+            pid = path.name.partition("-")[2]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                path.unlink(missing_ok=True)
         fh.seek(0)
         fh.truncate()
-        command = " ".join(sys.argv[:1] + sys.argv[1:3])
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: "
-                 f"{command}")
+        fh.write(line)     # also here, for a person who looks (the refusal reads the line file)
         fh.flush()
         self.fh = fh
         return self
 
+    def holder(self, fh) -> str:
+        """The line of the process holding the lock on `fh`'s file."""
+        pid = _flock_holder(fh.fileno())
+        if pid is not None:
+            try:
+                return (self.line_file.parent / f"holder-{pid}").read_text().strip()
+            except OSError:
+                return f"pid {pid} on {socket.gethostname()}: {_command_of(pid)}"
+        lines = sorted(self.line_file.parent.glob("holder-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for path in lines:     # no /proc/locks: the newest line of a live process
+            pid = path.name.partition("-")[2]
+            if pid.isdigit() and _alive(int(pid)):
+                return path.read_text().strip()
+        return "a process this system does not name"
+
     def __exit__(self, *exc):
         if self.fh is not None:
+            self.line_file.unlink(missing_ok=True)   # before the release: a later holder writes its own
             self.fh.close()      # closing releases the flock
             self.fh = None
         return False
+
+
+def _flock_holder(fd: int) -> int | None:
+    """The pid holding a flock on the file open at `fd`, from the kernel (/proc/locks, Linux)."""
+    st = os.fstat(fd)
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        text = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == device and fields[4].isdigit():
+            return int(fields[4])
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _command_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "(command unknown)"

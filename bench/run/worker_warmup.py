@@ -48,8 +48,34 @@ def _die_with_the_forkserver() -> None:
         os._exit(1)
 
 
+def _imported_by_the_forkserver() -> bool:
+    """This module is being imported as the forkserver's preload (by multiprocessing.forkserver.main)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals.get("__name__") == "multiprocessing.forkserver" and frame.f_code.co_name == "main":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _die_with_the_command() -> None:
+    """The forkserver dies with the command that started it, however the command dies (kill -9
+    of its main process alone included). multiprocessing's own rule, that the forkserver ends
+    when its liveness pipe closes, does not hold here: every process it forks keeps a copy of
+    that pipe, and each of those dies only with the forkserver (above), so after a kill -9 the
+    forkserver, its workers and the resource tracker they hold open lived on for good."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (AttributeError, OSError):
+        return
+    if os.getppid() == 1:        # the command died before prctl: the signal will not come
+        os._exit(1)
+
+
 if sys.platform.startswith("linux"):
     os.register_at_fork(before=_note_forking, after_in_child=_die_with_the_forkserver)
+    if _imported_by_the_forkserver():
+        _die_with_the_command()
 
 
 def warm_up() -> None:
