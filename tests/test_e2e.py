@@ -185,13 +185,15 @@ def damage_one_of_each(out: Path) -> dict[str, str]:
     runs = sorted((stages / "train").iterdir())
     _cut(runs[0] / "checkpoint" / "model.safetensors")
     damaged["policy model.safetensors"] = runs[0].name
-    cache = sorted((stages / "ref_logps").glob("*.safetensors"))[0]
+    cache = sorted((stages / "ref_logps").rglob("*.safetensors"))[0]     # ref_logps/<code digest>/
     _cut(cache)
     damaged["reference log-prob cache"] = cache.name
-    # Not a cache: a damaged train log must not fail the finished run it records.
+    # The train log is in the checkpoint's manifest (its final loss is a result): a damaged one
+    # is found, and the run trained again to the same log.
     log = runs[1] / "train_log.jsonl"
     log_lines = log.read_bytes().splitlines(keepends=True)
     log.write_bytes(b"".join([log_lines[0][:7] + b"\xff\n", *log_lines[1:]]))
+    damaged["train log"] = runs[1].name
     (stages / "evaluate" / ".0123456789ab.tmp-999-deadbeef").mkdir()
     (runs[2] / "checkpoint.tmp").mkdir()
     return damaged
