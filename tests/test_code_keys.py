@@ -172,3 +172,30 @@ def test_a_resumed_run_takes_its_first_lines_from_the_state(tmp_path, tiny_model
     assert [row["loss"] for row in rows] == pytest.approx(
         [json.loads(line)["loss"] for line in full.log_path.read_text().splitlines()], abs=1e-6)
     assert done.status == "ok"
+
+
+def _prepared(out: Path, sets: list[str]):
+    from bench.run.prepare import prepare
+    from bench.run.progress import StageProgress
+    from bench.run.store import StageStore
+    from bench.suite.load import complete_suite, read_suite
+
+    suite = complete_suite(read_suite(str(SUITE), sets))
+    store = StageStore(out)
+    return prepare(suite, SUITE, store, suite.runs, StageProgress(total_runs=1, enabled=False), progress=False), store
+
+
+def test_stage_keys_depend_on_what_each_stage_reads(tmp_path):
+    """The initial model is not keyed by the SFT's settings (an SFT learning rate changed built a
+    byte-identical model again), and the chosen responses' judgments not by the generation's."""
+    base = TINY[:1] + ["training.max_steps=1", "sft.training.max_steps=1", "reward_model.training.max_steps=1",
+                       "scoring.lm_eval.tasks=[]", "scoring.drift=false", "data.eval_prompts=4"]
+    first, _ = _prepared(tmp_path, base + ["sft.training.learning_rate=0.003", "generation.max_new_tokens=20"])
+    second, store = _prepared(tmp_path, base + ["sft.training.learning_rate=0.001", "generation.max_new_tokens=24"])
+    assert len(list((tmp_path / "stages" / "init").iterdir())) == 1
+    assert len(list((tmp_path / "stages" / "sft").iterdir())) == 2 and first.base_key != second.base_key
+    assert first.chosen_key is not None and first.eval_key != second.eval_key
+    # the reward model is trained from the SFT model, so a new SFT is a new judge: a new key,
+    # but not one that moves with the generation settings
+    third, _ = _prepared(tmp_path, base + ["sft.training.learning_rate=0.001", "generation.max_new_tokens=28"])
+    assert third.chosen_key == second.chosen_key and third.eval_key != second.eval_key
