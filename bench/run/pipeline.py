@@ -1,7 +1,8 @@
 """The stage functions the runner strings together (one function per stage of docs/DESIGN.md §3).
 
-Every stage's cache key is the hash of everything its output depends on, so a change to
-one section of a suite redoes exactly the stages downstream of it.
+Every stage's cache key is the hash of everything its output depends on, the code that
+computes it included (bench.run.code_keys), so a change to one section of a suite, or to one
+objective's module, redoes exactly the stages downstream of it.
 """
 from __future__ import annotations
 

@@ -11,6 +11,10 @@ Each reuse checks the manifest. A stage whose files are missing, truncated or ch
 recomputed (that stage only) with one line on stderr saying which file and why. Stages
 finished by an older version without a manifest are trusted as before (`verify` lists them).
 
+A stage's key hashes what it reads and the code that computes it (`StageStore.key`,
+bench.run.code_keys): other code is another stage, recorded (`config_key`, `code`) in the
+done marker, or in `code.json` of a work folder, for `verify` and `--reuse-stale`.
+
 A results folder is used by one `run` at a time (`FolderLock`): a second one stops at once
 with one line naming the holder, rather than waiting for a run that may take hours. The
 workers of that run (bench.run.executors) write under its lock; each stage key has a lock
