@@ -53,8 +53,9 @@ def test_check_passes_clean_and_fails_each_halved_ratio():
     assert check(_result(step=2.0), FLOORS_EXAMPLE).ok          # at the floor passes
 
 
-@pytest.mark.parametrize("broken", [{}, {"train": {"ratio": 1.6}}, {"train": {"ratio": float("nan")}}])
+@pytest.mark.parametrize("broken", [{"generate": None}, {"train": {"ratio": 1.6}}, {"train": {"ratio": float("nan")}}])
 def test_check_fails_a_missing_or_non_numeric_figure(broken):
+    """A benchmark or figure missing from the result, or not a number, is a failure, not a pass."""
     result = copy.deepcopy(_result())
     result.update(broken)
     assert not check(result, FLOORS_EXAMPLE).ok
