@@ -55,16 +55,23 @@ def run_all(out, *, train_repeats: int = 5, grid_suite=None, grid_repeats: int =
               "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "versions": _versions(),
               "machine": {"cpu_count": os.cpu_count(), "gpu": torch.cuda.get_device_name(0)
                           if torch.cuda.is_available() else None, "load_average_before": list(os.getloadavg())}}
+    partial = out / "perf_all.partial.json"   # rewritten after each benchmark: a cut-short run keeps its figures
+
+    def keep():
+        partial.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+
     if "train" not in skip:
         from bench.perf.train import run as run_train
 
         say(f"perf train --repeats {train_repeats}")
         result["train"] = run_train(repeats=train_repeats, progress=False)
+        keep()
     if "generate" not in skip:
         from bench.perf.generate import run as run_generate
 
         say("perf generate")
         result["generate"] = run_generate(progress=False)
+        keep()
     if "grid" not in skip:
         from bench.perf.grid import CI_SUITE, run as run_grid
 
@@ -83,6 +90,7 @@ def run_all(out, *, train_repeats: int = 5, grid_suite=None, grid_repeats: int =
             result["mfu"] = {"skipped": "no GPU on this machine"}
     result["machine"]["load_average_after"] = list(os.getloadavg())
     (out / "perf_all.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    partial.unlink(missing_ok=True)
     (out / "perf_all.md").write_text(render_markdown(result))
     say(f"wrote {out / 'perf_all.json'} and {out / 'perf_all.md'}")
     return result
@@ -124,7 +132,8 @@ def render_markdown(r: dict) -> str:
             f"{t['memory_ratio']:.2f}x | {_met(t['memory_ratio'], TARGETS['train_memory_ratio'], at_most=True)} |",
             f"| same, one optimiser step (mean of steps 2-{t['steps']}) | {t['harness_step_seconds']:.3f} s | "
             f"TRL default: {t['trl_step_seconds']:.3f} s; precompute: {t['trl_precompute_step_seconds']:.3f} s | "
-            f"{t['step_ratio']:.2f}x; {t['step_ratio_vs_precompute']:.2f}x | - |",
+            f"{t['step_ratio']:.2f}x; {t['step_ratio_vs_precompute']:.2f}x (rounds "
+            f"{_span(rounds.get('trl_step', []))}; {_span(rounds.get('trl_precompute_step', []))}) | - |",
             f"| same, start-up before the timers (interpreter, imports) | {t['harness_startup_seconds']:.2f} s | "
             f"TRL default: {t['trl_startup_seconds']:.2f} s | - | - |",
         ]
