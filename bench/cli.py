@@ -224,11 +224,15 @@ def perf():
 @click.option("--max-length", default=128, show_default=True, help="Tokens per sequence (prompt and response).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random data and weights.")
 @click.option("--repeats", default=1, show_default=True, help="Interleaved repeats; the fastest of each is kept.")
-def perf_train(steps, batch_size, max_length, seed, repeats):
+@click.option("--profile", "profile_dir", type=click.Path(file_okay=False), default=None,
+              help="Run the harness under cProfile, write its profile here and print where its time goes "
+                   "(its times are then slower than the peers': read the phases, not the ratio).")
+def perf_train(steps, batch_size, max_length, seed, repeats, profile_dir):
     """Harness trainer vs TRL's DPOTrainer (default and precomputed reference): tokens/s, memory."""
     from bench.perf.train import run as run_perf
 
-    result = run_perf(steps=steps, batch_size=batch_size, max_length=max_length, seed=seed, repeats=repeats)
+    result = run_perf(steps=steps, batch_size=batch_size, max_length=max_length, seed=seed, repeats=repeats,
+                      profile=profile_dir, modes=("harness",) if profile_dir else None)
     click.echo(json.dumps(result))
 
 

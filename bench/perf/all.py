@@ -150,7 +150,9 @@ def render_markdown(r: dict) -> str:
         if "vllm_tokens_per_s" in g:
             lines.append(f"| same, vLLM | {g['vllm_tokens_per_s']:,.0f} tokens/s | hf backend | "
                          f"{g['vllm_tokens_per_s'] / g['hf_tokens_per_s']:.2f}x | - |")
-    if "grid" in r:
+    if "grid" in r and "skipped" in r["grid"]:
+        lines.append(f"| `perf grid` | not run: {r['grid']['skipped']} | | | |")
+    elif "grid" in r:
         d = r["grid"]
         med = d["median_seconds"]
         runs = d.get("runs_phase_median_seconds", {})

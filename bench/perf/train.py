@@ -161,11 +161,54 @@ def _worker_harness(work: Path, cfg: dict, packing: bool = True) -> dict:
     config = TrainConfig(learning_rate=LR, max_steps=cfg["steps"], batch_size=cfg["batch_size"], warmup_ratio=0.0,
                          precision="fp32", max_length=cfg["max_length"], max_prompt_length=cfg["max_length"] // 2,
                          seed=cfg["seed"], log_every=cfg["steps"], packing=packing)
+    profiler = _profiler(cfg)
     res = train(model_path=work / "model", objective=build_objective([{"name": "dpo", "weight": 1.0, "beta": 0.1}]),
                 train_data=data, config=config, out_dir=tempfile.mkdtemp(dir=work, prefix="harness_out_"),
                 progress=cfg["progress"], on_step=lambda step: timer.step_done())   # a fresh dir: a finished one would return at once
     assert res.status == "ok", res.reason
-    return timer.stop(rss_before_mb=base, save_seconds=saving["seconds"])
+    out = timer.stop(rss_before_mb=base, save_seconds=saving["seconds"])
+    if profiler is not None:
+        profiler.disable()
+        out["profile"] = profile_phases(profiler, Path(cfg["profile"]) / f"harness-{os.getpid()}.prof")
+    return out
+
+
+# Where the harness's time goes: cumulative seconds of the trainer's own phases (cProfile).
+PHASES = {
+    "tokenizer load + tokenisation": ("bench/perf/train.py", "_tokenize"),
+    "model load, optimiser, accelerate prepare": ("trainers/trainer.py", "_build"),
+    "reference pass (one, no grad)": ("trainers/trainer.py", "_reference"),
+    "steps: forward + backward": ("trainers/trainer.py", "_accumulate"),
+    "steps: gradient clipping": ("trainers/trainer.py", "_clip"),
+    "steps: optimiser step": ("accelerate/optimizer.py", "step"),
+    "resume-state writes (timed, about every minute)": ("trainers/state.py", "save"),
+    "checkpoint write": ("trainers/checkpoint.py", "save_checkpoint"),
+}
+
+
+def _profiler(cfg: dict):
+    """A running cProfile when `perf train --profile DIR` asked for one (the harness worker only)."""
+    if not cfg.get("profile"):
+        return None
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    return profiler
+
+
+def profile_phases(profiler, path: Path) -> dict:
+    """Seconds per phase (PHASES) and the profiled total; the full profile is written to `path`."""
+    import pstats
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profiler.dump_stats(str(path))
+    stats = pstats.Stats(str(path)).stats
+    out = {"file": str(path), "total": 0.0}
+    for name, (file, function) in PHASES.items():
+        out[name] = sum(v[3] for (f, _, fn), v in stats.items() if f.endswith(file) and fn == function)
+    out["total"] = max(v[3] for v in stats.values())
+    return out
 
 
 def _tokenize(rows: list[dict], tokenizer, max_length: int) -> list:
@@ -275,17 +318,20 @@ def _run_worker(mode: str, work: Path, progress: bool) -> dict:
 
 
 def run(*, steps: int = 20, batch_size: int = 8, max_length: int = 128, seed: int = 0, progress: bool = True,
-        repeats: int = 1, slowdown: float = 1.0, modes=MODES, raw: bool = False) -> dict:
+        repeats: int = 1, slowdown: float = 1.0, modes=MODES, raw: bool = False, profile=None) -> dict:
     """Run the trainers; print a table and, as the LAST line, a JSON summary; return it.
 
     With `repeats` > 1 the runs are interleaved round-robin and each keeps its fastest
     time (the least disturbed by other load on the machine) and its largest peak memory;
     each round's own ratios are kept too (`round_ratios`: the noise between rounds).
     `slowdown` > 1 makes each harness training step that many times as long (the regression
-    check's injected fault). `raw`: also return every worker's own record (tests).
+    check's injected fault). `raw`: also return every worker's own record (tests). `profile`: a
+    folder; the harness runs under cProfile (slower: its times are then not comparable) and its
+    phases are printed and returned (`profile`).
     """
     from bench.models import build_char_tokenizer, build_tiny_causal_lm
 
+    modes = modes or MODES
     with tempfile.TemporaryDirectory(prefix="perf_train_") as tmp:
         work = Path(tmp)
         tok = build_char_tokenizer()
@@ -293,6 +339,7 @@ def run(*, steps: int = 20, batch_size: int = 8, max_length: int = 128, seed: in
         rows = make_pairs(steps * batch_size, seed)      # one epoch: every pair once
         (work / "pairs.json").write_text(json.dumps(rows))
         (work / "config.json").write_text(json.dumps({"steps": steps, "batch_size": batch_size, "slowdown": slowdown,
+                                                      "profile": str(profile) if profile else None,
                                                       "max_length": max_length, "seed": seed, "progress": progress}))
         tokens = _real_tokens(rows, tok)
         slots = token_slots(rows, tok, steps=steps, batch_size=batch_size, max_length=max_length, seed=seed)
@@ -308,6 +355,9 @@ def run(*, steps: int = 20, batch_size: int = 8, max_length: int = 128, seed: in
                "round_ratios": _round_ratios(records), "load_average": list(os.getloadavg()),
                "cpu_count": os.cpu_count()}
     _print_table(runs, summary)
+    if profile and "harness" in runs:
+        summary["harness_profile"] = runs["harness"]["profile"]
+        _print_profile(runs["harness"]["profile"])
     if raw:
         summary["raw"] = records
     return summary
@@ -373,6 +423,12 @@ def _summary(runs, tokens, steps, batch_size, max_length) -> dict:
     if "harness_padded" in runs and "trl" in runs:
         out["ratio_padded"] = get("harness_padded", "tokens_per_s") / get("trl", "tokens_per_s")
     return out
+
+
+def _print_profile(p: dict) -> None:
+    print(f"harness under cProfile: {p['total']:.2f} s in train()'s caller; by phase (profile: {p['file']}):")
+    for name in PHASES:
+        print(f"  {name:<50}{p[name]:>8.2f} s {p[name] / p['total']:>6.1%}")
 
 
 def _print_table(runs, s) -> None:
