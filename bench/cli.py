@@ -296,13 +296,19 @@ def perf_generate(num_prompts, max_new_tokens, batch_size, seed):
               help="Leave a benchmark out (repeatable); mfu runs only where a GPU is present anyway.")
 @click.option("--publish", is_flag=True,
               help="Also copy the output to docs/perf/ and write the table into the README's generated block.")
+@click.option("--finish-partial", is_flag=True,
+              help="Measure nothing: finish the stopped run in --out from its perf_all.partial.json (the "
+                   "benchmarks it had not finished marked as not run).")
 @one_line_errors
-def perf_all(out_dir, train_repeats, grid_suite, grid_repeats, skip, publish):
+def perf_all(out_dir, train_repeats, grid_suite, grid_repeats, skip, publish, finish_partial):
     """Every benchmark; one JSON and the README's performance table (markdown) from it."""
-    from bench.perf.all import publish as publish_output, run_all
+    from bench.perf.all import finish_partial as finish, publish as publish_output, run_all
 
-    run_all(out_dir, train_repeats=train_repeats, grid_suite=grid_suite, grid_repeats=grid_repeats, skip=skip,
-            say=click.echo)
+    if finish_partial:
+        finish(out_dir)
+    else:
+        run_all(out_dir, train_repeats=train_repeats, grid_suite=grid_suite, grid_repeats=grid_repeats, skip=skip,
+                say=click.echo)
     click.echo((Path(out_dir) / "perf_all.md").read_text())
     if publish:
         for path in publish_output(out_dir):

@@ -96,6 +96,24 @@ def run_all(out, *, train_repeats: int = 5, grid_suite=None, grid_repeats: int =
     return result
 
 
+def finish_partial(out) -> dict:
+    """A `perf all` that was stopped (Ctrl-C, a kill, a deadline) before its last benchmark: its
+    DIR/perf_all.partial.json, each benchmark it had not finished marked as not run, written as
+    DIR/perf_all.json and .md like a finished one."""
+    out = Path(out)
+    partial = out / "perf_all.partial.json"
+    if not partial.exists():
+        raise FileNotFoundError(f"{partial}: no partial perf all output here")
+    result = json.loads(partial.read_text())
+    for name in BENCHMARKS:
+        if name not in result:
+            result[name] = {"skipped": "not finished: the perf all run was stopped before it"}
+    result["machine"]["load_average_after"] = list(os.getloadavg())
+    (out / "perf_all.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    (out / "perf_all.md").write_text(render_markdown(result))
+    return result
+
+
 def _met(value: float, target: float, at_most: bool = False) -> str:
     ok = value <= target if at_most else value >= target
     return f"{'≤' if at_most else '≥'} {target:g}x: {'met' if ok else 'NOT met'}"
@@ -141,7 +159,9 @@ def render_markdown(r: dict) -> str:
             lines.append(f"| same, ablation: harness with `packing: false` | {t['harness_padded_tokens_per_s']:,.0f} "
                          f"tokens/s, {t['harness_padded_peak_rss_mb']:,.0f} MB | TRL default | "
                          f"{t['ratio_padded']:.2f}x | - |")
-    if "generate" in r:
+    if "generate" in r and "skipped" in r["generate"]:
+        lines.append(f"| `perf generate` | not run: {r['generate']['skipped']} | | | |")
+    elif "generate" in r:
         g = r["generate"]
         lines.append(f"| `perf generate` ({g['num_prompts']} prompts, {g['max_new_tokens']} forced new tokens, "
                      f"same model) | hf backend: {g['hf_tokens_per_s']:,.0f} tokens/s | one-prompt-at-a-time "
