@@ -152,6 +152,11 @@ def render_markdown(r: dict) -> str:
             f"TRL default: {t['trl_step_seconds']:.3f} s; precompute: {t['trl_precompute_step_seconds']:.3f} s | "
             f"{t['step_ratio']:.2f}x; {t['step_ratio_vs_precompute']:.2f}x (rounds "
             f"{_span(rounds.get('trl_step', []))}; {_span(rounds.get('trl_precompute_step', []))}) | - |",
+        ] + ([
+            f"| same, CPU seconds in the timed window (user + system; moves less with other load than wall time) | "
+            f"{t['harness_cpu_seconds']:.1f} s | TRL default: {t['trl_cpu_seconds']:.1f} s; precompute: "
+            f"{t['trl_precompute_cpu_seconds']:.1f} s | {t['cpu_ratio']:.2f}x; {t['cpu_ratio_vs_precompute']:.2f}x | - |",
+        ] if "cpu_ratio" in t else []) + [
             f"| same, start-up before the timers (interpreter, imports) | {t['harness_startup_seconds']:.2f} s | "
             f"TRL default: {t['trl_startup_seconds']:.2f} s | - | - |",
         ]

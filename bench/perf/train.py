@@ -100,6 +100,7 @@ class _Timer:
         self.step_ends: list[float] = []
         self.modules_before = set(sys.modules)
         self.startup = time.time() - _process_start()
+        self.cpu_start = _cpu_seconds()
         self.start = time.perf_counter()
 
     def step_done(self) -> None:
@@ -115,10 +116,18 @@ class _Timer:
     def stop(self, **extra) -> dict:
         seconds = time.perf_counter() - self.start
         ends = self.step_ends
-        return {"seconds": seconds, "startup_seconds": self.startup,
+        return {"seconds": seconds, "startup_seconds": self.startup, "cpu_seconds": _cpu_seconds() - self.cpu_start,
                 "step_seconds": (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) > 1 else None,
                 "modules_before_timer": sorted(self.modules_before),
                 "imported_in_timer": sorted(set(sys.modules) - self.modules_before), **extra}
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all its threads). Waiting for a core on a busy
+    machine adds wall time, not CPU time, so CPU ratios move far less with other load than wall
+    ratios (they still include spinning threads and cache misses that load causes)."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_utime + used.ru_stime
 
 
 def _process_start() -> float:
@@ -370,6 +379,7 @@ def _round_ratios(records: dict) -> dict:
         if "harness" in records and peer in records:
             pairs = list(zip(records["harness"], records[peer]))
             out[peer] = [round(p["seconds"] / h["seconds"], 3) for h, p in pairs]
+            out[f"{peer}_cpu"] = [round(p["cpu_seconds"] / h["cpu_seconds"], 3) for h, p in pairs]
             if all(h["step_seconds"] and p["step_seconds"] for h, p in pairs):
                 out[f"{peer}_step"] = [round(p["step_seconds"] / h["step_seconds"], 3) for h, p in pairs]
     return out
@@ -377,7 +387,7 @@ def _round_ratios(records: dict) -> dict:
 
 def _best(results: list[dict]) -> dict:
     best = dict(min(results, key=lambda r: r["seconds"]))
-    for key in ("startup_seconds", "step_seconds", "save_seconds"):   # each part's fastest, like the whole
+    for key in ("startup_seconds", "step_seconds", "save_seconds", "cpu_seconds"):   # each part's fastest, like the whole
         values = [r[key] for r in results if r.get(key) is not None]
         best[key] = min(values) if values else None
     best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
@@ -410,7 +420,7 @@ def _summary(runs, tokens, steps, batch_size, max_length) -> dict:
            "tokens_counted": "prompt+chosen and prompt+rejected tokens (+EOS), unpadded, the same for every run; "
                              "the packed harness runs each prompt once, so it computes fewer tokens than it counts"}
     for mode in runs:
-        for key in ("tokens_per_s", "seconds", "startup_seconds", "step_seconds", "save_seconds", "peak_rss_mb",
+        for key in ("tokens_per_s", "seconds", "cpu_seconds", "startup_seconds", "step_seconds", "save_seconds", "peak_rss_mb",
                     "peak_above_start_mb", "peak_gpu_mb", "train_only_seconds", "imported_in_timer"):
             if key in runs[mode]:
                 out[f"{mode}_{key}"] = runs[mode][key]
@@ -420,6 +430,7 @@ def _summary(runs, tokens, steps, batch_size, max_length) -> dict:
             out[f"ratio{name}"] = get(h, "tokens_per_s") / get(peer, "tokens_per_s")
             out[f"step_ratio{name}"] = get(peer, "step_seconds") / get(h, "step_seconds")
             out[f"memory_ratio{name}"] = get(h, "peak_rss_mb") / get(peer, "peak_rss_mb")
+            out[f"cpu_ratio{name}"] = get(peer, "cpu_seconds") / get(h, "cpu_seconds")
     if "harness_padded" in runs and "trl" in runs:
         out["ratio_padded"] = get("harness_padded", "tokens_per_s") / get("trl", "tokens_per_s")
     return out
@@ -446,6 +457,7 @@ def _print_table(runs, s) -> None:
     parts = [f"{label} = {s[key]:.2f}×" for key, label in
              (("ratio", "harness / trl"), ("ratio_vs_precompute", "harness / trl_precompute"),
               ("step_ratio", "per step vs trl"), ("step_ratio_vs_precompute", "per step vs trl_precompute"),
+              ("cpu_ratio", "CPU seconds vs trl"), ("cpu_ratio_vs_precompute", "CPU seconds vs trl_precompute"),
               ("ratio_padded", "harness_padded / trl"), ("memory_ratio", "peak RSS vs trl")) if key in s]
     print("   ".join(parts))
     if s["round_ratios"]:
