@@ -299,12 +299,17 @@ def perf_generate(num_prompts, max_new_tokens, batch_size, seed):
 @click.option("--finish-partial", is_flag=True,
               help="Measure nothing: finish the stopped run in --out from its perf_all.partial.json (the "
                    "benchmarks it had not finished marked as not run).")
+@click.option("--publish-only", is_flag=True, help="Measure nothing: publish the finished output already in --out.")
 @one_line_errors
-def perf_all(out_dir, train_repeats, grid_suite, grid_repeats, skip, publish, finish_partial):
+def perf_all(out_dir, train_repeats, grid_suite, grid_repeats, skip, publish, finish_partial, publish_only):
     """Every benchmark; one JSON and the README's performance table (markdown) from it."""
     from bench.perf.all import finish_partial as finish, publish as publish_output, run_all
 
-    if finish_partial:
+    publish = publish or publish_only
+    if publish_only:
+        if not (Path(out_dir) / "perf_all.json").exists():
+            raise BenchError(f"--publish-only: {out_dir} holds no perf_all.json")
+    elif finish_partial:
         finish(out_dir)
     else:
         run_all(out_dir, train_repeats=train_repeats, grid_suite=grid_suite, grid_repeats=grid_repeats, skip=skip,
