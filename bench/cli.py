@@ -287,7 +287,7 @@ def perf_generate(num_prompts, max_new_tokens, batch_size, seed):
 
 @perf.command("all")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="Folder for perf_all.json, perf_all.md (the README's table) and the grid's runs.")
+              help="Folder for perf_all.json, perf_all.md (the table of docs/PERFORMANCE.md) and the grid's runs.")
 @click.option("--train-repeats", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--grid-suite", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Suite for perf grid (default: suites/ci_smoke.yaml).")
@@ -295,14 +295,14 @@ def perf_generate(num_prompts, max_new_tokens, batch_size, seed):
 @click.option("--skip", multiple=True, type=click.Choice(["train", "generate", "grid", "mfu"]),
               help="Leave a benchmark out (repeatable); mfu runs only where a GPU is present anyway.")
 @click.option("--publish", is_flag=True,
-              help="Also copy the output to docs/perf/ and write the table into the README's generated block.")
+              help="Also copy the output to docs/perf/ and write the table into the generated block of docs/PERFORMANCE.md.")
 @click.option("--finish-partial", is_flag=True,
               help="Measure nothing: finish the stopped run in --out from its perf_all.partial.json (the "
                    "benchmarks it had not finished marked as not run).")
 @click.option("--publish-only", is_flag=True, help="Measure nothing: publish the finished output already in --out.")
 @one_line_errors
 def perf_all(out_dir, train_repeats, grid_suite, grid_repeats, skip, publish, finish_partial, publish_only):
-    """Every benchmark; one JSON and the README's performance table (markdown) from it."""
+    """Every benchmark; one JSON and the performance table (markdown, docs/PERFORMANCE.md) from it."""
     from bench.perf.all import finish_partial as finish, publish as publish_output, run_all
 
     publish = publish or publish_only

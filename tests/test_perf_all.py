@@ -1,5 +1,5 @@
-"""`perf all` and `perf check`: the README's table is the committed output's rendering, and the
-regression check's logic on ratios (the measurement itself is shown by the command, not timed here)."""
+"""`perf all` and `perf check`: the performance table (docs/PERFORMANCE.md) is the committed
+output's rendering, and the regression check's logic on ratios (the measurement itself is shown by the command, not timed here)."""
 from __future__ import annotations
 
 import copy
@@ -16,13 +16,12 @@ def _committed() -> dict:
 
 
 def test_readme_table_is_the_committed_perf_all_output():
-    """The README's performance table, docs/perf/perf_all.md and the rendering of
-    docs/perf/perf_all.json are one text (seen failing with one figure of the README's table edited
-    by hand, and with a row added to render_markdown without regenerating the files)."""
+    """The performance table of docs/PERFORMANCE.md, docs/perf/perf_all.md and the rendering of
+    docs/perf/perf_all.json are one text (seen failing with one figure of the table edited by hand)."""
     committed = _committed()
     rendered = render_markdown(committed)
     assert (COMMITTED.with_suffix(".md")).read_text() == rendered
-    docs = table_files()       # README.md, or docs/ if the performance section moves there
+    docs = table_files()       # docs/PERFORMANCE.md (or README.md, wherever the block is)
     assert docs, "no document holds the generated perf_all block"
     for doc in docs:
         assert readme_table(doc.read_text()) == rendered, doc

@@ -4,7 +4,7 @@ Runs `perf train`, `perf generate`, `perf grid` (on the CI suite unless told oth
 where a GPU is present, `perf mfu`; writes DIR/perf_all.json (every figure, what each time
 includes, the commit, the versions and the machine's load) and DIR/perf_all.md, the README's
 performance table rendered from that JSON by `render_markdown` alone. The copy kept in the
-repository (docs/perf/perf_all.json and .md) is what the README's table must equal
+repository (docs/perf/perf_all.json and .md) is what the performance table in docs/PERFORMANCE.md (or README.md) must equal
 (tests/test_perf_all.py), so a figure in the table always has this command behind it.
 """
 from __future__ import annotations
@@ -124,7 +124,7 @@ def _span(values) -> str:
 
 
 def render_markdown(r: dict) -> str:
-    """The README's performance table: a function of perf_all.json alone."""
+    """The performance table (docs/PERFORMANCE.md): a function of perf_all.json alone."""
     m = r["machine"]
     load = f"load average {m['load_average_before'][0]:.1f} before, {m['load_average_after'][0]:.1f} after"
     lines = [f"Measured by `{r['command']}` at {r['commit']} on {r['when']}: {m['cpu_count']} CPU cores, "
