@@ -227,11 +227,15 @@ def perf():
 @click.option("--max-length", default=128, show_default=True, help="Tokens per sequence (prompt and response).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random data and weights.")
 @click.option("--repeats", default=1, show_default=True, help="Interleaved repeats; the fastest of each is kept.")
-def perf_train(steps, batch_size, max_length, seed, repeats):
+@click.option("--profile", "profile_dir", type=click.Path(file_okay=False), default=None,
+              help="Run the harness under cProfile, write its profile here and print where its time goes "
+                   "(its times are then slower than the peers': read the phases, not the ratio).")
+def perf_train(steps, batch_size, max_length, seed, repeats, profile_dir):
     """Harness trainer vs TRL's DPOTrainer (default and precomputed reference): tokens/s, memory."""
     from bench.perf.train import run as run_perf
 
-    result = run_perf(steps=steps, batch_size=batch_size, max_length=max_length, seed=seed, repeats=repeats)
+    result = run_perf(steps=steps, batch_size=batch_size, max_length=max_length, seed=seed, repeats=repeats,
+                      profile=profile_dir, modes=("harness",) if profile_dir else None)
     click.echo(json.dumps(result))
 
 
@@ -282,6 +286,72 @@ def perf_generate(num_prompts, max_new_tokens, batch_size, seed):
 
     result = run_perf(num_prompts=num_prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
     click.echo(json.dumps(result))
+
+
+@perf.command("all")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Folder for perf_all.json, perf_all.md (the table of docs/PERFORMANCE.md) and the grid's runs.")
+@click.option("--train-repeats", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--grid-suite", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Suite for perf grid (default: suites/ci_smoke.yaml).")
+@click.option("--grid-repeats", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--skip", multiple=True, type=click.Choice(["train", "generate", "grid", "mfu"]),
+              help="Leave a benchmark out (repeatable); mfu runs only where a GPU is present anyway.")
+@click.option("--publish", is_flag=True,
+              help="Also copy the output to docs/perf/ and write the table into the generated block of docs/PERFORMANCE.md.")
+@click.option("--finish-partial", is_flag=True,
+              help="Measure nothing: finish the stopped run in --out from its perf_all.partial.json (the "
+                   "benchmarks it had not finished marked as not run).")
+@click.option("--publish-only", is_flag=True, help="Measure nothing: publish the finished output already in --out.")
+@one_line_errors
+def perf_all(out_dir, train_repeats, grid_suite, grid_repeats, skip, publish, finish_partial, publish_only):
+    """Every benchmark; one JSON and the performance table (markdown, docs/PERFORMANCE.md) from it."""
+    from bench.perf.all import finish_partial as finish, publish as publish_output, run_all
+
+    publish = publish or publish_only
+    if publish_only:
+        if not (Path(out_dir) / "perf_all.json").exists():
+            raise BenchError(f"--publish-only: {out_dir} holds no perf_all.json")
+    elif finish_partial:
+        finish(out_dir)
+    else:
+        run_all(out_dir, train_repeats=train_repeats, grid_suite=grid_suite, grid_repeats=grid_repeats, skip=skip,
+                say=click.echo)
+    click.echo((Path(out_dir) / "perf_all.md").read_text())
+    if publish:
+        for path in publish_output(out_dir):
+            click.echo(f"wrote {path}")
+
+
+@perf.command("check")
+@click.option("--floors", "floors_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Floors file (default: suites/baselines/perf.yaml).")
+@click.option("--from", "from_json", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Check a perf_all.json instead of measuring.")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--slowdown-trainer", default=1.0, show_default=True,
+              help="Inject a fault: each harness training step this many times as long (the check must fail at 2).")
+@click.option("--slowdown-generate", default=1.0, show_default=True,
+              help="Inject a fault: the hf backend's generation this many times as long.")
+@one_line_errors
+def perf_check(floors_path, from_json, repeats, slowdown_trainer, slowdown_generate):
+    """Side-by-side ratios against the floors kept with the baselines; exit 1 naming each one below."""
+    from bench.perf.check import FLOORS, check, load_floors, measure
+
+    floors = load_floors(floors_path or FLOORS)
+    if from_json:
+        result = json.loads(Path(from_json).read_text())
+    else:
+        result = measure(floors=floors, repeats=repeats, slowdown_trainer=slowdown_trainer,
+                         slowdown_generate=slowdown_generate)
+    outcome = check(result, floors)
+    for line in outcome.passed:
+        click.echo(f"ok {line}")
+    for line in outcome.failed:
+        click.echo(f"PERF REGRESSION {line}")
+    click.echo(f"perf check: {len(outcome.passed) + len(outcome.failed)} ratios, {len(outcome.failed)} below their "
+               f"floor (load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores)")
+    sys.exit(0 if outcome.ok else 1)
 
 
 if __name__ == "__main__":

@@ -38,3 +38,40 @@ def test_cli_prints_json_summary_last():
     # packing runs each prompt once, so it has fewer real tokens than are counted, in fewer slots than padding
     assert summary["packed_real_tokens"] < summary["tokens"]
     assert summary["packed_real_tokens"] <= summary["packed_slots"] < summary["padded_slots"]
+
+
+def test_every_side_is_timed_on_the_same_basis():
+    """Each worker's timed window imports no module the other side imported before its timer
+    (seen failing with the harness worker's `_import_model_modules` call removed: transformers'
+    llama modules were then imported inside the harness's timer, TRL's worker had them untimed);
+    and the JSON says what each time includes."""
+    from bench.perf.train import run
+
+    summary = run(steps=2, batch_size=2, progress=False, raw=True, modes=("harness", "trl"))
+    (harness,), (trl,) = summary["raw"]["harness"], summary["raw"]["trl"]
+    for mine, other in ((harness, trl), (trl, harness)):
+        unfair = set(mine["imported_in_timer"]) & set(other["modules_before_timer"])
+        assert not unfair, sorted(unfair)[:20]
+    assert "transformers.models.llama.modeling_llama" in harness["modules_before_timer"]
+    assert {"timer_starts", "timer_stops", "harness_time_includes", "trl_time_includes"} <= set(summary["basis"])
+    for side in ("harness", "trl"):
+        assert summary[f"{side}_startup_seconds"] > 0 and summary[f"{side}_save_seconds"] > 0
+        assert summary[f"{side}_step_seconds"] > 0
+
+
+def test_injected_slowdown_makes_each_step_after_the_first_that_many_times_as_long():
+    """perf check's fault: with slowdown 2 a step of 50 ms of work lasts at least 100 ms (a
+    sleep never ends early, so this holds on a loaded machine); without it, no sleep is added.
+    Seen failing with the sleep in _Timer.step_done switched off."""
+    import time
+
+    from bench.perf.train import _Timer
+
+    for slowdown, at_least in ((2.0, 0.1), (1.0, 0.05)):
+        timer = _Timer(slowdown)
+        timer.step_done()
+        for _ in range(2):
+            time.sleep(0.05)          # the step's own work
+            timer.step_done()
+        assert timer.stop()["step_seconds"] >= at_least
+    assert _Timer(1.0).stop()["step_seconds"] is None

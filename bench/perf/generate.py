@@ -9,6 +9,7 @@ make one side do less work; tokens/s therefore compare like with like.
 """
 from __future__ import annotations
 
+import os
 import random
 import tempfile
 import time
@@ -34,11 +35,15 @@ def make_prompts(num_prompts: int, seed: int) -> list[tuple[str, str]]:
     return prompts
 
 
-def time_hf(model_dir, prompts, config: GenerationConfig, progress: bool) -> tuple[float, int]:
+def time_hf(model_dir, prompts, config: GenerationConfig, progress: bool, slowdown: float = 1.0) -> tuple[float, int]:
+    """The harness's batched backend. `slowdown` > 1 makes its generation that many times as
+    long (a sleep of its own duration times slowdown - 1): the regression check's injected fault."""
     generator = get_generator("hf", model_dir, progress=progress)
     generator.generate(prompts[:2], GenerationConfig(max_new_tokens=2, batch_size=2))   # warm-up
     start = time.perf_counter()
     gens = generator.generate(prompts, config, min_new_tokens=config.max_new_tokens)
+    if slowdown > 1:
+        time.sleep((slowdown - 1) * (time.perf_counter() - start))
     return time.perf_counter() - start, sum(g.num_tokens for g in gens)
 
 
@@ -76,14 +81,14 @@ def time_vllm(model_dir, prompts, config: GenerationConfig, progress: bool) -> t
 
 
 def run(*, num_prompts: int = 64, max_new_tokens: int = 64, batch_size: int = 64, seed: int = 0,
-        progress: bool = True) -> dict:
+        progress: bool = True, slowdown: float = 1.0) -> dict:
     """Time the three ways, print a table, return the figures (the CLI prints them as JSON)."""
     torch.manual_seed(seed)
     prompts = make_prompts(num_prompts, seed)
     config = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
     with tempfile.TemporaryDirectory(prefix="perf_generate_") as tmp:
         model_dir = build_tiny_causal_lm(tmp, build_char_tokenizer(), seed=seed, **MODEL_SHAPE)
-        timings = {"hf": time_hf(model_dir, prompts, config, progress),
+        timings = {"hf": time_hf(model_dir, prompts, config, progress, slowdown),
                    "naive": time_naive(model_dir, prompts, config, progress)}
         vllm_timing = time_vllm(model_dir, prompts, config, progress)
     if vllm_timing is not None:
@@ -91,8 +96,9 @@ def run(*, num_prompts: int = 64, max_new_tokens: int = 64, batch_size: int = 64
     result = {f"{name}_tokens_per_s": tokens / seconds for name, (seconds, tokens) in timings.items()}
     result |= {f"{name}_tokens": tokens for name, (_, tokens) in timings.items()}
     result |= {"ratio": result["hf_tokens_per_s"] / result["naive_tokens_per_s"], "num_prompts": num_prompts,
-               "max_new_tokens": max_new_tokens, "batch_size": batch_size,
-               "device": "cuda" if torch.cuda.is_available() else "cpu", "model": MODEL_SHAPE}
+               "max_new_tokens": max_new_tokens, "batch_size": batch_size, "slowdown": slowdown,
+               "seconds": {name: seconds for name, (seconds, _) in timings.items()},
+               "load_average": list(os.getloadavg()), "device": "cuda" if torch.cuda.is_available() else "cpu", "model": MODEL_SHAPE}
     print(_table(timings))
     return result
 
