@@ -291,10 +291,12 @@ def perf_generate(num_prompts, max_new_tokens, batch_size, seed):
 @perf.command("all")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Folder for perf_all.json, perf_all.md (the table of docs/PERFORMANCE.md) and the grid's runs.")
-@click.option("--train-repeats", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--train-repeats", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Rounds of perf train (harness and both TRL configurations alternated each round).")
 @click.option("--grid-suite", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Suite for perf grid (default: suites/ci_smoke.yaml).")
-@click.option("--grid-repeats", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--grid-repeats", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Alternated pairs (in-process, local workers) of perf grid.")
 @click.option("--skip", multiple=True, type=click.Choice(["train", "generate", "grid", "mfu"]),
               help="Leave a benchmark out (repeatable); mfu runs only where a GPU is present anyway.")
 @click.option("--publish", is_flag=True,
@@ -328,7 +330,8 @@ def perf_all(out_dir, train_repeats, grid_suite, grid_repeats, skip, publish, fi
               help="Floors file (default: suites/baselines/perf.yaml).")
 @click.option("--from", "from_json", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Check a perf_all.json instead of measuring.")
-@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Rounds of the training benchmark measured for the check.")
 @click.option("--slowdown-trainer", default=1.0, show_default=True,
               help="Inject a fault: each harness training step this many times as long (the check must fail at 2).")
 @click.option("--slowdown-generate", default=1.0, show_default=True,
