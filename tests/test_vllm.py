@@ -149,7 +149,7 @@ def _run_suite(out: Path, backend: str) -> subprocess.CompletedProcess:
 
 def test_suite_with_vllm_equals_hf(tmp_path):
     """The CI suite through the CLI with each backend: every evaluated policy's (the reference's
-    and the trained policy's) generations.jsonl equal, and so the gold accuracy."""
+    and the trained policy's) generations.jsonl equal, and so every result (gold accuracy too)."""
     import pandas as pd
 
     runs = {}
@@ -164,6 +164,10 @@ def test_suite_with_vllm_equals_hf(tmp_path):
     assert gens["vllm"] == gens["hf"]
     params = [json.loads(p.read_text()) for p in (runs["vllm"] / "stages" / "evaluate").glob("*/generation_params.json")]
     assert {p["backend"] for p in params} == {"vllm"}
-    acc = {b: pd.read_csv(d / "results.csv") for b, d in runs.items()}
-    gold = [c for c in acc["hf"].columns if "gold" in c]
-    assert gold and acc["hf"][gold].equals(acc["vllm"][gold])
+    # results.csv: one row per (run, scorer, metric); every value equal, gold accuracy and
+    # lm-eval (through vLLM's engine in the vllm run) among them
+    keys = ["run_id", "scorer", "metric"]
+    tables = {b: pd.read_csv(d / "results.csv").sort_values(keys).reset_index(drop=True) for b, d in runs.items()}
+    assert (tables["hf"]["metric"] == "accuracy").loc[tables["hf"]["scorer"] == "gold"].any()
+    assert tables["hf"]["scorer"].str.startswith("lm_eval").any()
+    pd.testing.assert_frame_equal(tables["hf"][keys + ["value"]], tables["vllm"][keys + ["value"]])
