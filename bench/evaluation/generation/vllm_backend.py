@@ -104,7 +104,8 @@ class VLLMGenerator:
         if on_cpu():
             in_process_engine()
             alias_cpu_distribution()
-            share_engine_with_lm_eval()
+            with contextlib.suppress(ImportError):   # lm-eval's vllm model refuses by itself without vllm
+                share_engine_with_lm_eval()
             args += ["enforce_eager=True", f"kv_cache_memory_bytes={cpu_kv_bytes_default()}"]
         return args
 
