@@ -167,7 +167,7 @@ MUTATIONS = (
 
 def run_mutation(mutation: Mutation, clean: Path, out: Path, monkeypatch):
     """Run the gate suite with `mutation` applied into `out`; return check's result for its labels."""
-    from bench.tables.check import check
+    from bench.gate.check import check
 
     copy_shared_stages(clean, out)
     with monkeypatch.context() as mp:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.tables.check import check
-from bench.tables.check_baseline import load_baseline
+from bench.gate.check import check
+from bench.gate.baseline import load_baseline
 from tests.gate_mutations import ADADPO, BASELINE, CLEAN_VARIANT, DPO, MUTATIONS, caught_by, run_gate, run_mutation
 
 ADPO1 = "adpo[beta=0.1,granularity=adaptive,m=1]"

@@ -46,7 +46,7 @@ def test_dpo_step_zero_loss_is_ln2_and_accuracy_zero(tmp_path, tiny_model_dir, d
 
 
 def test_step_one_and_last_step_are_logged_whatever_log_every(tmp_path, tiny_model_dir, data):
-    # The regression gate's step-1 invariant (bench.tables.check) reads step 1 from every train log.
+    # The regression gate's step-1 invariant (bench.gate.check) reads step 1 from every train log.
     res = _run(tmp_path, "sparse", tiny_model_dir, data, max_steps=7, log_every=3)
     assert [row["step"] for row in _log(res)] == [1, 3, 6, 7]
 

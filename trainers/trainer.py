@@ -216,7 +216,7 @@ class _Run:
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             # Step 1 is always logged: the regression gate's golden invariant reads it (the policy
-            # is still the reference there, so a DPO-family loss has its closed form, bench.tables.check).
+            # is still the reference there, so a DPO-family loss has its closed form, bench.gate.check).
             if step == 0 or (step + 1) % self.cfg.log_every == 0 or step + 1 == self.total:
                 self._log(step + 1, loss, norm, lr, metrics)
             bar.update(1)

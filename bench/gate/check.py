@@ -41,10 +41,10 @@ from typing import Iterable
 
 import numpy as np
 
-from bench.tables.check_baseline import Entry, load_baseline
-from bench.tables.check_invariants import check_identity, check_step1
-from bench.tables.check_observed import observe
-from bench.tables.check_rule import Band, band, metric_kind, pooled_spread
+from bench.gate.baseline import Entry, load_baseline
+from bench.gate.invariants import check_identity, check_step1
+from bench.gate.observed import observe
+from bench.gate.rule import Band, band, metric_kind, pooled_spread
 
 
 @dataclass

@@ -12,9 +12,9 @@ import yaml
 
 from bench.errors import BenchError
 from bench.tables.results import REFERENCE, metric_info, read_results
-from bench.tables.check_invariants import DPO_KEYS, IDENTITY_RTOL, default_identities, zero_margin_loss
-from bench.tables.check_observed import TRAIN_LOG, observe
-from bench.tables.check_rule import DIRECTIONS
+from bench.gate.invariants import DPO_KEYS, IDENTITY_RTOL, default_identities, zero_margin_loss
+from bench.gate.observed import TRAIN_LOG, observe
+from bench.gate.rule import DIRECTIONS
 
 
 FORMAT = 2

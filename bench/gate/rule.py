@@ -1,5 +1,5 @@
 """The regression gate's band: the prediction interval for the mean of new seeds, with a floor
-per metric kind (see :mod:`bench.tables.check`)."""
+per metric kind (see :mod:`bench.gate.check`)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ from typing import Iterable
 
 import numpy as np
 
-from bench.tables.check_observed import TRAIN_LOG
+from bench.gate.observed import TRAIN_LOG
 
 
 DIRECTIONS = ("higher_is_better", "lower_is_better", "either")
