@@ -34,6 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 SUITE = REPO / "suites" / "ci_gate.yaml"
 BASELINE = REPO / "suites" / "baselines" / "ci_gate.yaml"
 SHARED_STAGES = ("data", "init", "sft", "reward")
+TRAINED = ("ref_logps", "train")
+EVALUATED = (*TRAINED, "evaluate", "chosen")
 DPO = "dpo[beta=0.1]"
 ADPO1 = "adpo[beta=0.1,granularity=adaptive,m=1]"
 ADADPO = "adadpo[beta=0.1,clip=2,length_normalize=False]"
@@ -54,8 +56,8 @@ def run_gate(out: Path, *, threads: int | None = None, overrides=(), only=()):
         torch.set_num_threads(before)
 
 
-def copy_shared_stages(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> None:
-    for name in SHARED_STAGES:
+def copy_shared_stages(src: Path, dst: Path, skip: tuple[str, ...] = (), reuse: tuple[str, ...] = ()) -> None:
+    for name in (*SHARED_STAGES, *reuse):
         if name in skip:
             continue
         if (src / "stages" / name).is_dir():
@@ -277,6 +279,9 @@ class Mutation:
     labels: tuple[str, ...]
     stage: str                              # which stage of the pipeline the bug is in
     recompute: tuple[str, ...] = ()         # shared stages not copied from the clean run
+    # Stages before the bug's, copied from the clean run as well (their keys hash configurations,
+    # so the mutated run reuses them): a scorer's bug needs no training, an aggregation bug no evaluation.
+    reuse: tuple[str, ...] = ()
 
     @property
     def description(self) -> str:
@@ -296,12 +301,12 @@ MUTATIONS = (
     Mutation("response_mask_shifted", _mask_shifted, (DPO,), "log-probs"),
     Mutation("same_data_order_every_seed", _same_order_every_seed, (DPO,), "trainer"),
     Mutation("learning_rate_halved", _lr_halved, (DPO,), "trainer"),
-    Mutation("generation_budget_halved", _budget_halved, (DPO,), "generation"),
-    Mutation("gold_verifier_lenient", _lenient_verifier, (DPO,), "scorer: gold"),
-    Mutation("reward_model_truncates_responses", _reward_truncated, (DPO,), "scorer: reward model"),
-    Mutation("drift_sides_swapped", _drift_sides_swapped, (DPO,), "scorer: drift"),
-    Mutation("ties_counted_as_wins", _ties_as_wins, (DPO,), "aggregation"),
-    Mutation("bootstrap_interval_50pct", _narrow_intervals, (DPO,), "statistics"),
+    Mutation("generation_budget_halved", _budget_halved, (DPO,), "generation", reuse=TRAINED),
+    Mutation("gold_verifier_lenient", _lenient_verifier, (DPO,), "scorer: gold", reuse=TRAINED),
+    Mutation("reward_model_truncates_responses", _reward_truncated, (DPO,), "scorer: reward model", reuse=TRAINED),
+    Mutation("drift_sides_swapped", _drift_sides_swapped, (DPO,), "scorer: drift", reuse=TRAINED),
+    Mutation("ties_counted_as_wins", _ties_as_wins, (DPO,), "aggregation", reuse=EVALUATED),
+    Mutation("bootstrap_interval_50pct", _narrow_intervals, (DPO,), "statistics", reuse=EVALUATED),
 )
 
 
@@ -309,7 +314,7 @@ def run_mutation(mutation: Mutation, clean: Path, out: Path, monkeypatch):
     """Run the gate suite with `mutation` applied into `out`; return check's result for its labels."""
     from bench.gate.check import check
 
-    copy_shared_stages(clean, out, skip=mutation.recompute)
+    copy_shared_stages(clean, out, skip=mutation.recompute, reuse=mutation.reuse)
     with monkeypatch.context() as mp:
         mutation.apply(mp)
         run_gate(out, only=mutation.labels)

@@ -62,6 +62,12 @@ def test_committed_baseline_has_the_golden_invariants():
     assert all(len(e.seeds) == 3 for e in baseline.metrics if e.label != "reference")
     assert {e.label for e in baseline.contrasts} == {ADADPO, ADPO1}
     assert set(EXPECTED) == {m.name for m in MUTATIONS}
+    # the integrity pins of a clean folder: disjoint parts, the contract held, a reference pass
+    pinned = baseline.integrity
+    assert [pinned[f"splits.shared_prompts.{p}"] for p in ("drift&eval", "drift&train", "eval&train")] == [0, 0, 0]
+    assert pinned["tokenization.train.eos_exactly_one_at_end"] == pinned["tokenization.train.responses"] > 0
+    assert pinned["tokenization.train.boundary_mismatch"] == 0 and pinned["reference_logps.sum_chosen"] < 0
+    assert any(e.metric.endswith("/ci_width") for e in baseline.metrics if e.label == "reference")
 
 
 @pytest.mark.slow
