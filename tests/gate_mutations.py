@@ -336,3 +336,29 @@ def caught_by(result) -> str:
         if head not in names:
             names.append(head)
     return "; ".join(names)
+
+
+def detection_table(rows: dict[str, dict]) -> str:
+    """The README's detection table from rows {name: {ok, regressed, checked, caught_by}}."""
+    clean = rows["clean"]
+    lines = [f"clean rerun (torch 1 thread, generation batch 8): {'passes' if clean['ok'] else 'FAILS'} "
+             f"({clean['regressed']} of {clean['checked']} entries regressed)", "",
+             "| stage | mutation | what it does | caught | regressed entries | caught by |",
+             "|---|---|---|---|---|---|"]
+    for m in MUTATIONS:
+        row = rows[m.name]
+        lines.append(f"| {m.stage} | `{m.name}` | {m.description} | {'yes' if not row['ok'] else '**no**'} | "
+                     f"{row['regressed']} of {row['checked']} | {row['caught_by'] or '–'} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":   # python -m tests.gate_mutations ROWS.jsonl...: the table of sharded runs
+    import json
+    import sys
+
+    found = {}
+    for path in sys.argv[1:]:
+        for line in Path(path).read_text().splitlines():
+            row = json.loads(line)
+            found[row.pop("name")] = row
+    print(detection_table(found))

@@ -12,12 +12,16 @@ in the header of suites/baselines/ci_gate.yaml).
 """
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import pytest
 
 from bench.gate.check import check
 from bench.gate.baseline import load_baseline
-from tests.gate_mutations import (ADADPO, ADPO1, BASELINE, CLEAN_VARIANT, DPO, MUTATIONS, caught_by, run_gate,
-                                  run_mutation)
+from tests.gate_mutations import (ADADPO, ADPO1, BASELINE, CLEAN_VARIANT, DPO, MUTATIONS, caught_by, detection_table,
+                                  run_gate, run_mutation)
 
 # The entry each mutation must at least trip (everything that trips is in the detection table).
 EXPECTED = {
@@ -55,6 +59,23 @@ def clean(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def source(request):
+    """Where mutated runs copy their shared stages from: the clean rerun, or (to run the
+    mutations in shards side by side) a finished clean folder named by GATE_SOURCE."""
+    given = os.environ.get("GATE_SOURCE")
+    return Path(given) if given else request.getfixturevalue("clean")
+
+
+def _keep_row(name: str, result) -> None:
+    """GATE_ROWS=FILE: one JSON line per result, for `python -m tests.gate_mutations FILE...`
+    to print the table of shards run side by side."""
+    if os.environ.get("GATE_ROWS"):
+        with open(os.environ["GATE_ROWS"], "a") as fh:
+            fh.write(json.dumps({"name": name, "ok": result.ok, "regressed": len(result.regressions),
+                                 "checked": result.checked, "caught_by": caught_by(result)}) + "\n")
+
+
 def test_committed_baseline_has_the_golden_invariants():
     baseline = load_baseline(BASELINE)
     assert sorted(s["label"] for s in baseline.step1) == sorted([ADADPO, ADPO1, DPO])
@@ -74,6 +95,7 @@ def test_committed_baseline_has_the_golden_invariants():
 def test_clean_rerun_with_other_float_order_passes(clean):
     result = check(clean, BASELINE)
     _table["clean"] = result
+    _keep_row("clean", result)
     assert result.ok, "\n".join(result.regressions)
     baseline = load_baseline(BASELINE)
     # every baseline entry, and the integrity invariants beside them (pinned and self-contained)
@@ -85,9 +107,10 @@ def test_clean_rerun_with_other_float_order_passes(clean):
 @pytest.mark.parametrize("mutation", [
     pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=NOT_CAUGHT[m.name])) if m.name in NOT_CAUGHT else m
     for m in MUTATIONS], ids=[m.name for m in MUTATIONS])
-def test_mutation_is_caught(mutation, clean, tmp_path, monkeypatch):
-    result = run_mutation(mutation, clean, tmp_path / "out", monkeypatch)
+def test_mutation_is_caught(mutation, source, tmp_path, monkeypatch):
+    result = run_mutation(mutation, source, tmp_path / "out", monkeypatch)
     _table[mutation.name] = result
+    _keep_row(mutation.name, result)
     print(f"\n{mutation.name}: {len(result.regressions)} of {result.checked} regressed; caught by: {caught_by(result)}")
     assert not result.ok, f"{mutation.name} passed the gate ({result.checked} entries checked)"
     assert EXPECTED[mutation.name] in caught_by(result), caught_by(result)
@@ -96,14 +119,8 @@ def test_mutation_is_caught(mutation, clean, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_print_detection_table():
     """Runs last (file order): the table of suites/baselines/README.md, from this run's results."""
-    if len(_table) < len(MUTATIONS) + 1:
+    if len(_table) < len(MUTATIONS) + 1:   # a shard: tests.gate_mutations prints the table of all
         pytest.skip("run the whole module to print the table")
-    clean = _table["clean"]
-    print(f"\n\nclean rerun (torch 1 thread, generation batch 8): {'passes' if clean.ok else 'FAILS'} "
-          f"({len(clean.regressions)} of {clean.checked} entries regressed)\n")
-    print("| stage | mutation | what it does | caught | regressed entries | caught by |")
-    print("|---|---|---|---|---|---|")
-    for m in MUTATIONS:
-        result = _table[m.name]
-        print(f"| {m.stage} | `{m.name}` | {m.description} | {'yes' if not result.ok else '**no**'} | "
-              f"{len(result.regressions)} of {result.checked} | {caught_by(result) or '–'} |")
+    rows = {name: {"ok": r.ok, "regressed": len(r.regressions), "checked": r.checked, "caught_by": caught_by(r)}
+            for name, r in _table.items()}
+    print("\n\n" + detection_table(rows))
