@@ -150,8 +150,9 @@ def test_pinned_values_against_the_baseline(tmp_path):
 
 
 def test_missing_and_damaged_records(tmp_path):
-    fails, _ = _check(tmp_path)
+    fails, _ = _check(tmp_path, pinned={"splits.pairs.train": 64})
     assert len(fails) == 1 and "invariants.json is missing" in fails[0]
+    assert _check(tmp_path) == ([], [])      # an older baseline pins nothing: an older folder passes
     (tmp_path / integrity.FILE).write_text("{not json")
     with pytest.raises(BenchError, match="invariants.json: not valid JSON"):
         _check(tmp_path)
