@@ -31,7 +31,9 @@ EXPECTED = {
     "adpo_rejected_uses_chosen_segments": f"invariant {ADPO1} equals {DPO} (train-log losses, drift metrics)",
     "same_data_order_every_seed": f"invariant seed independence of {DPO}",
     "learning_rate_halved": f"train_log/loss@13-24 of {DPO}",
-    "gold_verifier_lenient": "SUSPICIOUS gold/accuracy of reference",
+    # The lenient verifier accepts rejected training responses that state the right answer on
+    # the way to a wrong one (the data audit); the reference's greedy answers barely move.
+    "gold_verifier_lenient": f"train_data/rejected_verified of {DPO}",
     "reward_model_truncates_responses": "reward_model/mean_reward of reference",
     "drift_sides_swapped": f"drift/implicit_accuracy of {DPO}",
     "ties_counted_as_wins": "SUSPICIOUS reward_model/win_rate_vs_reference of reference",
