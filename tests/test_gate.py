@@ -49,7 +49,12 @@ EXPECTED = {
     "adadpo_coefficient_dropped": f"train_log/adadpo/log_rho@13-24 of {ADADPO}",
 }
 # Bugs this gate does not catch, and why (strict xfail: the day one is caught, update this).
-NOT_CAUGHT: dict[str, str] = {}
+NOT_CAUGHT: dict[str, str] = {
+    # Measured: 0 of 136 entries moved. On held-out pairs the tiny policy does not separate chosen
+    # from rejected (its held-out r_w and r_l are alike, implicit accuracy near ½), so swapping the
+    # sides stays within the seed spread. tests/test_drift.py's hand-worked values catch it.
+    "drift_sides_swapped": "held-out r_w and r_l are alike at this scale: a swap is within seed noise",
+}
 _table: dict[str, object] = {}
 
 
