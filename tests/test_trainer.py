@@ -51,6 +51,16 @@ def test_step_one_and_last_step_are_logged_whatever_log_every(tmp_path, tiny_mod
     assert [row["step"] for row in _log(res)] == [1, 3, 6, 7]
 
 
+def test_each_logged_step_names_its_batch_and_the_seed_changes_it(tmp_path, tiny_model_dir, data):
+    # The gate's seed-independence invariant (bench/gate/integrity.py) compares these digests.
+    a = [row["data/batch"] for row in _log(_run(tmp_path, "s0", tiny_model_dir, data, max_steps=2, seed=0))]
+    b = [row["data/batch"] for row in _log(_run(tmp_path, "s1", tiny_model_dir, data, max_steps=2, seed=1))]
+    hinge = [{"name": "hinge", "weight": 1.0, "beta": 0.1}]
+    c = [row["data/batch"] for row in _log(_run(tmp_path, "h0", tiny_model_dir, data, hinge, max_steps=2, seed=0))]
+    assert len(a) == 2 and len(set(a)) == 2 and all(len(d) == 12 for d in a)
+    assert a != b and a == c            # the seed moves the order, the objective does not
+
+
 def test_grad_accumulation_1x8_equals_8x1(tmp_path, tiny_model_dir, data):
     a = _run(tmp_path, "a", tiny_model_dir, data, batch_size=8, grad_accum=1, max_steps=2)
     b = _run(tmp_path, "b", tiny_model_dir, data, batch_size=1, grad_accum=8, max_steps=2)
