@@ -30,7 +30,7 @@ EXPECTED = {
     "prompt_boundary_off_by_one": "invariant prompt/response boundary (train)",
     "adpo_rejected_uses_chosen_segments": f"invariant {ADPO1} equals {DPO} (train-log losses, drift metrics)",
     "same_data_order_every_seed": f"invariant seed independence of {DPO}",
-    "learning_rate_halved": f"train_log/loss@13-24 of {DPO}",
+    "learning_rate_halved": f"train_log/margin@13-24 of {DPO}",
     # The lenient verifier accepts rejected training responses that state the right answer on
     # the way to a wrong one (the data audit); the reference's greedy answers barely move.
     "gold_verifier_lenient": f"train_data/rejected_verified of {DPO}",
