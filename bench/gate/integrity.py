@@ -24,16 +24,17 @@ import math
 import statistics
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 FILE = "invariants.json"
 FORMAT = 1
 LN2 = math.log(2.0)
 
 
-def record(out: Path, ctx, store, records, runs) -> dict:
-    """Compute the folder's invariants and write ``out/invariants.json``; returns them."""
-    from bench.run.prepare import read_pairs   # what the runs received (the same reader as the data stage)
-
+def record(out: Path, ctx, store, records, runs, read_pairs: Callable[[Path], list]) -> dict:
+    """Compute the folder's invariants and write ``out/invariants.json``; returns them.
+    ``read_pairs``: the data stage's own reader (bench.run.prepare), so the pairs audited are
+    the pairs the runs received."""
     folder = store.path("data", ctx.data_key)
     pairs = {name: read_pairs(folder / f"{name}.jsonl") for name in ("train", "eval", "drift")}
     training = ctx.suite.training

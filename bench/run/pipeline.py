@@ -283,9 +283,6 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
     for record in records:   # what each run trained on, checked by the gold verifier
         if ctx.train_audit is not None:
             record.train_summary["train_data"] = ctx.train_audit
-    from bench.gate.integrity import record as record_invariants
-
-    record_invariants(out, ctx, store, records, runs)   # invariants.json: what the gate checks exactly
     suite_hash = (out / SUITE_HASH).read_text().strip() if (out / SUITE_HASH).exists() else ""
     key = aggregate_cache.aggregate_key(
         [reference, *records], extra=dict(chosen=aggregate_cache.marker_text(chosen_dir), suite_hash=suite_hash, runs=[r.run_id for r in runs],
