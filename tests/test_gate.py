@@ -34,7 +34,7 @@ EXPECTED = {
     # The lenient verifier accepts rejected training responses that state the right answer on
     # the way to a wrong one (the data audit); the reference's greedy answers barely move.
     "gold_verifier_lenient": f"train_data/rejected_verified of {DPO}",
-    "reward_model_truncates_responses": "reward_model/mean_reward of reference",
+    "reward_model_truncates_responses": "reward_model/win_rate_vs_chosen of reference",
     "drift_sides_swapped": f"drift/implicit_accuracy of {DPO}",
     "ties_counted_as_wins": "SUSPICIOUS reward_model/win_rate_vs_reference of reference",
     "bootstrap_interval_50pct": "reward_model/mean_reward/ci_width of reference",
