@@ -162,26 +162,6 @@ def report(results_dir, fmt, compare_to, paper_columns):
 
 @main.command()
 @click.argument("results_dir", type=click.Path(file_okay=False))
-@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
-              help="Baseline file to write (.yaml/.yml, or JSON for any other suffix).")
-@click.option("--anchor", default=None, metavar="LABEL",
-              help="Objective the per-seed contrasts are taken against (default: the first DPO label).")
-@click.option("--confidence", default=0.99, show_default=True, type=float,
-              help="Level of the prediction interval `check` allows around each baseline mean.")
-@one_line_errors
-def baseline(results_dir, output, anchor, confidence):
-    """Write a regression baseline from a trusted results folder: per-seed values, contrasts, invariants."""
-    from bench.tables.check_baseline import make_baseline, write_baseline
-
-    made = make_baseline(results_dir, anchor=anchor, confidence=confidence)
-    path = write_baseline(output, made)
-    inv = made["invariants"]
-    click.echo(f"wrote {path}: {len(made['metrics'])} metrics, {len(made['contrasts'])} contrasts against "
-               f"{made['anchor']}, {len(inv['step1_loss'])} step-1 loss and {len(inv['identities'])} identity invariants")
-
-
-@main.command()
-@click.argument("results_dir", type=click.Path(file_okay=False))
 @one_line_errors
 def verify(results_dir):
     """Check every cached file of RESULTS_DIR against its manifest, without running anything.
@@ -194,26 +174,10 @@ def verify(results_dir):
     sys.exit(0 if report.ok else 1)
 
 
-@main.command()
-@click.argument("results_dir", type=click.Path(file_okay=False))
-@click.option("--baseline", required=True, type=click.Path(dir_okay=False),
-              help="Baseline file written by `baseline` (.yaml/.yml or JSON).")
-@click.option("--only", multiple=True, metavar="LABEL",
-              help="Check only the entries of these labels (repeatable; default: all), e.g. after a partial rerun.")
-@click.option("--verbose", "-v", is_flag=True, help="Print the passing entries and their bands too.")
-@one_line_errors
-def check(results_dir, baseline, only, verbose):
-    """Compare a results folder with a baseline; exit 1 naming each regressed metric and its allowed band."""
-    from bench.tables.check import check as run_check
+# The regression gate's `baseline` and `check` live with the gate (bench/gate/cli.py).
+from bench.gate.cli import register as _register_gate  # noqa: E402
 
-    result = run_check(results_dir, baseline, labels=list(only) or None)
-    if verbose:
-        for line in result.passed:
-            click.echo(f"ok {line}")
-    for line in result.regressions:
-        click.echo(f"REGRESSION {line}")
-    click.echo(f"checked {result.checked} entries: {len(result.regressions)} regressed")
-    sys.exit(0 if result.ok else 1)
+_register_gate(main, one_line_errors)
 
 
 @main.group()

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from bench.tables.check import check
-from bench.tables.check_baseline import load_baseline, make_baseline, write_baseline
-from bench.tables.check_rule import band, floor_for, t_quantile
+from bench.gate.check import check
+from bench.gate.baseline import load_baseline, make_baseline, write_baseline
+from bench.gate.rule import band, floor_for, t_quantile
 from bench.errors import BenchError
 from bench.tables.results import make_row, write_results
 
@@ -202,8 +202,8 @@ def test_cli_baseline_and_check_exit_codes(tmp_path):
 
 def test_identity_and_anchor_skip_a_dpo_control_with_training_overrides():
     """A zero-effect control (DPO at another learning rate) is not ADPO m=1's twin nor the anchor."""
-    from bench.tables.check_baseline import _default_anchor
-    from bench.tables.check_invariants import default_identities
+    from bench.gate.baseline import _default_anchor
+    from bench.gate.invariants import default_identities
 
     objectives = {"control-lr0": ("dpo", {"beta": 0.1, "label_smoothing": 0.0, "learning_rate": 1e-12}),
                   "dpo[beta=0.1]": ("dpo", {"beta": 0.1, "label_smoothing": 0.0}),

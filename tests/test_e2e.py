@@ -5,6 +5,7 @@ training and resumed; and a rerun of the finished one, which must recompute noth
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -47,6 +48,11 @@ def test_full_tiny_suite_writes_results_runs_and_leaderboard(finished):
     wins = results[(results.metric == "win_rate_vs_reference") & (results.scorer == "reward_model")]
     assert set(wins.run_id) == set(trained.run_id) | {"reference"}
     assert ((wins.ci_low <= wins.value) & (wins.value <= wins.ci_high)).all()
+    # The integrity record the gate checks (bench/gate/integrity.py): disjoint parts, the contract held.
+    facts = json.loads((out / "invariants.json").read_text())
+    assert set(facts["splits"]["shared_prompts"].values()) == {0}
+    assert facts["tokenization"]["train"]["boundary_mismatch"] == 0 and facts["reference_logps"]["sum_chosen"] < 0
+    assert {r["data_order"] is not None for r in facts["runs"].values() if r["label"] != "reference"} == {True}
     # The reference against itself is exactly a coin flip.
     ref = results[(results.run_id == "reference") & (results.metric == "win_rate_vs_reference")]
     assert (ref.value == 0.5).all()

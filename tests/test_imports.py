@@ -13,7 +13,7 @@ FLOORS = [
     ("trainers", "bench.errors", "bench.hashing", "bench.io", "bench.models"),
     ("bench.data", "bench.suite", "bench.tables"),       # the suite's definition, data, tables
     ("bench.evaluation",),                               # one policy: generate and score
-    ("bench.run", "bench.suite.validate"),               # the stages; validate's cross-checks load data
+    ("bench.run", "bench.suite.validate", "bench.gate"),   # the gate reads what the stages record               # the stages; validate's cross-checks load data
     ("bench.perf", "bench.api", "bench.cli", "bench"),   # entry points
 ]
 

@@ -46,9 +46,19 @@ def test_dpo_step_zero_loss_is_ln2_and_accuracy_zero(tmp_path, tiny_model_dir, d
 
 
 def test_step_one_and_last_step_are_logged_whatever_log_every(tmp_path, tiny_model_dir, data):
-    # The regression gate's step-1 invariant (bench.tables.check) reads step 1 from every train log.
+    # The regression gate's step-1 invariant (bench.gate.check) reads step 1 from every train log.
     res = _run(tmp_path, "sparse", tiny_model_dir, data, max_steps=7, log_every=3)
     assert [row["step"] for row in _log(res)] == [1, 3, 6, 7]
+
+
+def test_each_logged_step_names_its_batch_and_the_seed_changes_it(tmp_path, tiny_model_dir, data):
+    # The gate's seed-independence invariant (bench/gate/integrity.py) compares these digests.
+    a = [row["data/batch"] for row in _log(_run(tmp_path, "s0", tiny_model_dir, data, max_steps=2, seed=0))]
+    b = [row["data/batch"] for row in _log(_run(tmp_path, "s1", tiny_model_dir, data, max_steps=2, seed=1))]
+    hinge = [{"name": "hinge", "weight": 1.0, "beta": 0.1}]
+    c = [row["data/batch"] for row in _log(_run(tmp_path, "h0", tiny_model_dir, data, hinge, max_steps=2, seed=0))]
+    assert len(a) == 2 and len(set(a)) == 2 and all(len(d) == 12 for d in a)
+    assert a != b and a == c            # the seed moves the order, the objective does not
 
 
 def test_grad_accumulation_1x8_equals_8x1(tmp_path, tiny_model_dir, data):

@@ -216,7 +216,7 @@ class _Run:
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             # Step 1 is always logged: the regression gate's golden invariant reads it (the policy
-            # is still the reference there, so a DPO-family loss has its closed form, bench.tables.check).
+            # is still the reference there, so a DPO-family loss has its closed form, bench.gate.check).
             if step == 0 or (step + 1) % self.cfg.log_every == 0 or step + 1 == self.total:
                 self._log(step + 1, loss, norm, lr, metrics)
             bar.update(1)
@@ -250,6 +250,10 @@ class _Run:
         micro = self.order.micro_batches(step, lengths=self.lengths, batch_size=self.cfg.batch_size, rank=self.rank,
                                          procs=self.procs)
         scale = self.procs / self.global_batch      # sum over pairs / global batch, after DDP's mean
+        # What this step trained on, as logged (`data/batch`): the gate's seed-independence
+        # invariant compares it between seeds (bench/gate/integrity.py); taken from the
+        # micro-batches themselves, so a bug anywhere in the order shows.
+        self.batch_digest = _digest([str(self.data[i].id) for idx in micro for i in idx])
         sums = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
         for j, idx in enumerate(micro):
             sync = nullcontext() if j == len(micro) - 1 else self.acc.no_sync(self.wrapped)
@@ -272,7 +276,8 @@ class _Run:
     # --- outputs ---------------------------------------------------------------------------
     def _log(self, step, loss, norm, lr, metrics):
         if self.acc.is_main_process:
-            row = {"step": step, "loss": loss, "grad_norm": float(norm), "lr": lr, **metrics}
+            row = {"step": step, "loss": loss, "grad_norm": float(norm), "lr": lr, **metrics,
+                   "data/batch": self.batch_digest}
             with open(self.log_path, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
 
@@ -327,6 +332,13 @@ def read_log_lines(path: Path) -> list[tuple[str, dict]]:
         if isinstance(row, dict) and isinstance(row.get("step"), int):
             rows.append((line, row))
     return rows
+
+
+def _digest(ids: list[str]) -> str:
+    """12 hex digits naming a sequence of pair ids (a step's batch in the order it was fed)."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:12]
 
 
 def _batch_sum(value, n: int) -> torch.Tensor:

@@ -149,7 +149,7 @@ def _run_suite(suite: Suite, only, out_dir, progress: bool, started: float, reus
 def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: bool, clock):
     from bench.run import pipeline
     from bench.run.one_run import train_and_evaluate
-    from bench.run.prepare import prepare
+    from bench.run.prepare import prepare, read_pairs
     from bench.run.progress import GridProgress
     from trainers.devices import settle_memory
 
@@ -168,6 +168,10 @@ def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: 
             # collection over its imports took ~0.4 s here. What is alive is only frozen, so the
             # aggregate's own collections do not scan it.
             gc.freeze()
+        from bench.gate.integrity import record as record_invariants
+
+        # invariants.json: what the gate checks exactly, from the pairs as the stages read them
+        record_invariants(out, ctx, store, table, suite.runs, read_pairs)
         leaderboard = pipeline.aggregate(suite, ctx, out, reference_eval, table, suite.runs, store, pool=pool)
         clock.mark("aggregated")
         bar.close()

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.tables.results import read_results, read_runs
+from bench.tables.results import REFERENCE, read_results, read_runs
 
 STEP1_METRICS = ("logps/chosen", "logps/rejected")
 
@@ -19,6 +19,9 @@ TRAIN_LOG = "train_log"                 # the scorer name of values read from th
 
 
 TRAIN_LOG_METRICS = ("loss", "accuracy", "margin")
+
+
+CI_WIDTH = "/ci_width"                  # suffix of the reference's interval widths (ci_high − ci_low)
 
 
 @dataclass
@@ -63,6 +66,10 @@ def observe(results_dir: str | Path) -> Observed:
         values.setdefault(key, {})[seed] = float(row.value)
         if not pd.isna(row.n):
             items[key] = int(row.n)
+        if key[0] == REFERENCE and not pd.isna(row.ci_low) and not pd.isna(row.ci_high):
+            # The statistics' own output, on the one policy no objective touches: a bootstrap at
+            # the wrong level or over the wrong unit changes the width of every interval.
+            values.setdefault((key[0], key[1], key[2] + CI_WIDTH), {})[seed] = float(row.ci_high - row.ci_low)
     for label, by_seed in logs.items():
         name = objectives.get(label, ("",))[0]
         for seed, rows in by_seed.items():

@@ -12,9 +12,9 @@ import yaml
 
 from bench.errors import BenchError
 from bench.tables.results import REFERENCE, metric_info, read_results
-from bench.tables.check_invariants import DPO_KEYS, IDENTITY_RTOL, default_identities, zero_margin_loss
-from bench.tables.check_observed import TRAIN_LOG, observe
-from bench.tables.check_rule import DIRECTIONS
+from bench.gate.invariants import DPO_KEYS, IDENTITY_RTOL, default_identities, zero_margin_loss
+from bench.gate.observed import TRAIN_LOG, observe
+from bench.gate.rule import DIRECTIONS
 
 
 FORMAT = 2
@@ -74,9 +74,13 @@ def make_baseline(results_dir: str | Path, *, anchor: str | None = None, confide
     made_by = (f"python bench.py run suites/{suites[0]}.yaml --out results/{suites[0]} --quiet && "
                f"python bench.py baseline results/{suites[0]} --confidence {confidence:g}"
                + (f" --anchor '{anchor}'" if anchor and anchor != _default_anchor(observed.objectives, trained) else ""))
+    from bench.gate.integrity_check import flatten, read
+
+    facts = read(results_dir)
+    integrity = {k: _round(v, 12) if isinstance(v, float) else v for k, v in flatten(facts).items()} if facts else {}
     return {"format": FORMAT, "suite": ",".join(suites), "made_by": made_by, "confidence": confidence,
             "anchor": anchor, "invariants": {"step1_loss": step1, "identities": identities},
-            "metrics": metrics, "contrasts": contrasts}
+            "integrity": integrity, "metrics": metrics, "contrasts": contrasts}
 
 
 def _default_anchor(objectives: dict[str, tuple[str, dict]], trained: list[str]) -> str | None:
@@ -130,6 +134,7 @@ class Baseline:
     contrasts: list[Entry]
     step1: list[dict]
     identities: list[dict]
+    integrity: dict[str, float]          # invariants.json's pinned values (bench.gate.integrity_check.flatten)
 
 
 def load_baseline(path: str | Path) -> Baseline:
@@ -164,7 +169,12 @@ def load_baseline(path: str | Path) -> Baseline:
     for i, item in enumerate(identities):
         if _number(item.get("rtol", IDENTITY_RTOL), path, f"invariants.identities[{i}].rtol") < 0:
             raise BenchError(f"{path}: invariants.identities[{i}].rtol: must be >= 0")
-    return Baseline(path, confidence, metrics, contrasts, step1, identities)
+    integrity = data.get("integrity") or {}
+    if not isinstance(integrity, dict):
+        raise BenchError(f"{path}: integrity: expected a mapping name -> number")
+    for key, value in integrity.items():
+        _number(value, path, f"integrity.{key}")
+    return Baseline(path, confidence, metrics, contrasts, step1, identities, integrity)
 
 
 def _list_of(value: Any, path: Path, where: str, keys: tuple[str, ...]) -> list[dict]:

@@ -41,10 +41,12 @@ from typing import Iterable
 
 import numpy as np
 
-from bench.tables.check_baseline import Entry, load_baseline
-from bench.tables.check_invariants import check_identity, check_step1
-from bench.tables.check_observed import observe
-from bench.tables.check_rule import Band, band, metric_kind, pooled_spread
+from bench.gate.baseline import Entry, load_baseline
+from bench.tables.results import REFERENCE
+from bench.gate.integrity_check import check_integrity
+from bench.gate.invariants import check_identity, check_step1
+from bench.gate.observed import observe
+from bench.gate.rule import Band, band, metric_kind, pooled_spread
 
 
 @dataclass
@@ -109,6 +111,7 @@ def check(results_dir: str | Path, baseline_file: str | Path, *, labels: Iterabl
             continue
         checked += 1
         check_identity(spec, observed, fails, passes)
+    checked += check_integrity(results_dir, baseline.integrity, keep, fails, passes)
     return CheckResult(ok=not fails, regressions=fails, checked=checked, passed=passes)
 
 
@@ -125,4 +128,26 @@ def _judge(entry: Entry, new: list[float], confidence: float, pooled, fails: lis
     shown = "missing" if not math.isfinite(now) else f"{now:.4g}"
     line = (f"{entry.name}: baseline {b.center:.4g}, now {shown}, allowed {b.text(entry.direction)} "
             f"({b.how}, {entry.direction})")
-    (passes if b.contains(now, entry.direction) else fails).append(line)
+    if b.contains(now, entry.direction):
+        if two_sided(entry) and not b.contains(now, "either"):
+            # better than the band, where nothing a trainer does can make it better: suspicious
+            fails.append(f"SUSPICIOUS {line}: moved beyond its band in the better direction; a scorer- or "
+                         f"data-level value that jumps is a bug until a change explains it (then regenerate "
+                         f"the baseline)")
+        else:
+            passes.append(line)
+    else:
+        fails.append(line)
+
+
+def two_sided(entry: Entry) -> bool:
+    """Whether a "better" jump beyond the band is suspicious rather than good news.
+
+    The reference policy's values (every scorer's view of the fixed SFT reference) and the data
+    audit (``train_data``: the verifier over the training pairs) depend on the data, the
+    generation and the scorers, never on an objective: when they move, a scorer, a split or a
+    loader changed (a verifier accepting more, a leak). The trained labels' quality metrics stay
+    one-sided: an objective or trainer fix may legitimately raise them, and a drop is the regression.
+    """
+    return entry.minus is None and entry.direction != "either" and (
+        entry.label == REFERENCE or entry.scorer == "train_data")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 
-from bench.tables.check_observed import Observed
+from bench.gate.observed import Observed
 
 DPO_KEYS = {"beta", "label_smoothing"}
 

@@ -1,5 +1,5 @@
 """The regression gate's band: the prediction interval for the mean of new seeds, with a floor
-per metric kind (see :mod:`bench.tables.check`)."""
+per metric kind (see :mod:`bench.gate.check`)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ from typing import Iterable
 
 import numpy as np
 
-from bench.tables.check_observed import TRAIN_LOG
+from bench.gate.observed import CI_WIDTH, TRAIN_LOG
 
 
 DIRECTIONS = ("higher_is_better", "lower_is_better", "either")
@@ -26,6 +26,8 @@ def metric_kind(scorer: str, metric: str) -> str:
     """``rate`` (a share of items in [0, 1]), ``count`` (an integer that float order cannot move),
     ``training value`` (a train-log loss, margin...) or ``continuous``."""
     base = metric.split("@")[0]
+    if metric.endswith(CI_WIDTH):
+        return "interval width"
     if (scorer, metric) in _COUNT_METRICS:
         return "count"
     if base in _RATE_METRICS or (scorer == TRAIN_LOG and base == "accuracy"):
@@ -42,6 +44,9 @@ def floor_for(kind: str, mean: float, items: int | None) -> float:
       answer to a prompt whose top two tokens are nearly tied, and a flip moves a share by
       1/n; two flips per seed is noise, not a regression. Without n: 0.02.
     - count: 0.5 (steps are integers; any change is real).
+    - interval width (the reference's ci_high − ci_low): a quarter of it. One flipped greedy
+      answer moves a percentile-bootstrap width by a few percent; an interval at the wrong
+      level moves it by half or more (a 50% interval is a third as wide as a 95% one).
     - training value and continuous: 1e-3·|mean| + 1e-3. Float order moves a short tiny-model run by
       far less (measured: 1e-5 relative, tests/test_gate.py); the floor only matters when the
       seeds agree exactly (a constant metric, the reference's single value, an identity).
@@ -50,6 +55,8 @@ def floor_for(kind: str, mean: float, items: int | None) -> float:
         return 2.0 / items if items else 0.02
     if kind == "count":
         return 0.5
+    if kind == "interval width":
+        return 0.25 * abs(mean) + 1e-3
     return 1e-3 * abs(mean) + 1e-3
 
 
