@@ -155,6 +155,15 @@ def test_cache_a_rerun_asks_only_for_what_is_new(serve, tmp_path):
     assert again.table(new)["outcome"].iloc[-1] == 1.0
 
 
+def test_identical_comparisons_of_several_policies_are_sent_once(serve, tmp_path):
+    """Mutation seen failing: the de-duplication of calls in Judge.fill removed (40 requests, not 20)."""
+    server = serve(prefer="longer")
+    judge = make_judge(server, tmp_path)
+    items = items_with_lengths(10)
+    judge.fill(judge.missing(items) + judge.missing(items))   # two policies with the same answers
+    assert server.requests == 20 and len(judge.table(items)) == 10
+
+
 def test_a_dying_server_keeps_every_stored_judgment(serve, tmp_path):
     items = items_with_lengths(15)
     dying = serve(prefer="longer", fail_after=10)               # then 503 for ever
