@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -121,7 +122,9 @@ def contract(pairs: list, tokenized: list, tokenizer, *, max_length: int, max_pr
         prompt = encode_prompt(tokenizer, render_prompt(pair, tokenizer))
         fulls = [encode_prompt(tokenizer, render_full(pair, text, tokenizer))
                  for text in ([pair.chosen] + ([pair.rejected] if item.rejected_ids is not None else []))]
-        cut = min(_common_prefix(prompt, full) for full in fulls)
+        # re-derived with the standard library, not trainers.tokenize's helper: the invariant
+        # must not share the code it checks
+        cut = min(len(os.path.commonprefix([prompt, full])) for full in fulls)
         want_prompt = fulls[0][:cut][-max_prompt_length:]
         room = max(max_length - len(want_prompt), 0)
         if cut > max_prompt_length:
@@ -138,15 +141,6 @@ def contract(pairs: list, tokenized: list, tokenizer, *, max_length: int, max_pr
     keys = ("pairs", "responses", "eos_exactly_one_at_end", "eos_missing", "eos_extra_or_misplaced",
             "boundary_ok", "boundary_mismatch", "prompts_truncated", "responses_truncated", "not_in_split")
     return {key: counts[key] for key in keys}
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 # --------------------------------------------------------------------------- reference pass
