@@ -364,6 +364,9 @@ def test_alpaca_eval_logprob_lc_removes_a_length_preference(serve, tmp_path):
     judge = make_judge(serve(prefer="longer_soft"), tmp_path, template="alpaca_eval")
     items = items_with_lengths(150)
     judge.fill(judge.missing(items))
-    rows = {metric: est for _, metric, est in judge_rows(judge.table(items), n_boot=100, seed=0)}
+    table = judge.table(items)
+    # the soft labels come from the log-probs (not the hard verdicts' 0, 1/2, 1)
+    assert table["prob_policy_first"].notna().all() and not table["soft_outcome"].isin([0.0, 0.5, 1.0]).all()
+    rows = {metric: est for _, metric, est in judge_rows(table, n_boot=100, seed=0)}
     assert rows["win_rate_vs_reference"].value > 0.6
     assert abs(rows["lc_win_rate_vs_reference"].value - 0.5) < 0.03

@@ -81,6 +81,7 @@ def test_vllm_serve_as_the_judge(vllm_judge, monkeypatch):
     from bench.evaluation.judge_cache import JudgmentCache
     from bench.evaluation.judge_client import JudgeClient, probe
     from bench.evaluation.scoring.judge import Comparison, Judge, load_template
+    from bench.errors import BenchError
     from bench.suite.schema import JudgeConfig
     from bench.tables.aggregate import judge_rows
 
@@ -91,7 +92,7 @@ def test_vllm_serve_as_the_judge(vllm_judge, monkeypatch):
                       template=str(root / "tiny.yaml"), max_concurrency=4)
     assert "answered a probe request" in probe(cfg)
     bad = cfg.model_copy(update={"model": "not-served"})
-    with pytest.raises(Exception, match="does not serve 'not-served'; it serves: tiny-judge"):
+    with pytest.raises(BenchError, match="does not serve 'not-served'; it serves: tiny-judge"):
         probe(bad)
     judge = Judge(cfg, load_template(cfg.template), JudgmentCache(root / "cache.sqlite"),
                   JudgeClient(cfg, key="EMPTY"))
@@ -99,7 +100,8 @@ def test_vllm_serve_as_the_judge(vllm_judge, monkeypatch):
     judge.fill(judge.missing(items))
     table = judge.table(items)
     assert len(table) == 6 and judge.client.requests == 12 and len(judge.cache) == 12
-    assert (table["raw_policy_first"].str.len() >= 0).all() and table["tokens_policy_first"].gt(0).all()
-    rows = {metric: est for _, metric, est in judge_rows(table, n_boot=20, seed=0)}
-    assert 0.0 <= rows["win_rate_vs_reference"].value <= 1.0
-    assert rows["unparseable_rate"].value == pytest.approx(table["unparseable"].sum() / 12)
+    assert table["tokens_policy_first"].gt(0).all() and table["tokens_policy_second"].gt(0).all()
+    # a tiny random model answers noise: each of the 12 answers is either parsed or counted
+    # unparseable (0-2 per comparison), and the table's rows carry what the cache holds
+    assert table["unparseable"].between(0, 2).all()
+    assert table["raw_policy_first"].tolist() == [judge.cache.get(judge.calls(i)[0][0])["text"] for i in items]

@@ -276,6 +276,7 @@ def test_a_refused_run_always_names_the_live_holder(tmp_path):
     killed.kill()                   # ...and a killed one, whose line is left behind
     killed.wait()
     ctx = mp.get_context("spawn")
+    refusals = 0
     for _ in range(10):
         queue = ctx.Queue()
         start_at = time.time() + 3.0
@@ -291,3 +292,5 @@ def test_a_refused_run_always_names_the_live_holder(tmp_path):
             continue                # one finished before the other tried: no refusal to check
         assert len(won) == 1 and len(refused) == 1, results
         assert f"(pid {won[0]} on " in refused[0], (won, refused)
+        refusals += 1
+    assert refusals > 0, "no round had a refused run: the naming was never checked"

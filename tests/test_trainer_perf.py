@@ -59,19 +59,28 @@ def test_every_side_is_timed_on_the_same_basis():
         assert summary[f"{side}_step_seconds"] > 0
 
 
-def test_injected_slowdown_makes_each_step_after_the_first_that_many_times_as_long():
+def test_injected_slowdown_makes_each_step_after_the_first_that_many_times_as_long(monkeypatch):
     """perf check's fault: with slowdown 2 a step of 50 ms of work lasts at least 100 ms (a
-    sleep never ends early, so this holds on a loaded machine); without it, no sleep is added.
-    Seen failing with the sleep in _Timer.step_done switched off."""
+    sleep never ends early, so this holds on a loaded machine); without it, no sleep is added
+    (the timer's sleeps are recorded). Seen failing with the sleep in _Timer.step_done
+    switched off, and with it always on."""
     import time
 
-    from bench.perf.train import _Timer
+    from bench.perf import train
 
+    slept = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(train.time, "sleep", lambda s: (slept.append(s), real_sleep(s)))
     for slowdown, at_least in ((2.0, 0.1), (1.0, 0.05)):
-        timer = _Timer(slowdown)
+        slept.clear()
+        timer = train._Timer(slowdown)
         timer.step_done()
         for _ in range(2):
-            time.sleep(0.05)          # the step's own work
+            real_sleep(0.05)          # the step's own work
             timer.step_done()
         assert timer.stop()["step_seconds"] >= at_least
-    assert _Timer(1.0).stop()["step_seconds"] is None
+        if slowdown == 1.0:
+            assert slept == []                      # no fault: nothing added
+        else:
+            assert len(slept) == 2 and all(s >= 0.05 for s in slept)   # one sleep per timed step
+    assert train._Timer(1.0).stop()["step_seconds"] is None

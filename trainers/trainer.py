@@ -15,6 +15,7 @@ and restores the resume state.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -250,10 +251,11 @@ class _Run:
         micro = self.order.micro_batches(step, lengths=self.lengths, batch_size=self.cfg.batch_size, rank=self.rank,
                                          procs=self.procs)
         scale = self.procs / self.global_batch      # sum over pairs / global batch, after DDP's mean
-        # What this step trained on, as logged (`data/batch`): the gate's seed-independence
-        # invariant compares it between seeds (bench/gate/integrity.py); taken from the
-        # micro-batches themselves, so a bug anywhere in the order shows.
-        self.batch_digest = _digest([str(self.data[i].id) for idx in micro for i in idx])
+        # What this step trained on, logged as `data/batch` (hashed only on logged steps, in
+        # _log): the gate's seed-independence invariant compares it between seeds
+        # (bench/gate/integrity.py); taken from the micro-batches themselves, so a bug anywhere
+        # in the order shows.
+        self.micro = micro
         sums = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
         for j, idx in enumerate(micro):
             sync = nullcontext() if j == len(micro) - 1 else self.acc.no_sync(self.wrapped)
@@ -277,7 +279,7 @@ class _Run:
     def _log(self, step, loss, norm, lr, metrics):
         if self.acc.is_main_process:
             row = {"step": step, "loss": loss, "grad_norm": float(norm), "lr": lr, **metrics,
-                   "data/batch": self.batch_digest}
+                   "data/batch": _digest([str(self.data[i].id) for idx in self.micro for i in idx])}
             with open(self.log_path, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
 
@@ -336,8 +338,6 @@ def read_log_lines(path: Path) -> list[tuple[str, dict]]:
 
 def _digest(ids: list[str]) -> str:
     """12 hex digits naming a sequence of pair ids (a step's batch in the order it was fed)."""
-    import hashlib
-
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:12]
 
 

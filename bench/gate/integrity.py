@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+from bench.gate.invariants import LN2, zero_margin_loss
+
 FILE = "invariants.json"
 FORMAT = 1
-LN2 = math.log(2.0)
 
 
 def record(out: Path, ctx, store, records, runs, read_pairs: Callable[[Path], list]) -> dict:
@@ -199,21 +199,17 @@ def step1_closed_form(terms: list[dict], first: dict) -> tuple[float, str] | Non
     prefixes = [t["name"] for t in terms]
     for term in terms:
         name, weight = term["name"], float(term.get("weight", 1.0))
-        if name in ("dpo", "robust", "adadpo"):
-            value, form = LN2, "ln 2"
-        elif name == "adpo" and term.get("granularity") == "adaptive":
-            value, form = int(term["m"]) * LN2, f"{int(term['m'])}·ln 2"
-        elif name == "adpo":
+        if name == "adpo" and term.get("granularity") != "adaptive":
+            # static windows: T′ depends on the batch, read from the logged feedback length
             key = f"{name}/feedback_length" if prefixes.count(name) == 1 else None
             if key is None or not isinstance(first.get(key), (int, float)):
                 return None
             value, form = float(first[key]) * LN2, "T′·ln 2"
-        elif name == "ipo":
-            value, form = (0.5 / float(term["beta"])) ** 2, "(1/(2β))²"
-        elif name == "hinge":
-            value, form = 1.0, "1"
         else:
-            return None
+            closed = zero_margin_loss(name, term)      # the single objectives' forms (bench.gate.invariants)
+            if closed is None:
+                return None
+            value, form = closed
         total += weight * value
         forms.append(form if weight == 1 else f"{weight:g}·{form}")
     return (total, " + ".join(forms)) if forms else None

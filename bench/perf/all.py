@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import time
 from pathlib import Path
+
+from bench.tables.results import git_revision, package_versions
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "docs" / "perf" / "perf_all.json"
@@ -26,22 +27,7 @@ BENCHMARKS = ("train", "generate", "grid", "mfu")
 
 
 def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "trl", "accelerate"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def _commit() -> str | None:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
-                           text=True).stdout.strip()
-    return (done.stdout.strip() + ("+uncommitted" if dirty else "")) if done.returncode == 0 else None
+    return {"python": platform.python_version(), **package_versions(("torch", "transformers", "trl", "accelerate"))}
 
 
 def run_all(out, *, train_repeats: int = 5, grid_suite=None, grid_repeats: int = 1, grid_workers: int = 2,
@@ -51,7 +37,7 @@ def run_all(out, *, train_repeats: int = 5, grid_suite=None, grid_repeats: int =
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"command": "python bench.py perf all", "commit": _commit(),
+    result = {"command": "python bench.py perf all", "commit": git_revision(REPO),
               "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "versions": _versions(),
               "machine": {"cpu_count": os.cpu_count(), "gpu": torch.cuda.get_device_name(0)
                           if torch.cuda.is_available() else None, "load_average_before": list(os.getloadavg())}}

@@ -406,7 +406,6 @@ TRL_INCLUDES = ("tokenizer load, DPOTrainer construction (model and reference lo
 
 
 def _summary(runs, tokens, steps, batch_size, max_length) -> dict:
-    get = lambda mode, key: runs[mode][key] if mode in runs else None  # noqa: E731
     out = {"repeats": next(iter(runs.values()))["repeats"], "steps": steps, "batch_size": batch_size,
            "max_length": max_length, "tokens": tokens, "device": "cuda" if torch.cuda.is_available() else "cpu",
            "torch_threads": torch.get_num_threads(),
@@ -427,12 +426,14 @@ def _summary(runs, tokens, steps, batch_size, max_length) -> dict:
     h = "harness"
     for name, peer in (("", "trl"), ("_vs_precompute", "trl_precompute")):
         if h in runs and peer in runs:
-            out[f"ratio{name}"] = get(h, "tokens_per_s") / get(peer, "tokens_per_s")
-            out[f"step_ratio{name}"] = get(peer, "step_seconds") / get(h, "step_seconds")
-            out[f"memory_ratio{name}"] = get(h, "peak_rss_mb") / get(peer, "peak_rss_mb")
-            out[f"cpu_ratio{name}"] = get(peer, "cpu_seconds") / get(h, "cpu_seconds")
+            out[f"ratio{name}"] = runs[h]["tokens_per_s"] / runs[peer]["tokens_per_s"]
+            # one step only (--steps 1): no step time, so no step ratio (as in _round_ratios)
+            if runs[h]["step_seconds"] and runs[peer]["step_seconds"]:
+                out[f"step_ratio{name}"] = runs[peer]["step_seconds"] / runs[h]["step_seconds"]
+            out[f"memory_ratio{name}"] = runs[h]["peak_rss_mb"] / runs[peer]["peak_rss_mb"]
+            out[f"cpu_ratio{name}"] = runs[peer]["cpu_seconds"] / runs[h]["cpu_seconds"]
     if "harness_padded" in runs and "trl" in runs:
-        out["ratio_padded"] = get("harness_padded", "tokens_per_s") / get("trl", "tokens_per_s")
+        out["ratio_padded"] = runs["harness_padded"]["tokens_per_s"] / runs["trl"]["tokens_per_s"]
     return out
 
 

@@ -46,7 +46,7 @@ def train_and_evaluate(run, ctx, store, out: Path, bar) -> PolicyRecord:
         fail(record, f"{type(err).__name__}: {err}".splitlines()[0], out, traceback.format_exc())
     finally:
         bar.run_done()
-        if getattr(ctx, "reuse_stale", False):
+        if ctx.reuse_stale:
             record.stale_code = pipeline.stale_stages(run, ctx, store)
     return record
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import Callable
 
 from bench.tables.aggregate import PolicyRecord, policy_rows, policy_units
 from bench.evaluation.evaluate import chosen_judgments, evaluate_policy
@@ -262,10 +263,12 @@ def _relative(path: str | None, out: Path) -> str:
 
 
 def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records: list[PolicyRecord],
-              runs, store: StageStore, pool=None) -> str:
+              runs, store: StageStore, pool=None, write_invariants: Callable[[], None] | None = None) -> str:
     """Judgments -> results.parquet/csv, runs.parquet, leaderboard and plots; returns the leaderboard.
     ``pool`` (a concurrent.futures executor of processes): computes the runs' result rows side by
-    side, and draws the plots while this process writes the tables (bench.tables.report)."""
+    side, and draws the plots while this process writes the tables (bench.tables.report).
+    ``write_invariants``: writes the folder's invariants.json (bench.gate.integrity) when the
+    tables are computed, not when a stored aggregate is reused (it is one of its outputs)."""
     import pandas as pd
 
     from bench.run import aggregate_cache
@@ -292,6 +295,8 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
     reused = aggregate_cache.reuse(out, key)
     if reused is not None:
         return reused
+    if write_invariants is not None:
+        write_invariants()
     # The reference's rows here (its unreadable files fail the suite), each run's in the pool if any.
     inputs = dict(suite=suite.name, reference_judgments=reference_judgments, chosen_judgments=chosen,
                   n_boot=n_boot, seed=seed, extra_scorers=extra)
@@ -311,7 +316,7 @@ def aggregate(suite, ctx: SuiteContext, out: Path, reference_eval: Path, records
     run_rows = [dict(suite=suite.name, run_id=r.run_id, label=r.label, objective=r.objective, params=r.params,
                      seed=r.seed, status=r.status, reason=r.reason or "", checkpoint=_relative(r.checkpoint, out),
                      checkpoint_kept=str(r.checkpoint_kept).lower(), **inputs,
-                     stale_code=",".join(getattr(r, "stale_code", [])),
+                     stale_code=",".join(r.stale_code),
                      train_log=_relative(r.train_summary.get("train_log"), out),
                      config=json.dumps(by_id[r.run_id].training.model_dump(mode="json"), sort_keys=True)
                      if r.run_id in by_id else "{}",

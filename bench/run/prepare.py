@@ -32,8 +32,8 @@ def read_pairs(path: Path) -> list:
     return pairs
 
 
-def data_stage(suite, store: StageStore, progress: bool = True,
-               fingerprints: dict | None = None) -> tuple[str, dict[str, list], dict]:
+def data_stage(suite, store: StageStore, progress: bool = True, fingerprints: dict | None = None,
+               codes: dict | None = None) -> tuple[str, dict[str, list], dict]:
     from bench.data.sources import load_pairs
     from bench.data.splits import split_pairs
     from bench.run.fingerprint import suite_fingerprints
@@ -41,7 +41,7 @@ def data_stage(suite, store: StageStore, progress: bool = True,
     fingerprints = fingerprints or suite_fingerprints(suite)
     # the file's (or hub revision's) content, not only its name: data edited in place reloads;
     # and the code that loads and splits it (bench.run.code_keys)
-    key = store.key("data", content_hash("data", suite.data, fingerprints["data"]), _codes(suite)["data"])
+    key = store.key("data", content_hash("data", suite.data, fingerprints["data"]), (codes or _codes(suite))["data"])
 
     def build(tmp: Path):
         loaded = load_pairs(suite.data, progress=progress)
@@ -57,13 +57,13 @@ def data_stage(suite, store: StageStore, progress: bool = True,
 
 
 def base_stage(suite, store: StageStore, data_key: str, train_pairs, *, progress: bool,
-               fingerprints: dict | None = None) -> tuple[str, Path]:
+               fingerprints: dict | None = None, codes: dict | None = None) -> tuple[str, Path]:
     """The reference policy: the base model, SFT-trained with `nll` when the suite asks."""
     from bench.run.fingerprint import suite_fingerprints
 
     sft = suite.sft
     fingerprints = fingerprints or suite_fingerprints(suite)
-    codes = _codes(suite)
+    codes = codes or _codes(suite)
     # The policy's weights (or hub commit), not only its path: new weights at the same path
     # give a new key here and so in every stage downstream (train, evaluate). The initial model
     # reads the model section (and, built in code, the task's vocabulary), nothing of the SFT:
@@ -94,7 +94,8 @@ def base_stage(suite, store: StageStore, data_key: str, train_pairs, *, progress
 
 
 def _codes(suite) -> dict:
-    """The code of each suite-wide stage (bench.run.code_keys), computed once per suite."""
+    """The code of each suite-wide stage (bench.run.code_keys); `prepare` computes it once and
+    hands it to each stage (a stage called alone computes its own)."""
     from bench.run.code_keys import stage_codes
 
     return stage_codes(suite)
@@ -162,14 +163,15 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
     from bench.run.fingerprint import suite_fingerprints
 
     fingerprints = suite_fingerprints(suite)
+    codes = _codes(suite)
     bar.stage("data")
-    data_key, pairs, data_info = data_stage(suite, store, progress, fingerprints)
+    data_key, pairs, data_info = data_stage(suite, store, progress, fingerprints, codes)
     from bench.suite.validate import check_batch_sizes
 
     check_batch_sizes(suite, runs, len(pairs["train"]))   # before SFT: a batch larger than the data
     bar.stage("base")
     base_key, reference_dir = base_stage(suite, store, data_key, pairs["train"], progress=progress,
-                                         fingerprints=fingerprints)
+                                         fingerprints=fingerprints, codes=codes)
     tokenizer = _load_tokenizer(reference_dir, suite)
     from bench.evaluation.budget import check_generation_budget
 
@@ -185,7 +187,6 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
         drift_data, _ = tokenize_pairs(pairs["drift"], tokenizer, max_length=training.max_length,
                                        max_prompt_length=training.max_prompt_length)
     needs_reference = any(run.needs_reference for run in runs)
-    codes = _codes(suite)
     ref_cache = ref_cache_dir(store, codes["ref_logps"])
     cached_before = _cache_files(ref_cache)
     # The reward model and the reference log-probs need the SFT reference, not each other: on
@@ -194,19 +195,19 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
     counting = store
     if session is not None:
         inputs = dict(suite=suite, data_key=data_key, base_key=base_key, reference_dir=reference_dir,
-                      reuse_stale=store.reuse_stale,
+                      reuse_stale=store.reuse_stale, codes=codes,
                       train_pairs=pairs["train"], train_data=train_data if needs_reference else None,
                       drift_data=drift_data)
         names = shared_stages.to_compute(suite, store, data_key=data_key, base_key=base_key,
                                          reference_dir=reference_dir, train_data=inputs["train_data"],
-                                         drift_data=drift_data, ref_cache=ref_cache)
+                                         drift_data=drift_data, ref_cache=ref_cache, codes=codes)
         inputs["ref_cache"] = ref_cache
         if len(names) > 1:
             shared_stages.run_side_by_side(session, names, inputs, store, bar)
             counting = StageStore(store.out, reuse_stale=store.reuse_stale)   # the workers' counts are in `store`
     bar.stage("reward")
     reward_dir = shared_stages.reward_stage(suite, counting, data_key, base_key, reference_dir, pairs["train"],
-                                            progress=progress)
+                                            progress=progress, codes=codes)
     from bench.evaluation.scoring.gold import audit_pairs
 
     train_audit = audit_pairs(pairs["train"], suite.scoring.gold)

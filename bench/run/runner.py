@@ -170,9 +170,11 @@ def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: 
             gc.freeze()
         from bench.gate.integrity import record as record_invariants
 
-        # invariants.json: what the gate checks exactly, from the pairs as the stages read them
-        record_invariants(out, ctx, store, table, suite.runs, read_pairs)
-        leaderboard = pipeline.aggregate(suite, ctx, out, reference_eval, table, suite.runs, store, pool=pool)
+        # invariants.json: what the gate checks exactly, from the pairs as the stages read them;
+        # written with the tables, so not again when the aggregate is reused
+        leaderboard = pipeline.aggregate(
+            suite, ctx, out, reference_eval, table, suite.runs, store, pool=pool,
+            write_invariants=lambda: record_invariants(out, ctx, store, table, suite.runs, read_pairs))
         clock.mark("aggregated")
         bar.close()
         return records, leaderboard, failures, left_out

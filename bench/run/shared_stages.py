@@ -35,7 +35,7 @@ TIMES_FILE = "shared_stages.jsonl"     # under <out>/logs
 
 # ---------------------------------------------------------------- the two stages (prepare calls them too)
 def reward_stage(suite, store: StageStore, data_key: str, base_key: str, reference_dir: Path, train_pairs, *,
-                 progress) -> Path | None:
+                 progress, codes: dict | None = None) -> Path | None:
     """The judge: a loaded reward model, or one trained (Bradley–Terry) on the train pairs.
 
     A trained one starts from the reference policy (the SFT model), as InstructGPT's reward
@@ -51,7 +51,7 @@ def reward_stage(suite, store: StageStore, data_key: str, base_key: str, referen
         return Path(resolve_model(cfg.path))
     from bench.evaluation.scoring.reward_model import train_reward_model
 
-    key = reward_key(suite, data_key, base_key, store)
+    key = reward_key(suite, data_key, base_key, store, codes)
 
     def build(tmp: Path):
         # Trained by the one training loop in a work folder of its own, so a killed run resumes it.
@@ -65,15 +65,16 @@ def reward_stage(suite, store: StageStore, data_key: str, base_key: str, referen
     return model
 
 
-def reward_key(suite, data_key: str, base_key: str, store: StageStore) -> str | None:
-    """The trained reward model's stage key; None when the suite trains none."""
+def reward_key(suite, data_key: str, base_key: str, store: StageStore, codes: dict | None = None) -> str | None:
+    """The trained reward model's stage key; None when the suite trains none. `codes`: the
+    suite's stage codes when the caller has them (bench.run.prepare), else computed here."""
     from bench.run.code_keys import stage_codes
 
     cfg = suite.reward_model
     if cfg.kind != "train" or not suite.scoring.reward_model:
         return None
     return store.key("reward", content_hash("reward", cfg, data_key, base_key, suite.data.source,
-                                            suite.model.trust_remote_code), stage_codes(suite)["reward"])
+                                            suite.model.trust_remote_code), (codes or stage_codes(suite))["reward"])
 
 
 def reference_stage(suite, reference_dir: Path, train_data, drift_data, cache_dir: Path, *, progress: bool):
@@ -125,7 +126,7 @@ def run_shared_stage(task: StageTask, inputs: dict, out: str) -> StageResult:
     try:
         if task.name == "reward":
             reward_stage(inputs["suite"], store, inputs["data_key"], inputs["base_key"],
-                         inputs["reference_dir"], inputs["train_pairs"], progress=False)
+                         inputs["reference_dir"], inputs["train_pairs"], progress=False, codes=inputs.get("codes"))
         else:
             reference_stage(inputs["suite"], inputs["reference_dir"], inputs["train_data"],
                             inputs["drift_data"], inputs.get("ref_cache", store.root / "ref_logps"), progress=False)
@@ -170,12 +171,13 @@ class SharedStages:
         self.failures[task.name] = reason
 
 
-def to_compute(suite, store, *, data_key, base_key, reference_dir, train_data, drift_data, ref_cache) -> list[str]:
+def to_compute(suite, store, *, data_key, base_key, reference_dir, train_data, drift_data, ref_cache,
+               codes: dict | None = None) -> list[str]:
     """The independent shared stages this suite needs and that are not finished yet."""
     from trainers.reference import CACHE_PREFIX, cache_key
 
     names = []
-    key = reward_key(suite, data_key, base_key, store)
+    key = reward_key(suite, data_key, base_key, store, codes)
     if key is not None and not store.is_done("reward", key):
         names.append("reward")
     cache = Path(ref_cache)

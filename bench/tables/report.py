@@ -72,8 +72,8 @@ def write_report_files(results_dir: str | Path, *, plots: bool = True, compare_t
     everything = formats is None
     plots = plots and everything
     drawing = _PlotQueue(plot_pool)
+    labels = plot_jobs.folder_labels(results_df, runs_df) if plots else None
     if plots and target is not None:
-        labels = plot_jobs.folder_labels(results_df, runs_df)
         drawing.add(plot_jobs.run_jobs(folder, runs_df, labels))
         drawing.warm("bench.tables.plots")   # a second process imports matplotlib meanwhile
     cells = leaderboard_cells(results_df, runs_df, units, settings)
@@ -94,8 +94,7 @@ def write_report_files(results_dir: str | Path, *, plots: bool = True, compare_t
                              f"{', '.join(metric_keys(board))}")
         board.attrs["paper_columns"] = list(paper_columns)
     if plots:
-        drawing.add(plot_jobs.board_jobs(target, board, plot_jobs.folder_labels(results_df, runs_df),
-                                         results_df if target == folder else None))
+        drawing.add(plot_jobs.board_jobs(target, board, labels, results_df if target == folder else None))
     written = {}
     if everything:
         comp = board.attrs["comparisons"]

@@ -65,7 +65,6 @@ class VLLMGenerator:
         self.model_path = resolve_model(model_path)
         config = model_config(self.model_path)
         cpu = on_cpu()
-        check_architecture(self._vllm, config, cpu=cpu)
         self.settings = engine_settings(config, cpu=cpu, tensor_parallel_size=tensor_parallel_size,
                                         dtype=dtype or devices.placement("generation").dtype_name, seed=seed,
                                         gpu_memory_utilization=gpu_memory_utilization,
@@ -77,12 +76,16 @@ class VLLMGenerator:
         global _ENGINE
         if self.reuse and _ENGINE is not None and _ENGINE.key == key:
             swap_weights(_ENGINE.llm, self.model_path)
-            _ENGINE.policies += 1
             _ENGINE.model_path = self.model_path
+            # the running engine's KV cache, not the size this policy would have asked for
+            self.settings = {**self.settings, "kv_cache_memory_bytes": _ENGINE.settings.get("kv_cache_memory_bytes")}
             self.engine_path = "swapped"
         else:
+            # checked here only: a swap needs the running engine's architecture (it is in the key)
+            check_architecture(self._vllm, config, cpu=cpu)
             shutdown_engine()
-            _ENGINE = _Engine(start_engine(self._vllm, self.model_path, self.settings), key, self.model_path)
+            _ENGINE = _Engine(start_engine(self._vllm, self.model_path, self.settings), key, self.model_path,
+                              self.settings)
             self.engine_path = "fresh"
         self.engine_seconds = time.perf_counter() - start
         self.llm = _ENGINE.llm
@@ -118,8 +121,7 @@ class VLLMGenerator:
         groups that engine runs in (the same process-wide ones), and its next policy would fail."""
         restore_set_num_threads()
         if _ENGINE is not None:   # lm-eval ran on the shared engine, kept for the next policy
-            devices.release_memory()
-            return
+            return                # (the lm-eval scorer releases memory after every backend)
         with contextlib.suppress(ImportError):
             from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
 
@@ -173,7 +175,7 @@ class _Engine:
     llm: object
     key: str
     model_path: str   # the checkpoint whose weights it holds
-    policies: int = 1
+    settings: dict    # what it was started with (its KV cache size among them)
 
 
 _ENGINE: _Engine | None = None
@@ -285,9 +287,13 @@ def on_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
+# Settings recorded in generation_params.json that are observations, not `vllm.LLM` arguments.
+OBSERVED = ("platform", "threads", "multiprocessing")
+
+
 def start_engine(vllm, model_path: str, settings: dict):
     """A fresh `vllm.LLM`; a failure to start is one line naming the settings to change."""
-    kwargs = {k: v for k, v in settings.items() if k not in ("platform", "threads", "multiprocessing")}
+    kwargs = {k: v for k, v in settings.items() if k not in OBSERVED}
     try:
         # generation_config="vllm": vLLM's neutral defaults, not the checkpoint's generation_config
         # (the hf backend overrides it too), so the suite's settings alone decide.
@@ -413,7 +419,11 @@ def fingerprint(model_path: str, config: dict, settings: dict) -> str:
     architecture (config without its path/version), the tokenizer files and the engine settings."""
     digest = hashlib.sha256()
     shape = {k: v for k, v in config.items() if k not in ("_name_or_path", "transformers_version")}
-    digest.update(json.dumps([shape, settings], sort_keys=True, default=str).encode())
+    # Not what is observed (threads, cores), nor the KV-cache size, which is measured from the
+    # memory free at each policy (less while the engine itself holds some): either would make
+    # a policy start a fresh engine for nothing. A swapped policy records the engine's size.
+    chosen = {k: v for k, v in settings.items() if k not in OBSERVED + ("kv_cache_memory_bytes",)}
+    digest.update(json.dumps([shape, chosen], sort_keys=True, default=str).encode())
     for name in TOKENIZER_FILES:
         path = Path(model_path) / name
         if path.exists():
