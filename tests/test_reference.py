@@ -66,3 +66,20 @@ def test_corrupt_cache_is_recomputed(tiny_model_dir, char_tokenizer, tmp_path, m
     assert len(calls) == 1
     for k in good:
         torch.testing.assert_close(again[k][0], good[k][0])
+
+
+def test_inference_mode_pass_gives_the_no_grad_bits_and_runs_in_inference_mode(tiny_model_dir, char_tokenizer,
+                                                                                monkeypatch):
+    # The trainer's own pass runs under inference_mode (cheaper), FSDP's under no_grad: same bits.
+    data = _data(char_tokenizer, n=10, seed=3)
+    model = load_model(str(tiny_model_dir), dtype=torch.float32, trust_remote_code=False)
+    modes = []
+    real = ref_mod.flat_logps
+    monkeypatch.setattr(ref_mod, "flat_logps",
+                        lambda m, b: modes.append(torch.is_inference_mode_enabled()) or real(m, b))
+    fast = ref_mod.compute_reference(model, data, batch_size=4, progress=False, pack_to=64)
+    plain = ref_mod.compute_reference(model, data, batch_size=4, progress=False, pack_to=64, inference_mode=False)
+    assert modes == [True] * 3 + [False] * 3
+    assert torch.is_grad_enabled()                  # the caller's grad mode is restored on return
+    for key in plain:
+        assert torch.equal(fast[key][0], plain[key][0]) and torch.equal(fast[key][1], plain[key][1])

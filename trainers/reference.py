@@ -50,9 +50,8 @@ def cache_key(model_path, tokenized, revision: str | None = None) -> str:
     return hashlib.sha256((model_fingerprint(model_path, revision) + data_fingerprint(tokenized)).encode()).hexdigest()[:32]
 
 
-@torch.no_grad()   # not inference_mode: FSDP's all-gather writes in place into buffers it keeps
 def compute_reference(model, tokenized, *, batch_size: int, progress: bool = True, pack_to: int | None = None,
-                      forward=None) -> dict:
+                      forward=None, inference_mode: bool = True) -> dict:
     """Run `model` (frozen) over the pairs: {id: (chosen 1-D float32, rejected 1-D float32 | None)}.
 
     Pairs are batched in order of length so each batch pads only to its own maximum; with
@@ -60,7 +59,16 @@ def compute_reference(model, tokenized, *, batch_size: int, progress: bool = Tru
     `forward` (batch -> flat log-probs) replaces `flat_logps(model, ·)`: the trainer passes
     its distributed wrapper of `model`, whose forward FSDP needs to gather the sharded
     weights; the caller has then checked packing on the unsharded model.
+    `inference_mode`: run under torch.inference_mode (no version counters or view tracking:
+    cheaper than no_grad, the same bits); False for FSDP, whose all-gather writes in place into
+    buffers it keeps, which inference tensors forbid.
     """
+    with torch.inference_mode() if inference_mode else torch.no_grad():
+        return _compute_reference(model, tokenized, batch_size=batch_size, progress=progress, pack_to=pack_to,
+                                  forward=forward)
+
+
+def _compute_reference(model, tokenized, *, batch_size, progress, pack_to, forward) -> dict:
     if forward is None:
         if pack_to is not None and not supports_packing(model):
             pack_to = None

@@ -21,6 +21,7 @@ import math
 import os
 import shutil
 import time
+import weakref
 from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -123,12 +124,21 @@ class _Run:
         self.desc = f"train {Path(out_dir).parent.name}/{Path(out_dir).name[:8]}"   # sft/… or train/…: not a bare bar
 
     def release(self) -> None:
-        """Drop the model, optimiser and accelerate's references to them and return their
-        memory: the next stage (a generation engine) must find the GPU free."""
-        self.acc.free_memory()
-        for name in ("model", "wrapped", "optimizer", "scheduler", "params", "ref"):
+        """Drop the model, optimiser and the accelerator (which holds references to both) and
+        return their memory: the next stage (a generation engine) must find the GPU free.
+
+        A full garbage collection (`devices.release_memory`) scans every object of the process:
+        ~0.2 s per call in a process that has imported transformers and has not frozen its
+        import-time objects (bench.perf's trainer workers; a user calling `train` in a script), 12%
+        of a 20-step benchmark run when it was called twice here. So it runs only when it can
+        free something: on a GPU (whose cache is emptied too), or when the model or optimiser
+        outlived the drop of their references (a reference cycle, e.g. an adapter's). On the CPU
+        reference counting frees them at once otherwise (tests/test_trainer.py checks both)."""
+        watched = [weakref.ref(self.__dict__[name]) for name in ("model", "optimizer") if name in self.__dict__]
+        for name in ("model", "wrapped", "optimizer", "scheduler", "params", "ref", "acc"):
             self.__dict__.pop(name, None)
-        devices.release_memory()
+        if torch.cuda.is_available() or any(ref() is not None for ref in watched):
+            devices.release_memory()
 
     # --- setup ---------------------------------------------------------------------------
     def _build(self):
@@ -179,7 +189,7 @@ class _Run:
         base = self.model.disable_adapter() if self.cfg.lora is not None else nullcontext()
         with base, self.acc.autocast():
             values = compute_reference(self.model, self.data, batch_size=bs, progress=self.progress,
-                                       pack_to=self.pack_to, forward=self.wrapped)
+                                       pack_to=self.pack_to, forward=self.wrapped, inference_mode=not self.sharded)
         if self.acc.is_main_process:
             save_cache(cache_file, values)
         return values
