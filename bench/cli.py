@@ -244,11 +244,14 @@ def perf_grid(suite_path, workers, out_dir, repeats):
 @click.option("--max-new-tokens", default=64, show_default=True, help="Tokens generated per prompt.")
 @click.option("--batch-size", default=64, show_default=True, help="Prompts per batch of the hf backend.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random prompts and weights.")
-def perf_generate(num_prompts, max_new_tokens, batch_size, seed):
+@click.option("--repeats", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Alternated rounds of the hf backend and the loop; the fastest of each is kept.")
+def perf_generate(num_prompts, max_new_tokens, batch_size, seed, repeats):
     """Batched hf backend vs a one-prompt-at-a-time generate loop (and vLLM where present)."""
     from bench.perf.generate import run as run_perf
 
-    result = run_perf(num_prompts=num_prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+    result = run_perf(num_prompts=num_prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
+                      repeats=repeats)
     click.echo(json.dumps(result))
 
 
@@ -295,7 +298,7 @@ def perf_all(out_dir, train_repeats, grid_suite, grid_repeats, skip, publish, fi
 @click.option("--from", "from_json", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Check a perf_all.json instead of measuring.")
 @click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1),
-              help="Rounds of the training benchmark measured for the check.")
+              help="Rounds of the training and generation benchmarks measured for the check (best of each).")
 @click.option("--slowdown-trainer", default=1.0, show_default=True,
               help="Inject a fault: each harness training step this many times as long (the check must fail at 2).")
 @click.option("--slowdown-generate", default=1.0, show_default=True,

@@ -69,5 +69,6 @@ def measure(*, floors: dict, repeats: int = 3, slowdown_trainer: float = 1.0, sl
     if "generate" in floors:
         from bench.perf.generate import run as run_generate
 
-        result["generate"] = run_generate(progress=False, slowdown=slowdown_generate)
+        # best of `repeats` alternated rounds, as the trainer's: one round's ratio moves ±20% here
+        result["generate"] = run_generate(progress=False, slowdown=slowdown_generate, repeats=repeats)
     return result

@@ -95,15 +95,23 @@ def time_vllm(model_dir, prompts, config: GenerationConfig, progress: bool) -> t
 
 
 def run(*, num_prompts: int = 64, max_new_tokens: int = 64, batch_size: int = 64, seed: int = 0,
-        progress: bool = True, slowdown: float = 1.0) -> dict:
-    """Time the three ways, print a table, return the figures (the CLI prints them as JSON)."""
+        progress: bool = True, slowdown: float = 1.0, repeats: int = 1) -> dict:
+    """Time the three ways, print a table, return the figures (the CLI prints them as JSON).
+
+    With `repeats` > 1 the hf backend and the loop are timed that many times, alternated, and
+    each keeps its fastest (the least disturbed by other load); each round's own ratio is kept
+    (`round_ratios`: the noise between rounds). vLLM is timed once (its engine start dominates).
+    """
     torch.manual_seed(seed)
     prompts = make_prompts(num_prompts, seed)
     config = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+    rounds = []
     with tempfile.TemporaryDirectory(prefix="perf_generate_") as tmp:
         model_dir = build_tiny_causal_lm(tmp, build_char_tokenizer(), seed=seed, **MODEL_SHAPE)
-        timings = {"hf": time_hf(model_dir, prompts, config, progress, slowdown),
-                   "naive": time_naive(model_dir, prompts, config, progress)}
+        for _ in range(repeats):
+            rounds.append({"hf": time_hf(model_dir, prompts, config, progress, slowdown),
+                           "naive": time_naive(model_dir, prompts, config, progress)})
+        timings = {name: min((r[name] for r in rounds), key=lambda t: t[0]) for name in ("hf", "naive")}
         vllm_timing = time_vllm(model_dir, prompts, config, progress)
     if vllm_timing is not None:
         timings["vllm"] = vllm_timing
@@ -111,7 +119,8 @@ def run(*, num_prompts: int = 64, max_new_tokens: int = 64, batch_size: int = 64
     result |= {f"{name}_tokens": tokens for name, (_, tokens, _) in timings.items()}
     result |= {f"{name}_start_s": started for name, (_, _, started) in timings.items()}
     result |= {"ratio": result["hf_tokens_per_s"] / result["naive_tokens_per_s"], "num_prompts": num_prompts,
-               "max_new_tokens": max_new_tokens, "batch_size": batch_size, "slowdown": slowdown,
+               "max_new_tokens": max_new_tokens, "batch_size": batch_size, "slowdown": slowdown, "repeats": repeats,
+               "round_ratios": [round((r["hf"][1] / r["hf"][0]) / (r["naive"][1] / r["naive"][0]), 3) for r in rounds],
                "seconds": {name: seconds for name, (seconds, _, _) in timings.items()},
                "load_average": list(os.getloadavg()), "device": "cuda" if torch.cuda.is_available() else "cpu", "model": MODEL_SHAPE}
     print(_table(timings))
