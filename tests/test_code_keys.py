@@ -199,3 +199,69 @@ def test_stage_keys_depend_on_what_each_stage_reads(tmp_path):
     # but not one that moves with the generation settings
     third, _ = _prepared(tmp_path, base + ["sft.training.learning_rate=0.001", "generation.max_new_tokens=28"])
     assert third.chosen_key == second.chosen_key and third.eval_key != second.eval_key
+
+
+# Functions of bench.run that a listed stage function calls but that only compute a *key*
+# (what a stage reads), never what a stage holds: an edit to them changes keys by itself.
+KEY_ONLY = {"bench.run.prepare:_codes", "bench.run.fingerprint:suite_fingerprints",
+            "bench.run.shared_stages:reward_key", "bench.run.pipeline:train_key",
+            "bench.run.pipeline:evaluate_key", "bench.run.pipeline:_reference_keys"}
+
+
+def _bench_run_calls(ref: str) -> set[str]:
+    """The bench.run functions `ref` ("module:function") calls by name: its module's own
+    functions and those imported from bench.run modules (at module level or inside it)."""
+    import ast
+
+    module, _, function = ref.partition(":")
+    tree = ast.parse(code_keys._module_file(module).read_text())
+    own = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    (node,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function]
+    imported = {alias.asname or alias.name: f"{imp.module}:{alias.name}"
+                for imp in ast.walk(tree) if isinstance(imp, ast.ImportFrom) and (imp.module or "").startswith("bench.run")
+                for alias in imp.names}
+    calls = {c.func.id for c in ast.walk(node) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}
+    return {f"{module}:{name}" for name in calls & own} | {imported[name] for name in calls if name in imported}
+
+
+def test_every_bench_run_function_a_stage_calls_is_in_its_code():
+    # A helper that a stage's function calls (a new batch size, other demonstrations) decides
+    # what the stage holds, so its source must be in the stage's key; KEY_ONLY names the rest.
+    listed = {ref for refs in code_keys.STAGE_FUNCTIONS.values() for ref in refs}
+    functions = {ref for ref in listed if ":" in ref}
+    missing = {f"{ref} calls {called}" for ref in functions for called in _bench_run_calls(ref)
+               if called not in listed and called not in KEY_ONLY
+               and not any(called.startswith(m + ":") for m in listed if ":" not in m)}
+    assert not missing, sorted(missing)
+
+
+def test_an_edited_stage_function_rekeys_its_stages_only(monkeypatch):
+    from bench.suite.load import complete_suite, read_suite
+
+    suite = complete_suite(read_suite(str(SUITE), []))
+    run = _runs([])[0]
+    before = {**code_keys.stage_codes(suite), "train": code_keys.train_code(run.objective_spec, run.training)}
+    real = code_keys._function_sha
+
+    def edited(path, function, size, mtime):   # as if reference_stage's batch size had changed
+        digest = real(path, function, size, mtime)
+        return "v2" + digest if function == "reference_stage" else digest
+
+    monkeypatch.setattr(code_keys, "_function_sha", edited)
+    after = {**code_keys.stage_codes(suite), "train": code_keys.train_code(run.objective_spec, run.training)}
+    changed = {stage for stage in before if before[stage].digest != after[stage].digest}
+    assert changed == {"ref_logps", "train"}
+    record = before["ref_logps"].record()
+    assert code_keys.recheck(record) == ["bench/run/shared_stages.py::reference_stage"]
+
+
+def test_function_checksum_follows_the_function_not_its_neighbours(tmp_path):
+    a = tmp_path / "a.py"
+    a.write_text("def f(x):\n    return x + 1\n\n\ndef g():\n    pass\n")
+    first = code_keys._function_sha(str(a), "f", 1, 1)
+    b = tmp_path / "b.py"
+    b.write_text("def f(x):\n    return x + 1\n\n\ndef g():\n    return 2\n")          # a neighbour edited
+    c = tmp_path / "c.py"
+    c.write_text("def f(x):\n    return x + 2\n\n\ndef g():\n    pass\n")          # the function edited
+    assert code_keys._function_sha(str(b), "f", 1, 1) == first != code_keys._function_sha(str(c), "f", 1, 1)
+    assert code_keys._function_sha(str(a), "h", 1, 1) is None

@@ -43,6 +43,26 @@ EVALUATE = ("bench.evaluation.evaluate",)
 # has its own key over all the code: bench.run.aggregate_cache).
 NOT_STAGE_CODE = ("bench.run", "bench.tables", "bench.cli", "bench.perf", "bench.suite")
 
+# ...except the functions of the orchestration that decide what a stage computes (which
+# demonstrations the SFT reads, the reference pass's batch and packing, the arguments a
+# training gets): each hashed on its own ("module:function", the source of its definition), so
+# an edit to one of them keys its stages anew while the orchestration around them (progress,
+# scheduling, the tables) keys nothing. tests/test_code_keys.py checks that every function a
+# stage's build calls in bench.run is listed here.
+TOKENIZE = ("bench.run.prepare:tokenize_for_training", "bench.run.prepare:_load_tokenizer")
+REFERENCE_PASS = ("bench.run.shared_stages:reference_stage",) + TOKENIZE
+STAGE_FUNCTIONS = {
+    "data": ("bench.run.prepare:data_stage", "bench.run.prepare:_write_pairs", "bench.run.prepare:read_pairs"),
+    "init": ("bench.run.prepare:_initial_model",),
+    "sft": ("bench.run.prepare:base_stage", "bench.run.prepare:_sft_examples") + TOKENIZE,
+    "reward": ("bench.run.shared_stages:reward_stage", "bench.run.shared_stages:_pair_kind_function"),
+    "ref_logps": REFERENCE_PASS,
+    # a run trains on the tokenised pairs against the reference pass's log-probs
+    "train": ("bench.run.pipeline:train_run",) + REFERENCE_PASS,
+    "train_accelerate": ("bench.run.launch",),     # a whole module: all of it is the launch
+    "evaluate": ("bench.run.pipeline:evaluate_run", "bench.run.pipeline:evaluate_reference"),
+}
+
 TRAIN_LIBRARIES = ("torch", "transformers", "accelerate", "safetensors", "tokenizers")
 EVAL_LIBRARIES = ("torch", "transformers", "safetensors", "tokenizers")
 
@@ -151,8 +171,46 @@ def library_versions(names) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def code_print(roots, libraries=(), exclude=()) -> CodePrint:
-    return CodePrint(module_checksums(closure(roots, tuple(exclude) + NOT_STAGE_CODE)), library_versions(libraries))
+def code_print(roots, libraries=(), exclude=(), functions=()) -> CodePrint:
+    """The stage's modules (the closure of `roots`, without the excluded) and its listed
+    orchestration `functions` (STAGE_FUNCTIONS), with the libraries' versions."""
+    modules = module_checksums(closure(roots, tuple(exclude) + NOT_STAGE_CODE)) + function_checksums(functions)
+    return CodePrint(tuple(sorted(modules)), library_versions(libraries))
+
+
+FUNCTION_MARK = "::"     # "bench/run/prepare.py::base_stage": one function of a module's file
+
+
+def function_checksums(refs) -> tuple[tuple[str, str], ...]:
+    """("path::function", checksum of its source) per "module:function" (a bare module: its whole file)."""
+    out = []
+    for ref in refs:
+        module, _, function = ref.partition(":")
+        path = _module_file(module)
+        if path is None:
+            raise ValueError(f"code_keys.STAGE_FUNCTIONS: no module {module}")
+        rel = path.relative_to(ROOT).as_posix()
+        stat = path.stat()
+        if not function:
+            out.append((rel, _file_sha(str(path), stat.st_size, stat.st_mtime_ns)))
+            continue
+        digest = _function_sha(str(path), function, stat.st_size, stat.st_mtime_ns)
+        if digest is None:
+            raise ValueError(f"code_keys.STAGE_FUNCTIONS: {module} has no function {function}")
+        out.append((f"{rel}{FUNCTION_MARK}{function}", digest))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _function_sha(path: str, function: str, size: int, mtime: int) -> str | None:
+    """Checksum of a module-level function's source (decorators included), or None when absent."""
+    text = Path(path).read_text(encoding="utf-8")
+    for node in ast.parse(text).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function:
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            source = "\n".join(text.splitlines()[first - 1 : node.end_lineno])
+            return hashlib.sha256(source.encode()).hexdigest()[:16]
+    return None
 
 
 def recheck(record: dict) -> list[str]:
@@ -160,12 +218,17 @@ def recheck(record: dict) -> list[str]:
     the modules (by path) and libraries whose checksum or version changed; empty when none."""
     changed = []
     for rel, digest in sorted(record.get("modules", {}).items()):
-        path = ROOT / rel
+        file, _, function = rel.partition(FUNCTION_MARK)
+        path = ROOT / file
         if not path.is_file():
             changed.append(f"{rel} (gone)")
             continue
         stat = path.stat()
-        if _file_sha(str(path), stat.st_size, stat.st_mtime_ns) != digest:
+        now = (_function_sha(str(path), function, stat.st_size, stat.st_mtime_ns) if function
+               else _file_sha(str(path), stat.st_size, stat.st_mtime_ns))
+        if now is None:
+            changed.append(f"{rel} (gone)")
+        elif now != digest:
             changed.append(rel)
     now = dict(library_versions(record.get("libraries", {}).keys()))
     changed += [f"{lib} {was} -> {now.get(lib)}" for lib, was in sorted(record.get("libraries", {}).items())
@@ -192,15 +255,17 @@ def _training_libraries(training) -> tuple[str, ...]:
     return TRAIN_LIBRARIES + (("peft",) if getattr(training, "lora", None) is not None else ())
 
 
-def train_code(spec: list, training, launcher: str | None = None) -> CodePrint:
+def train_code(spec: list, training, launcher: str | None = None, stage: str = "train") -> CodePrint:
     """The trainer's modules, the run's own objective modules (and their bases), no other family's."""
     own = objective_modules(spec)
-    roots = TRAINER + tuple(sorted(own)) + (("bench.run.launch",) if launcher == "accelerate" else ())
-    return code_print(roots, _training_libraries(training), exclude=tuple(sorted(family_modules() - own)))
+    # bench.run.launch as a root was dropped by the closure's exclusion of bench.run: listed instead
+    functions = STAGE_FUNCTIONS[stage] + (STAGE_FUNCTIONS["train_accelerate"] if launcher == "accelerate" else ())
+    return code_print(TRAINER + tuple(sorted(own)), _training_libraries(training),
+                      exclude=tuple(sorted(family_modules() - own)), functions=functions)
 
 
 def sft_code(training) -> CodePrint:
-    return train_code([{"name": "nll"}], training) if training is not None else code_print(INIT)
+    return train_code([{"name": "nll"}], training, stage="sft") if training is not None else code_print(INIT)
 
 
 def stage_codes(suite) -> dict[str, CodePrint]:
@@ -218,15 +283,18 @@ def stage_codes(suite) -> dict[str, CodePrint]:
         evaluate_libs += ("vllm",)
     sft = suite.sft
     return {
-        "data": code_print(DATA, data_libs, exclude=_other_parts(SOURCES, suite.data.source)),
+        "data": code_print(DATA, data_libs, exclude=_other_parts(SOURCES, suite.data.source),
+                           functions=STAGE_FUNCTIONS["data"]),
         "init": code_print(INIT, ("torch", "transformers", "tokenizers", "safetensors"),
-                           exclude=_other_parts(SOURCES, suite.data.source)),
-        "sft": train_code([{"name": "nll"}], sft.training),
+                           exclude=_other_parts(SOURCES, suite.data.source), functions=STAGE_FUNCTIONS["init"]),
+        "sft": train_code([{"name": "nll"}], sft.training, stage="sft"),
         "reward": code_print(REWARD, _training_libraries(suite.reward_model.training),
-                             exclude=tuple(sorted(family_modules()))),
-        "ref_logps": code_print(REFERENCE, ("torch", "transformers", "safetensors")),
+                             exclude=tuple(sorted(family_modules())), functions=STAGE_FUNCTIONS["reward"]),
+        "ref_logps": code_print(REFERENCE, ("torch", "transformers", "safetensors"),
+                                functions=STAGE_FUNCTIONS["ref_logps"]),
         "evaluate": code_print(EVALUATE, evaluate_libs,
-                               exclude=_other_parts(BACKENDS, backend) + tuple(sorted(family_modules()))),
+                               exclude=_other_parts(BACKENDS, backend) + tuple(sorted(family_modules())),
+                               functions=STAGE_FUNCTIONS["evaluate"]),
     }
 
 
