@@ -20,11 +20,14 @@ from bench.tables.leaderboard import metric_keys
 from bench.tables.layout import Cell, delta_rows, display, main_table
 from bench.tables.results import LM_EVAL_PREFIX
 
-# (name, caption words, the columns it takes; a judge's win rate and lm-eval tasks join the first group).
+# (name, caption words, the columns it takes; another scorer's win rate and lm-eval tasks join
+# the first group). The LLM judge (scoring.judge) has a float of its own: beside the quality
+# columns its two win rates made the quality float 9.3 pt wider than a two-column page.
 GROUPS = (
     ("quality", "quality of the generations",
-     ["gold/accuracy", "gold/win_rate_vs_reference", "reward_model/lc_win_rate_vs_reference",
-      "judge/win_rate_vs_reference", "judge/lc_win_rate_vs_reference"]),   # the LLM judge (scoring.judge)
+     ["gold/accuracy", "gold/win_rate_vs_reference", "reward_model/lc_win_rate_vs_reference"]),
+    ("judge", "win rates against the reference judged by an LLM (both orders; a split verdict is a tie)",
+     ["judge/win_rate_vs_reference", "judge/lc_win_rate_vs_reference", "judge/tie_rate"]),
     ("drift", "length and drift",
      ["length/mean_tokens", "generation/truncation_rate", "drift/logratio_chosen", "drift/chosen_logp_down",
       "kl/kl_to_reference"]),
@@ -48,9 +51,9 @@ def group_keys(board: pd.DataFrame) -> list[tuple[str, str, list[str]]]:
     out = []
     for name, words, keys in GROUPS:
         mine = [k for k in keys if k in present]
-        if name == "quality":   # a judge's win rate (a registered scorer) and lm-eval tasks join it
+        if name == "quality":   # another registered scorer's win rate and lm-eval tasks join it
             mine += [k for k in present if k.endswith("/win_rate_vs_reference") and k not in mine
-                     and k.split("/")[0] not in ("reward_model", "gold")]
+                     and k.split("/")[0] not in ("reward_model", "gold", "judge")]
             mine += [k for k in present if k.startswith(LM_EVAL_PREFIX)]
         if mine:
             out.append((name, words, mine))
