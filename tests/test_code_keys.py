@@ -265,3 +265,18 @@ def test_function_checksum_follows_the_function_not_its_neighbours(tmp_path):
     c.write_text("def f(x):\n    return x + 2\n\n\ndef g():\n    pass\n")          # the function edited
     assert code_keys._function_sha(str(b), "f", 1, 1) == first != code_keys._function_sha(str(c), "f", 1, 1)
     assert code_keys._function_sha(str(a), "h", 1, 1) is None
+
+
+def test_the_judges_code_keys_the_judge_stage_not_the_evaluations(monkeypatch):
+    # An edit to the LLM judge re-judges (its answers come from the judgment cache); it must not
+    # regenerate every policy, as it did while the registry's import put it in the evaluation's code.
+    from bench.suite.load import complete_suite, read_suite
+
+    suite = complete_suite(read_suite(str(SUITE), []))
+    before = code_keys.stage_codes(suite)
+    change_code(monkeypatch, "bench/evaluation/scoring/judge.py", "v2")
+    after = code_keys.stage_codes(suite)
+    assert after["judge"].digest != before["judge"].digest
+    assert after["evaluate"].digest == before["evaluate"].digest
+    change_code(monkeypatch, "bench/evaluation/evaluate.py", "v2")
+    assert code_keys.stage_codes(suite)["evaluate"].digest != before["evaluate"].digest

@@ -232,6 +232,11 @@ def test_stage_judges_policies_and_stops_alone(serve, tmp_path):
     # Asked again: neither what the dying judge answered (2 calls of pol2) nor pol2's prompts 3 and 4,
     # whose texts are pol1's (the cache is keyed by texts, not by policy): 2 x 4 prompts - 2.
     assert healthy.requests == 6
+    # New judge code (its digest is in the stage's key): judged anew, every answer from the cache.
+    ctx.judge_code = "edited"
+    third = judge_policies(ctx, store, ref, [longer, shorter], client=JudgeClient(ctx.judge, key="EMPTY"))
+    assert set(third.stage_dirs) == {longer, shorter} and third.stage_dirs[longer] != again.stage_dirs[longer]
+    assert healthy.requests == 6
 
 
 # ---------------------------------------------------------------- validate

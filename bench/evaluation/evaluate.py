@@ -49,6 +49,7 @@ class EvalContext:
     trust_remote_code: bool = False   # the suite's model.trust_remote_code, for every load
     scorers: tuple = ()               # scoring.scorers: further registered scorers to run
     judge: object = None              # scoring.judge (JudgeConfig): the pairwise LLM judge, or None
+    judge_code: str | None = None     # digest of the judge's code (bench.run.code_keys): in its stage's key
 
 
 def prompts_of(ctx: EvalContext) -> list[tuple[str, str]]:

@@ -38,6 +38,10 @@ TRAINER = ("trainers.trainer", "trainers.tokenize", "trainers.objectives.composi
 REFERENCE = ("trainers.reference", "trainers.logps")
 REWARD = ("bench.evaluation.scoring.reward_model",) + TRAINER
 EVALUATE = ("bench.evaluation.evaluate",)
+# The LLM judge runs after the evaluations, in a stage of its own keyed by its own code: an edit
+# to it re-judges (from the judgment cache: no request is sent again) and regenerates nothing.
+# The evaluations reach its module only through the scorer registry's imports.
+JUDGE = ("bench.evaluation.scoring.judge",)
 # What the stages do not run although an import reaches it: the runner's orchestration (which
 # stage runs where, with which key), the suite's schema, the CLI and the tables (the aggregate
 # has its own key over all the code: bench.run.aggregate_cache).
@@ -293,8 +297,9 @@ def stage_codes(suite) -> dict[str, CodePrint]:
         "ref_logps": code_print(REFERENCE, ("torch", "transformers", "safetensors"),
                                 functions=STAGE_FUNCTIONS["ref_logps"]),
         "evaluate": code_print(EVALUATE, evaluate_libs,
-                               exclude=_other_parts(BACKENDS, backend) + tuple(sorted(family_modules())),
+                               exclude=_other_parts(BACKENDS, backend) + tuple(sorted(family_modules())) + JUDGE,
                                functions=STAGE_FUNCTIONS["evaluate"]),
+        "judge": code_print(JUDGE, ("openai", "pandas", "pyarrow")),
     }
 
 

@@ -222,7 +222,7 @@ def prepare(suite, suite_path: Path, store: StageStore, runs, bar, *, progress: 
         reward_model_dir=reward_dir, reward_batch_size=suite.reward_model.batch_size, gold=suite.scoring.gold,
         lm_eval=suite.scoring.lm_eval, lm_eval_include=tasks_dir(suite), drift_data=drift_data,
         drift_reference=drift_reference, progress=progress, trust_remote_code=suite.model.trust_remote_code,
-        scorers=tuple(suite.scoring.scorers), judge=suite.scoring.judge,
+        scorers=tuple(suite.scoring.scorers), judge=suite.scoring.judge, judge_code=codes["judge"].digest,
     )
     # The reward model by where it is relative to the results folder (a trained one is inside it):
     # a moved folder, or --out written relative instead of absolute, keeps every evaluation; a
