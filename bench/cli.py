@@ -303,8 +303,10 @@ def perf_all(out_dir, train_repeats, grid_suite, grid_repeats, skip, publish, fi
               help="Inject a fault: each harness training step this many times as long (the check must fail at 2).")
 @click.option("--slowdown-generate", default=1.0, show_default=True,
               help="Inject a fault: the hf backend's generation this many times as long.")
+@click.option("--slowdown-vllm", default=1.0, show_default=True,
+              help="Inject a fault: vLLM's generation this many times as long (where vLLM runs).")
 @one_line_errors
-def perf_check(floors_path, from_json, repeats, slowdown_trainer, slowdown_generate):
+def perf_check(floors_path, from_json, repeats, slowdown_trainer, slowdown_generate, slowdown_vllm):
     """Side-by-side ratios against the floors kept with the baselines; exit 1 naming each one below."""
     from bench.perf.check import FLOORS, check, load_floors, measure
 
@@ -313,7 +315,7 @@ def perf_check(floors_path, from_json, repeats, slowdown_trainer, slowdown_gener
         result = json.loads(Path(from_json).read_text())
     else:
         result = measure(floors=floors, repeats=repeats, slowdown_trainer=slowdown_trainer,
-                         slowdown_generate=slowdown_generate)
+                         slowdown_generate=slowdown_generate, slowdown_vllm=slowdown_vllm)
     outcome = check(result, floors)
     for line in outcome.passed:
         click.echo(f"ok {line}")

@@ -64,3 +64,24 @@ def test_the_floors_file_holds_a_floor_for_each_ratio_the_check_measures():
     assert set(floors) == {"train", "generate"}
     assert {"step_ratio_vs_precompute", "ratio"} <= set(floors["train"]) and "ratio" in floors["generate"]
     assert all(isinstance(v, (int, float)) and v > 0 for figures in floors.values() for v in figures.values())
+
+
+def test_the_vllm_floors_file_checks_vllm_against_hf():
+    # .ci/run's vLLM step: `perf check --floors suites/baselines/perf_vllm.yaml` in the vLLM environment
+    floors = load_floors(FLOORS.with_name("perf_vllm.yaml"))
+    assert floors == {"generate": {"vllm_vs_hf": floors["generate"]["vllm_vs_hf"]}}
+    assert check({"generate": {"vllm_vs_hf": 2.0 * floors["generate"]["vllm_vs_hf"]}}, floors).ok
+    assert not check({"generate": {"ratio": 10.0}}, floors).ok        # vLLM absent: a failure, not a pass
+
+
+def test_vllm_slowdown_reaches_its_timer_and_the_ratio(monkeypatch):
+    import bench.perf.generate as gen
+
+    seen = []
+    monkeypatch.setattr(gen, "time_hf", lambda *a, **k: (2.0, 100, 0.1))
+    monkeypatch.setattr(gen, "time_naive", lambda *a, **k: (10.0, 100, 0.1))
+    monkeypatch.setattr(gen, "time_vllm", lambda model_dir, prompts, config, progress, slowdown:
+                        seen.append(slowdown) or (0.5 * slowdown, 100, 3.0))
+    assert gen.run(num_prompts=2, max_new_tokens=2, progress=False)["vllm_vs_hf"] == 4.0
+    assert gen.run(num_prompts=2, max_new_tokens=2, progress=False, slowdown_vllm=2.0)["vllm_vs_hf"] == 2.0
+    assert seen == [1.0, 2.0]

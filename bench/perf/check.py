@@ -57,7 +57,7 @@ def check(result: dict, floors: dict) -> PerfCheck:
 
 
 def measure(*, floors: dict, repeats: int = 3, slowdown_trainer: float = 1.0, slowdown_generate: float = 1.0,
-            say=print) -> dict:
+            slowdown_vllm: float = 1.0, say=print) -> dict:
     """Run the benchmarks the floors name, side by side, and return {benchmark: summary}."""
     result = {}
     if "train" in floors:
@@ -70,5 +70,6 @@ def measure(*, floors: dict, repeats: int = 3, slowdown_trainer: float = 1.0, sl
         from bench.perf.generate import run as run_generate
 
         # best of `repeats` alternated rounds, as the trainer's: one round's ratio moves ±20% here
-        result["generate"] = run_generate(progress=False, slowdown=slowdown_generate, repeats=repeats)
+        result["generate"] = run_generate(progress=False, slowdown=slowdown_generate, repeats=repeats,
+                                          slowdown_vllm=slowdown_vllm)
     return result

@@ -71,9 +71,11 @@ def time_naive(model_dir, prompts, config: GenerationConfig, progress: bool) -> 
         return time.perf_counter() - start, tokens, loaded
 
 
-def time_vllm(model_dir, prompts, config: GenerationConfig, progress: bool) -> tuple[float, int, float] | None:
+def time_vllm(model_dir, prompts, config: GenerationConfig, progress: bool,
+              slowdown: float = 1.0) -> tuple[float, int, float] | None:
     """vLLM's figure where its backend runs here (bench.evaluation.generation.registry), else None.
-    The engine's start-up (a fresh engine, as for a suite's first policy) is the third figure."""
+    The engine's start-up (a fresh engine, as for a suite's first policy) is the third figure.
+    `slowdown` > 1: its generation made that many times as long (the check's injected fault)."""
     from bench.evaluation.generation.registry import get_backend
 
     if get_backend("vllm").unavailable(cuda=torch.cuda.is_available()):
@@ -88,6 +90,8 @@ def time_vllm(model_dir, prompts, config: GenerationConfig, progress: bool) -> t
         generator.generate(prompts[:2], GenerationConfig(max_new_tokens=2))   # warm-up
         start = time.perf_counter()
         gens = generator.generate(prompts, config, min_new_tokens=config.max_new_tokens)
+        if slowdown > 1:
+            time.sleep((slowdown - 1) * (time.perf_counter() - start))
         return time.perf_counter() - start, sum(g.num_tokens for g in gens), started
     finally:
         generator.close()
@@ -95,7 +99,7 @@ def time_vllm(model_dir, prompts, config: GenerationConfig, progress: bool) -> t
 
 
 def run(*, num_prompts: int = 64, max_new_tokens: int = 64, batch_size: int = 64, seed: int = 0,
-        progress: bool = True, slowdown: float = 1.0, repeats: int = 1) -> dict:
+        progress: bool = True, slowdown: float = 1.0, repeats: int = 1, slowdown_vllm: float = 1.0) -> dict:
     """Time the three ways, print a table, return the figures (the CLI prints them as JSON).
 
     With `repeats` > 1 the hf backend and the loop are timed that many times, alternated, and
@@ -112,14 +116,16 @@ def run(*, num_prompts: int = 64, max_new_tokens: int = 64, batch_size: int = 64
             rounds.append({"hf": time_hf(model_dir, prompts, config, progress, slowdown),
                            "naive": time_naive(model_dir, prompts, config, progress)})
         timings = {name: min((r[name] for r in rounds), key=lambda t: t[0]) for name in ("hf", "naive")}
-        vllm_timing = time_vllm(model_dir, prompts, config, progress)
+        vllm_timing = time_vllm(model_dir, prompts, config, progress, slowdown_vllm)
     if vllm_timing is not None:
         timings["vllm"] = vllm_timing
     result = {f"{name}_tokens_per_s": tokens / seconds for name, (seconds, tokens, _) in timings.items()}
     result |= {f"{name}_tokens": tokens for name, (_, tokens, _) in timings.items()}
     result |= {f"{name}_start_s": started for name, (_, _, started) in timings.items()}
+    if vllm_timing is not None:   # the check's third ratio, where vLLM runs (.ci/run's vLLM step)
+        result["vllm_vs_hf"] = result["vllm_tokens_per_s"] / result["hf_tokens_per_s"]
     result |= {"ratio": result["hf_tokens_per_s"] / result["naive_tokens_per_s"], "num_prompts": num_prompts,
-               "max_new_tokens": max_new_tokens, "batch_size": batch_size, "slowdown": slowdown, "repeats": repeats,
+               "max_new_tokens": max_new_tokens, "batch_size": batch_size, "slowdown": slowdown, "slowdown_vllm": slowdown_vllm, "repeats": repeats,
                "round_ratios": [round((r["hf"][1] / r["hf"][0]) / (r["naive"][1] / r["naive"][0]), 3) for r in rounds],
                "seconds": {name: seconds for name, (seconds, _, _) in timings.items()},
                "load_average": list(os.getloadavg()), "device": "cuda" if torch.cuda.is_available() else "cpu", "model": MODEL_SHAPE}
