@@ -51,7 +51,7 @@ def _processes() -> list[tuple[int, int, str]]:
 
 def _workers(parent: int) -> list[int]:
     """The parent's worker processes: spawned children, or the children of its forkserver
-    (CPU workers: bench.run.local_workers); not its resource tracker."""
+    (CPU workers: bench.executors.local_workers); not its resource tracker."""
     processes = _processes()
     forkservers = {pid for pid, ppid, cmdline in processes if ppid == parent and "forkserver" in cmdline}
     return [pid for pid, ppid, cmdline in processes

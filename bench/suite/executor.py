@@ -1,4 +1,4 @@
-"""The suite's `executor:` section: where the runs train and evaluate (bench.run.executors).
+"""The suite's `executor:` section: where the runs train and evaluate (bench.executors).
 
 How a suite is run, not what it computes: no stage key and no result depends on it.
 """

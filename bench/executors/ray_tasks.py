@@ -17,7 +17,7 @@ from collections import deque
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.run.executors import Fanout, pin_threads
+from bench.executors.tasks import Fanout, pin_threads
 
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 120
@@ -98,6 +98,11 @@ class RaySession:
             self.ray.shutdown()
             self.started_here = False
         return False
+
+
+def session(config, out, note, *, tasks: int) -> RaySession:
+    """The registry's opener (bench.executors): Ray places the tasks, whatever their number."""
+    return RaySession(config, note)
 
 
 def run_ray(fanout: Fanout, config) -> None:
