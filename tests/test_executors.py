@@ -256,6 +256,28 @@ def test_a_ray_gpu_over_ask_is_one_line_before_any_stage(tmp_path):
     assert not (tmp_path / "out" / "stages").exists()
 
 
+def test_a_ray_address_with_no_cluster_or_no_port_is_one_line_before_any_stage(tmp_path):
+    """Without the reachability check, ray.init retried an address with no head for over 5
+    minutes, printing C++ warnings; a malformed address is the suite file's error."""
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as sock:      # a port nothing listens on once it is closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    done = _run_ci_suite(tmp_path / "out", "executor.kind=ray", f"executor.ray.address=127.0.0.1:{port}")
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [
+        f"error: executor.ray.address: no Ray cluster answers at 127.0.0.1:{port} (Connection refused); start one "
+        "with `ray start --head`, or leave the address out to start Ray for this command"]
+    assert not (tmp_path / "out" / "stages").exists()
+    done = _run_ci_suite(tmp_path / "out", "executor.kind=ray", "executor.ray.address=headnode")
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [
+        f"error: {REPO / 'suites' / 'ci_smoke.yaml'}: executor.ray.address: 'headnode' is not a Ray cluster address: give auto, "
+        "host:port (the head's, as `ray start --head` prints it) or ray://host:port"]
+
+
 def test_node_gpus_reads_sinfo_gres():
     from bench.executors.slurm_jobs import node_gpus
 
