@@ -274,8 +274,8 @@ def test_a_ray_cluster_of_two_nodes_gives_the_inprocess_rows_on_both_nodes(finis
                  "--only", "simpo")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "[grid] ray executor: 2 CPUs, 0 GPUs; each run 1 CPU(s), 0 GPU(s)" in done.stderr
-    _same_rows(out, reference, runs=2)
-    _side_by_side(out)
     places = [json.loads(line) for line in (out / "logs" / "ray_tasks.jsonl").read_text().splitlines()]
     assert sorted(p["task"] for p in places) == ["ipo seed=0", "ref_logps", "reference", "reward", "simpo seed=0"]
-    assert len({p["node"] for p in places}) == 2, places
+    assert len({p["node"] for p in places}) == 2, places      # the cluster has two: both were used
+    _same_rows(out, reference, runs=2)
+    _side_by_side(out)
