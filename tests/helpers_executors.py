@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from bench.run.executors import TaskResult
+from bench.executors.tasks import TaskResult
 from bench.tables.aggregate import PolicyRecord
 
 
@@ -59,7 +59,7 @@ WARM_MODULES = ("lm_eval.evaluator", "transformers.modeling_utils", "bench.evalu
 
 def warm_state(task, ctx: dict, out: str) -> TaskResult:
     """What a worker holds when its task begins: the warm-up's modules and lm-eval's
-    environment record (bench.run.worker_warmup), and the PREFBENCH_TEST_PROBE it sees."""
+    environment record (bench.executors.worker_warmup), and the PREFBENCH_TEST_PROBE it sees."""
     import sys
 
     recorded = False
@@ -92,7 +92,7 @@ class Progress:
 
 
 def fanout(ctx: dict, labels, out: Path, function=fake_task, with_reference: bool = True):
-    from bench.run.executors import Fanout
+    from bench.executors.tasks import Fanout
 
     return Fanout(ctx, fake_runs(labels), out, Progress(), function=function, with_reference=with_reference)
 

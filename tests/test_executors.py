@@ -13,10 +13,29 @@ from pathlib import Path
 import pytest
 
 from bench.errors import BenchError
-from bench.run.local_workers import plan, run_local
+from bench.executors.local_workers import plan, run_local
 from tests.helpers_executors import config, fanout, outcome
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- the registry: executor.kind -> its module
+def test_every_executor_kind_but_inprocess_opens_its_own_session(tmp_path):
+    """The suite's `executor.kind` choices are the registry's kinds and `inprocess`; each opens
+    the session of its own module (built, not entered: nothing starts)."""
+    from typing import get_args
+
+    from bench.executors import EXECUTORS, open_session
+    from bench.executors.local_workers import LocalPool
+    from bench.executors.ray_tasks import RaySession
+    from bench.executors.slurm_jobs import SlurmSession
+    from bench.suite.executor import ExecutorSection
+
+    assert set(get_args(ExecutorSection.model_fields["kind"].annotation)) == {"inprocess", *EXECUTORS}
+    opened = {kind: open_session(ExecutorSection(kind=kind, workers=1, cpus_per_run=1), tmp_path, print, tasks=3)
+              for kind in EXECUTORS}
+    assert {kind: type(session) for kind, session in opened.items()} == {
+        "local": LocalPool, "ray": RaySession, "slurm": SlurmSession}
 
 
 # ---------------------------------------------------------------- the plan: who gets which GPUs and threads
@@ -56,10 +75,10 @@ def test_local_workers_are_pinned_and_results_come_back_in_suite_order(tmp_path,
 
 def test_cpu_workers_begin_warm_and_each_command_gets_a_fresh_forkserver(tmp_path, monkeypatch):
     """No GPU visible: the workers are forked from a forkserver that imported the stack and
-    recorded lm-eval's environment once (bench.run.worker_warmup), so a first task pays
+    recorded lm-eval's environment once (bench.executors.worker_warmup), so a first task pays
     neither; the forkserver ends with its command, so the next one sees the environment of
     its own time, as a spawned worker would."""
-    from bench.run.local_workers import LocalPool
+    from bench.executors.local_workers import LocalPool
     from tests.helpers_executors import WARM_MODULES, warm_state
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
@@ -79,7 +98,7 @@ def test_the_forkserver_is_stopped_at_once_while_it_imports_or_when_a_worker_is_
     killed, not asked (asked, it waits for every process it forked)."""
     import multiprocessing.forkserver
 
-    from bench.run import local_workers
+    from bench.executors import local_workers
 
     local_workers.start_early(config(workers=1, cpus_per_run=1))
     server = multiprocessing.forkserver._forkserver._forkserver_pid
@@ -107,7 +126,7 @@ def test_every_process_the_forkserver_forked_dies_with_it():
     kills at its end (seen: such an orphan holding the command's stdout for 300 s)."""
     import multiprocessing.forkserver
 
-    from bench.run import local_workers
+    from bench.executors import local_workers
 
     local_workers.start_early(config(workers=1, cpus_per_run=1))
     orphan = multiprocessing.get_context("forkserver").Process(target=time.sleep, args=(600,), daemon=False)
@@ -127,7 +146,7 @@ def test_every_process_the_forkserver_forked_dies_with_it():
 def test_a_worker_whose_command_is_gone_ends(tmp_path):
     """A forked worker's parent is the forkserver, which may be gone before the worker looked:
     the worker watches the command's own pid instead."""
-    from bench.run.local_workers import _command_alive
+    from bench.executors.local_workers import _command_alive
 
     assert _command_alive(os.getpid())
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -173,7 +192,7 @@ STOPPER = """
 import sys
 from pathlib import Path
 from tests.helpers_executors import config, fanout
-from bench.run.local_workers import run_local
+from bench.executors.local_workers import run_local
 out = Path(sys.argv[1])
 fan = fanout({"a": "wait", "b": "wait"}, ["a", "b", "c"], out)
 try:
@@ -237,8 +256,30 @@ def test_a_ray_gpu_over_ask_is_one_line_before_any_stage(tmp_path):
     assert not (tmp_path / "out" / "stages").exists()
 
 
+def test_a_ray_address_with_no_cluster_or_no_port_is_one_line_before_any_stage(tmp_path):
+    """Without the reachability check, ray.init retried an address with no head for over 5
+    minutes, printing C++ warnings; a malformed address is the suite file's error."""
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as sock:      # a port nothing listens on once it is closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    done = _run_ci_suite(tmp_path / "out", "executor.kind=ray", f"executor.ray.address=127.0.0.1:{port}")
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [
+        f"error: executor.ray.address: no Ray cluster answers at 127.0.0.1:{port} (Connection refused); start one "
+        "with `ray start --head`, or leave the address out to start Ray for this command"]
+    assert not (tmp_path / "out" / "stages").exists()
+    done = _run_ci_suite(tmp_path / "out", "executor.kind=ray", "executor.ray.address=headnode")
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [
+        f"error: {REPO / 'suites' / 'ci_smoke.yaml'}: executor.ray.address: 'headnode' is not a Ray cluster address: give auto, "
+        "host:port (the head's, as `ray start --head` prints it) or ray://host:port"]
+
+
 def test_node_gpus_reads_sinfo_gres():
-    from bench.run.slurm_jobs import node_gpus
+    from bench.executors.slurm_jobs import node_gpus
 
     assert node_gpus("gpu:8\n(null)\n") == 8
     assert node_gpus("gpu:a100:4(S:0-1)\ngpu:h100:2,gpu:a100:1,shard:8\n") == 4
@@ -275,7 +316,7 @@ def test_an_error_while_the_local_workers_start_is_still_one_line(tmp_path):
 def test_a_shared_stage_failing_on_a_worker_fails_the_suite_in_one_line(tmp_path):
     """Both side-by-side stages fail on their workers (no training pairs, no reference model
     where it is said to be): one line naming each stage and why, a traceback in a log."""
-    from bench.run.local_workers import LocalPool
+    from bench.executors.local_workers import LocalPool
     from bench.run.progress import StageProgress
     from bench.run.shared_stages import run_side_by_side
     from bench.run.store import StageStore
@@ -299,7 +340,7 @@ def test_a_shared_stage_failing_on_a_worker_fails_the_suite_in_one_line(tmp_path
 UNREAD = """
 import os, signal, sys, time
 from pathlib import Path
-from bench.run.local_workers import LocalPool
+from bench.executors.local_workers import LocalPool
 from tests.helpers_executors import config
 with LocalPool(config(workers=1, cpus_per_run=1), Path(sys.argv[1])) as pool:
     pool.start_workers()        # a forked worker starts with the first batch otherwise
@@ -349,7 +390,7 @@ def _gone(pid: int) -> bool:
 def test_kill_9_of_the_main_process_alone_leaves_no_process_behind(tmp_path):
     """kill -9 of only a command's main process (not its group): the forkserver, the workers it
     forked and the resource tracker end too, within seconds (seen: all four alive for good)."""
-    script = ("import sys\nfrom pathlib import Path\nfrom bench.run.local_workers import LocalPool\n"
+    script = ("import sys\nfrom pathlib import Path\nfrom bench.executors.local_workers import LocalPool\n"
               "from tests.helpers_executors import config, fanout\nout = Path(sys.argv[1])\n"
               "with LocalPool(config(workers=2, cpus_per_run=1), out) as pool:\n"
               "    pool.run(fanout({'a': 'wait', 'b': 'wait'}, ['a', 'b'], out, with_reference=False))\n")

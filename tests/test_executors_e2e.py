@@ -7,12 +7,15 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE = REPO / "suites" / "ci_smoke.yaml"
@@ -51,7 +54,7 @@ def _processes() -> list[tuple[int, int, str]]:
 
 def _workers(parent: int) -> list[int]:
     """The parent's worker processes: spawned children, or the children of its forkserver
-    (CPU workers: bench.run.local_workers); not its resource tracker."""
+    (CPU workers: bench.executors.local_workers); not its resource tracker."""
     processes = _processes()
     forkservers = {pid for pid, ppid, cmdline in processes if ppid == parent and "forkserver" in cmdline}
     return [pid for pid, ppid, cmdline in processes
@@ -175,3 +178,104 @@ def test_slurm_jobs_through_submitit_give_the_inprocess_rows(finished, tmp_path)
     _same_rows(out, reference, runs=1)
     _side_by_side(out)
     assert len(list((out / "logs" / "slurm").glob("*_log.err"))) == 4   # one job per task: submitit's logs
+
+
+# ---------------------------------------------------------------- a Ray cluster of two nodes on this machine
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ray_node(args: list[str], log: Path, env: dict) -> subprocess.Popen:
+    """One node, `ray start --block` in a process group of its own: Ray's reaper ends the node's
+    processes with that command, and the teardown signals the group, so nothing outlives the test
+    (never `ray stop`: it would stop every Ray of this user on the machine)."""
+    ports = ["--dashboard-agent-listen-port", str(_free_port()),   # fixed by default: two nodes here collide
+             "--metrics-export-port", str(_free_port())]
+    return subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--num-cpus", "1",
+                             "--num-gpus", "0", "--node-ip-address", "127.0.0.1", "--object-store-memory",
+                             str(200 * 2**20), "--disable-usage-stats", *ports, *args],
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _wait_started(node: subprocess.Popen, log: Path, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while "Ray runtime started" not in log.read_text(errors="replace"):
+        assert node.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+        time.sleep(0.5)
+
+
+def _end_group(node: subprocess.Popen) -> None:
+    """SIGTERM to the node's process group (its raylet, GCS, workers), then SIGKILL what is left
+    (a node drains for up to 30 s on SIGTERM; this one runs nothing that needs it)."""
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(node.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(node.pid, 0)
+            except ProcessLookupError:
+                return
+            node.poll()          # reap the leader, whose zombie would keep the group alive
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def two_node_ray(tmp_path):
+    """A head node (`ray start --head`, resource node_a) and a second node (node_b) joining it,
+    1 CPU each, both on this machine; their session files in a temporary folder of their own.
+    Yields the head's address; both are ended at teardown, whatever the test did."""
+    pytest.importorskip("ray")
+    # short: Ray's unix sockets live under it (at most 107 bytes a path)
+    temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    # The tasks import this checkout: a cluster's nodes import what their own environment has
+    env = {**ENV, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}   # a head's token would need sharing
+    env.pop("RAY_ADDRESS", None)
+    port, nodes = _free_port(), []
+    try:
+        nodes.append(_ray_node(["--head", "--port", str(port), "--temp-dir", str(temp), "--include-dashboard=false",
+                                "--resources", '{"node_a": 1}'], tmp_path / "head.log", env))
+        _wait_started(nodes[0], tmp_path / "head.log")
+        nodes.append(_ray_node(["--address", f"127.0.0.1:{port}", "--resources", '{"node_b": 1}'],
+                               tmp_path / "node_b.log", env))
+        _wait_started(nodes[1], tmp_path / "node_b.log")
+        yield f"127.0.0.1:{port}"
+    finally:
+        for node in reversed(nodes):
+            _end_group(node)
+        left = [pid for node in nodes for pid, _, _ in _processes() if _pgid(pid) == node.pid]
+        shutil.rmtree(temp, ignore_errors=True)
+        assert not left, f"Ray processes left after the test: {left}"
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def test_a_ray_cluster_of_two_nodes_gives_the_inprocess_rows_on_both_nodes(finished, tmp_path, two_node_ray):
+    """The CI suite's shared stages and two runs on a running cluster of two nodes
+    (executor.ray.address), 1 CPU each: the in-process rows, and tasks on both nodes. The
+    reward model and the reference log-probs are two tasks at once on 2 CPUs, one per node.
+    From a copy of the data and SFT stages, and two runs, to keep it short."""
+    reference, _ = finished
+    out = tmp_path / "cluster"
+    for stage in ("data", "init", "sft"):
+        shutil.copytree(reference / "stages" / stage, out / "stages" / stage)
+    done = bench("run", str(SUITE), "--out", str(out), "--executor", "ray", "--set",
+                 f"executor.ray.address={two_node_ray}", "--set", "executor.cpus_per_run=1", "--only", "ipo",
+                 "--only", "simpo")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[grid] ray executor: 2 CPUs, 0 GPUs; each run 1 CPU(s), 0 GPU(s)" in done.stderr
+    places = [json.loads(line) for line in (out / "logs" / "ray_tasks.jsonl").read_text().splitlines()]
+    assert sorted(p["task"] for p in places) == ["ipo seed=0", "ref_logps", "reference", "reward", "simpo seed=0"]
+    assert len({p["node"] for p in places}) == 2, places      # the cluster has two: both were used
+    _same_rows(out, reference, runs=2)
+    _side_by_side(out)

@@ -182,7 +182,7 @@ def test_write_report_files_and_plots(tmp_path):
 
 def test_plots_drawn_by_a_pool_of_processes_are_the_ones_drawn_here(tmp_path):
     """The local executor draws the plots in processes of their own while the parent writes
-    the tables (bench.run.local_workers.LocalPool.plot_processes): the same files either way."""
+    the tables (bench.executors.local_workers.LocalPool.aggregate_processes): the same files either way."""
     import multiprocessing
     import shutil
     from concurrent.futures import ProcessPoolExecutor

@@ -62,13 +62,13 @@ NOT_READ_HERE = {
                                                       "(bench.evaluation.budget; tests/test_validate.py, test_e2e.py)",
     ("Suite", "accelerate"): "launcher: accelerate (tests/test_validate.py, test_e2e.py)",
     ("TrainConfig", "epochs"): "read when max_steps is unset (trainers.data_order; tests/test_trainer.py)",
-    # executor: local, ray or slurm (this run is in-process): bench.run.local_workers.plan,
+    # executor: local, ray or slurm (this run is in-process): bench.executors.local_workers.plan,
     # ray_tasks and slurm_jobs (tests/test_executors.py, tests/test_executors_e2e.py)
     **{("ExecutorSection", name): "executor: local, ray or slurm (tests/test_executors*.py)"
        for name in ("workers", "cpus_per_run", "gpus_per_run", "ray", "slurm")},
-    **{("RaySection", name): "executor: ray (bench.run.ray_tasks; tests/test_executors_e2e.py)"
+    **{("RaySection", name): "executor: ray (bench.executors.ray_tasks; tests/test_executors_e2e.py)"
        for name in ("address", "num_cpus", "num_gpus")},
-    **{("SlurmSection", name): "executor: slurm (bench.run.slurm_jobs; tests/test_executors_e2e.py)"
+    **{("SlurmSection", name): "executor: slurm (bench.executors.slurm_jobs; tests/test_executors_e2e.py)"
        for name in ("cluster", "partition", "timeout_min", "folder", "additional")},
     # scoring.judge needs a judge server: bench.evaluation.judge_client and scoring.judge read
     # each field against the stand-in server of tests/judge_server.py (tests/test_judge.py)

@@ -43,9 +43,10 @@ EVALUATE = ("bench.evaluation.evaluate",)
 # The evaluations reach its module only through the scorer registry's imports.
 JUDGE = ("bench.evaluation.scoring.judge",)
 # What the stages do not run although an import reaches it: the runner's orchestration (which
-# stage runs where, with which key), the suite's schema, the CLI and the tables (the aggregate
+# stage runs with which key) and the executors (where it runs: a stage's result does not depend
+# on it, tests/test_executors_e2e.py), the suite's schema, the CLI and the tables (the aggregate
 # has its own key over all the code: bench.run.aggregate_cache).
-NOT_STAGE_CODE = ("bench.run", "bench.tables", "bench.cli", "bench.perf", "bench.suite")
+NOT_STAGE_CODE = ("bench.run", "bench.executors", "bench.tables", "bench.cli", "bench.perf", "bench.suite")
 
 # ...except the functions of the orchestration that decide what a stage computes (which
 # demonstrations the SFT reads, the reference pass's batch and packing, the arguments a

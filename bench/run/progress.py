@@ -58,7 +58,7 @@ class StageProgress:
 
 
 class GridProgress:
-    """One view of the runs spread over workers (bench.run.executors): done, running, failed, ETA.
+    """One view of the runs spread over workers (bench.executors): done, running, failed, ETA.
 
     One line on stderr each time a run starts or ends. The ETA is the throughput so far (runs
     ended per second since the fan-out began) applied to the runs left, so it accounts for the

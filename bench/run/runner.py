@@ -61,7 +61,7 @@ class RunSummary:
 def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True, executor=None,
               workers=None, reuse_stale: bool = False) -> RunSummary:
     """Run a suite file (with `--set` overrides), or a `Suite` that `load_suite` returned;
-    `executor` and `workers` override its `executor:` section (bench.run.executors).
+    `executor` and `workers` override its `executor:` section (bench.executors).
     `reuse_stale`: stages made by other code stand in for missing ones (bench.run.store)."""
     started = time.time()
     chosen = {key: value for key, value in (("kind", executor), ("workers", workers)) if value}
@@ -74,7 +74,7 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True,
             suite = suite.model_copy(update={"executor": section})
     else:
         suite = read_suite(suite_path, list(overrides) + [f"executor.{key}={value}" for key, value in chosen.items()])
-    from bench.run import local_workers
+    from bench.executors import local_workers
 
     # The local CPU workers' forkserver starts now, before this process imports torch and the
     # stages' libraries, so that its own imports overlap everything up to the fan-out.
@@ -190,6 +190,8 @@ def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: 
                 records.append(train_and_evaluate(run, ctx, store, out, bar))
             clock.mark("runs_done")
             return aggregate(ctx, reference_eval, records)
+        from bench.executors import open_session
+
         grid = GridProgress(total_runs=len(runs), enabled=progress)
         # Opened before the shared stages: a Ray or Slurm GPU over-ask is refused before any of
         # them, and the local workers start (import torch...) while the parent computes them.
@@ -211,21 +213,6 @@ def _run_stages(suite, suite_path: Path, runs, store, out: Path, bar, progress: 
                 return aggregate(ctx, reference_eval, records, pool)
     finally:
         gc.unfreeze()   # what settle_memory froze is the suite's: collectable again after it
-
-
-def open_session(config, out: Path, note, *, tasks: int):
-    """The executor for one command (bench.run.executors): its workers, Ray, or Slurm."""
-    if config.kind == "local":
-        from bench.run.local_workers import LocalPool
-
-        return LocalPool(config, out, note, most=tasks)
-    if config.kind == "ray":
-        from bench.run.ray_tasks import RaySession
-
-        return RaySession(config, note)
-    from bench.run.slurm_jobs import SlurmSession
-
-    return SlurmSession(config, note)
 
 
 SUPERSEDED = "superseded"
@@ -266,7 +253,7 @@ def folder_records(suite, ctx, store, runs, records, out: Path):
     of those that are not). A run of the suite this command did not select (--only) is in the
     table when its training and evaluation by this code are stored; one made only by other code
     is left out (and named), never mixed into this code's table."""
-    from bench.run.executors import Task, run_task
+    from bench.executors.tasks import Task, run_task
     from bench.run import pipeline
 
     by_id = {record.run_id: record for record in records}
@@ -293,8 +280,8 @@ def select_runs(runs, only):
 
 def fan_out(session, ctx, runs, out: Path, store, progress):
     """Every run (and the reference's evaluation) as a task on the executor session
-    (bench.run.executors); returns (reference evaluation, records in suite order)."""
-    from bench.run.executors import Fanout, quiet_context
+    (bench.executors); returns (reference evaluation, records in suite order)."""
+    from bench.executors.tasks import Fanout, quiet_context
 
     fanout = Fanout(quiet_context(ctx), runs, out, progress)
     fanout.read_stored(store)

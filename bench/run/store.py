@@ -17,7 +17,7 @@ done marker, or in `code.json` of a work folder, for `verify` and `--reuse-stale
 
 A results folder is used by one `run` at a time (`FolderLock`): a second one stops at once
 with one line naming the holder, rather than waiting for a run that may take hours. The
-workers of that run (bench.run.executors) write under its lock; each stage key has a lock
+workers of that run (bench.executors) write under its lock; each stage key has a lock
 of its own (`StageStore.lock`), so two writers of one key compute it once.
 """
 from __future__ import annotations

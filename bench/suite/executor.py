@@ -1,23 +1,38 @@
-"""The suite's `executor:` section: where the runs train and evaluate (bench.run.executors).
+"""The suite's `executor:` section: where the runs train and evaluate (bench.executors).
 
 How a suite is run, not what it computes: no stage key and no result depends on it.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, field_validator
 
 from trainers.config import Strict
 
 
+# what ray.init takes as a cluster's address: "auto", the head's GCS "host:port" (what
+# `ray start --head` prints), or a Ray Client "ray://host:port"
+RAY_ADDRESS = re.compile(r"auto|(ray://)?[^\s:/]+:\d{1,5}")
+
+
 class RaySection(Strict):
-    # None: start a Ray on this machine for this command; "auto" or "ray://head:10001": a cluster
+    # None: start a Ray on this machine for this command; "auto", "head:6379" or
+    # "ray://head:10001": a running cluster (bench.executors.ray_tasks)
     address: str | None = None
     # What a Ray started here declares (None: what Ray detects). num_gpus above the real count
     # declares logical GPUs: scheduling by GPU on a machine without them (tests).
     num_cpus: PositiveInt | None = None
     num_gpus: int | None = Field(None, ge=0)
+
+    @field_validator("address")
+    @classmethod
+    def _a_cluster_address(cls, address):
+        if address is not None and not RAY_ADDRESS.fullmatch(address):
+            raise ValueError(f"{address!r} is not a Ray cluster address: give auto, host:port "
+                             "(the head's, as `ray start --head` prints it) or ray://host:port")
+        return address
 
 
 class SlurmSection(Strict):

@@ -200,7 +200,7 @@ class Suite(Strict):
     scoring: ScoringConfig = ScoringConfig()
     launcher: Literal["inprocess", "accelerate"] = "inprocess"
     accelerate: AccelerateSection = AccelerateSection()
-    executor: ExecutorSection = ExecutorSection()     # where the runs train and evaluate (bench.run.executors)
+    executor: ExecutorSection = ExecutorSection()     # where the runs train and evaluate (bench.executors)
     # false: a run's trained weights are deleted once its evaluation is stored (a 0.5B suite
     # writes 21 x ~1 GB); a rerun then reuses the evaluation instead of retraining.
     keep_checkpoints: bool = True

@@ -11,24 +11,31 @@ run is reported failed, and the next `run` resumes it from its saved state.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pickle
+import socket
 from collections import deque
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.run.executors import Fanout, pin_threads
+from bench.executors.tasks import Fanout, pin_threads
 
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 120
+REACH_SECONDS = 10       # a cluster's head answers a TCP connection at once; ray.init would retry for minutes
+PLACES_FILE = "ray_tasks.jsonl"   # under <out>/logs: which node ran which task
 
 
 def _ray_task(function, task, payload: bytes, out: str, threads: int):
+    """(the node that ran it, the task's result): the parent logs where each task ran."""
     pin_threads(threads)          # GPUs: Ray has set CUDA_VISIBLE_DEVICES to this task's own
+    import ray
+
     from bench.run.progress import quiet_library_noise
 
     quiet_library_noise()
-    return function(task, pickle.loads(payload), out)   # unpickled after pinning
+    return ray.get_runtime_context().get_node_id(), function(task, pickle.loads(payload), out)   # unpickled after pinning
 
 
 def _package_root() -> str:
@@ -37,9 +44,41 @@ def _package_root() -> str:
     return str(Path(bench.__file__).resolve().parent.parent)
 
 
+def _head(address: str) -> tuple[str, int] | None:
+    """(host, port) of the head an address names: "host:port", "ray://host:port", or "auto"
+    resolved as Ray resolves it (RAY_ADDRESS, else the last `ray start` here); None when Ray
+    cannot say (ray.init then reports it)."""
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            address = canonicalize_bootstrap_address("auto") or ""
+        except Exception:  # noqa: BLE001 - a private helper: without it ray.init reports what is missing
+            return None
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    return (host, int(port)) if host and port.isdigit() else None
+
+
+def _check_reachable(address: str) -> None:
+    """One line when nothing answers at the cluster's address: ray.init would otherwise retry for
+    minutes, printing its C++ warnings (seen: over 5 minutes for an address with no head)."""
+    head = _head(address)
+    if head is None:
+        return
+    try:
+        socket.create_connection(head, timeout=REACH_SECONDS).close()
+    except OSError as err:
+        why = "no answer in %d s" % REACH_SECONDS if isinstance(err, socket.timeout) else (err.strerror or str(err))
+        raise BenchError(f"executor.ray.address: no Ray cluster answers at {head[0]}:{head[1]} ({why}); "
+                         "start one with `ray start --head`, or leave the address out to start Ray for "
+                         "this command") from None
+
+
 def _start(ray, config) -> bool:
     """Connect to the cluster, or start a local Ray; True when this command started it."""
     section = config.ray
+    if section.address is not None:
+        _check_reachable(section.address)
     # The workers import this checkout (a local Ray) or the installed package (a cluster).
     path = os.pathsep.join(p for p in (_package_root(), os.environ.get("PYTHONPATH", "")) if p)
     options = dict(include_dashboard=False, log_to_driver=False, logging_level="error",
@@ -51,7 +90,7 @@ def _start(ray, config) -> bool:
         options["runtime_env"]["env_vars"].pop("PYTHONPATH")
         ray.init(address=section.address, **options)
         return False
-    except (ConnectionError, RuntimeError, ValueError) as err:
+    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as err:   # RayError: a token refused
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise BenchError(f"executor.ray: could not start or reach Ray "
                          f"(address {section.address or 'local'}): {first}") from None
@@ -100,6 +139,11 @@ class RaySession:
         return False
 
 
+def session(config, out, note, *, tasks: int) -> RaySession:
+    """The registry's opener (bench.executors): Ray places the tasks, whatever their number."""
+    return RaySession(config, note)
+
+
 def run_ray(fanout: Fanout, config) -> None:
     with RaySession(config, fanout.progress.note) as session:
         session.run(fanout)
@@ -118,6 +162,16 @@ def _fits(ray, config) -> tuple[int, int]:
     return gpus, threads
 
 
+def _note_place(out: Path, batch, task, node: str) -> None:
+    """One line of <out>/logs/ray_tasks.jsonl: which node ran this task (several nodes: the
+    record that the cluster was used, and where to look for a task's Ray logs). Written by the
+    parent alone: the nodes need not write to one file at once."""
+    logs = Path(out) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / PLACES_FILE, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"batch": batch.key, "task": task.name, "node": node}) + "\n")
+
+
 def _fan_out(ray, batch, config, gpus: int, threads: int) -> None:
     remote = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(_ray_task)
     ctx = ray.put(batch.payload())     # sent to the object store once, not once per task
@@ -132,9 +186,12 @@ def _fan_out(ray, batch, config, gpus: int, threads: int) -> None:
             for ref in done:
                 task = inflight.pop(ref)
                 try:
-                    batch.finished(task, ray.get(ref))
+                    node, result = ray.get(ref)
                 except ray.exceptions.RayError as err:
                     batch.failed(task, _reason(err))
+                    continue
+                _note_place(batch.out, batch, task, node)
+                batch.finished(task, result)
     except BaseException:
         _stop(ray, inflight)
         raise

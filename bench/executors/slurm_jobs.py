@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.run.executors import Fanout, pin_threads
+from bench.executors.tasks import Fanout, pin_threads
 
 POLL_SECONDS = 2.0
 
@@ -69,7 +69,7 @@ def check_gpus(config) -> None:
     if not gpus:
         return
     if section.cluster != "slurm":   # submitit's local executor: this machine's GPUs
-        from bench.run.local_workers import visible_gpus
+        from bench.executors.local_workers import visible_gpus
 
         have, where = len(visible_gpus()), "this machine has (executor.slurm.cluster: local)"
     else:
@@ -117,6 +117,11 @@ class SlurmSession:
 
     def __exit__(self, kind, value, tb):
         return False
+
+
+def session(config, out, note, *, tasks: int) -> SlurmSession:
+    """The registry's opener (bench.executors): one job array per batch, whatever its size."""
+    return SlurmSession(config, note)
 
 
 def run_slurm(fanout: Fanout, config, note=None) -> None:

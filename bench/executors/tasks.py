@@ -1,22 +1,7 @@
-"""Executors: where a suite's runs train and evaluate, once the shared stages are done.
-
-- `inprocess`: one after another in this process.
-- `local`: N worker processes on this machine, each pinned to its own GPUs
-  (CUDA_VISIBLE_DEVICES) or to its own CPU threads, so two workers on two cores do not
-  oversubscribe them.
-- `ray`: each run a Ray task asking for `gpus_per_run` GPUs, on a cluster
-  (`executor.ray.address`) or on a local Ray this command starts.
-- `slurm`: each run a Slurm job through submitit (optional extra `prefbench[slurm]`).
-
-The parent computes the shared stages (data, reference SFT, reward model, reference
-log-probs) before the fan-out and keeps the results folder's lock; the two that need only the
-SFT reference, not each other, run side by side as tasks on the executor
-(bench.run.shared_stages). The executor is opened once per command (a pool of local workers,
-a Ray, a Slurm session), before the shared stages, and given both batches. Every executor then runs
-the same `run_task` on the same SuiteContext: a task writes its stages into the shared
-results folder through the stage store (a lock per stage key, atomic renames) and returns
-its record, so the results do not depend on the executor. The reference's evaluation is one
-more task, run beside the first runs.
+"""What every executor shares: a task (one run's train and evaluate, or the reference's
+evaluation), its result, the batch of a suite's runs (Fanout), and what a worker does before
+its first task (pin_threads). The executors themselves: this package's other modules
+(bench.executors, the registry).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What every local CPU worker needs before its first task, done once per command.
 
 The local executor forks its CPU workers from a multiprocessing forkserver that imports this
-module first (bench.run.local_workers). Its import does what each worker's first task
+module first (bench.executors.local_workers). Its import does what each worker's first task
 otherwise paid on its own, twice over on a 2-core machine: ~6 s of imports (torch,
 transformers' model and generation code, lm-eval's evaluator, the harness's stages) and
 lm-eval's environment record (torch's `collect_env`, which starts subprocesses). The workers
@@ -104,7 +104,7 @@ def _import_and_record() -> None:
     record = threading.Thread(target=_environment_info, name="lm-eval-environment-record")
     record.start()
     import bench.evaluation.evaluate  # noqa: F401  generation, scorers, lm-eval's model adapter
-    import bench.run.executors  # noqa: F401
+    import bench.executors.tasks  # noqa: F401
     import bench.run.one_run  # noqa: F401
     import bench.run.pipeline  # noqa: F401
     import bench.run.shared_stages  # noqa: F401

@@ -11,7 +11,7 @@ run in their own session, so Ctrl-C reaches the parent only, which stops each wo
 (SIGINT: a training saves its state) and waits for it; nothing finished is lost.
 
 CPU workers (no GPU visible) are forked from a multiprocessing forkserver that has imported
-the stack every task needs (bench.run.worker_warmup): the imports are paid once per command,
+the stack every task needs (bench.executors.worker_warmup): the imports are paid once per command,
 beside the parent's own start, instead of once per worker after it. Workers pinned to GPUs
 are spawned (a fresh interpreter each): a process that has imported torch must not hand a
 CUDA state, or a CUDA_VISIBLE_DEVICES read too early, to its forks.
@@ -28,7 +28,7 @@ import signal
 from collections import deque
 
 from bench.errors import BenchError
-from bench.run.executors import Fanout, describe_death, pin_threads, wait_or_kill
+from bench.executors.tasks import Fanout, describe_death, pin_threads, wait_or_kill
 
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 120      # a stopping training finishes its step and saves its state
@@ -65,7 +65,7 @@ def plan(config, gpus: list[str] | None = None, cores: int | None = None):
     return workers, threads, devices
 
 
-WARMUP_MODULE = "bench.run.worker_warmup"
+WARMUP_MODULE = "bench.executors.worker_warmup"
 
 
 @contextlib.contextmanager
@@ -109,7 +109,7 @@ def stop_forkserver() -> None:
     copy of the parent's liveness pipe, and reads the request only after its imports; a worker
     left over (its start cut short by Ctrl-C) or a check that failed during the warm-up would
     hold this command for ever or for seconds. It holds nothing worth a clean exit, and every
-    process it forked dies with it (bench.run.worker_warmup sets their parent-death signal)."""
+    process it forked dies with it (bench.executors.worker_warmup sets their parent-death signal)."""
     server = multiprocessing.forkserver._forkserver   # noqa: SLF001 - no public way to stop it
     pid = getattr(server, "_forkserver_pid", None)
     if pid is None:
@@ -162,7 +162,7 @@ def _worker(slot: int, threads: int, devices, out: str, tasks, events, command: 
             except queue_lib.Empty:
                 # The command ended: no one to report to. Watched by pid, not as the parent: a
                 # forked worker's parent is the forkserver (on Linux it dies with that anyway:
-                # bench.run.worker_warmup); this is what ends a spawned one, or one elsewhere.
+                # bench.executors.worker_warmup); this is what ends a spawned one, or one elsewhere.
                 if not _command_alive(command):
                     return
                 continue
@@ -240,7 +240,7 @@ class LocalPool:
                      self.out, self.events)
 
     def run(self, batch) -> None:
-        """Every task of `batch` (bench.run.executors.Fanout or SharedStages) on the workers,
+        """Every task of `batch` (bench.executors.tasks.Fanout or SharedStages) on the workers,
         each handed to a ready, idle worker; results and failures go to `batch`."""
         self.start_workers()
         slots = self.slots
@@ -315,6 +315,11 @@ class LocalPool:
             _stop(self.slots)
         stop_forkserver()
         return False
+
+
+def session(config, out, note, *, tasks: int) -> LocalPool:
+    """The registry's opener (bench.executors): no more workers than tasks."""
+    return LocalPool(config, out, note, most=tasks)
 
 
 def run_local(fanout: Fanout, config) -> None:
