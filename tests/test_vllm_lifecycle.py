@@ -8,6 +8,7 @@ stages finished before the signal are not computed again.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -64,6 +65,13 @@ class Run:
         self._reader.join(10)
         return rc
 
+    def kill(self) -> None:
+        """A failed check leaves no run behind: its whole session is killed."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+
     def text(self, start: int = 0) -> str:
         return self.output[start:].decode(errors="replace")
 
@@ -91,17 +99,25 @@ def done_stages(out: Path) -> dict:
     done = {f"{p.parent.parent.name}/{p.parent.name}": p.stat().st_mtime_ns for p in stages.glob("*/*/STAGE_DONE.json")}
     for manifest in stages.glob(TRAINED):
         folder = manifest.parent.parent
-        done[f"train/{folder.name}"] = (manifest.stat().st_mtime_ns, (manifest.parent / "model.safetensors").stat().st_mtime_ns)
+        weights = manifest.parent / "model.safetensors"
+        done[f"train/{folder.name}"] = (manifest.stat().st_mtime_ns, weights.stat().st_mtime_ns)
     return done
 
 
-def interrupt_while_generating(out: Path, how: str) -> dict[str, int]:
+def interrupt_while_generating(out: Path, how: str) -> dict:
     """Run until the trained policy's generation through the engine has begun, send the
     signal, check the exit; returns the stages that were finished at the signal."""
-    import psutil
-
     mark = uuid.uuid4().hex
     run = Run(out, mark)
+    try:
+        return _interrupt(run, out, how, mark)
+    finally:
+        run.kill()
+
+
+def _interrupt(run: Run, out: Path, how: str, mark: str) -> dict:
+    import psutil
+
     # the reference is evaluated before training: the training's end, then the next bar is
     # the trained policy's generation (an engine swap, or a fresh engine after a restart)
     run.wait_for(lambda: any((out / "stages").glob(TRAINED)))
@@ -126,9 +142,18 @@ def interrupt_while_generating(out: Path, how: str) -> dict[str, int]:
     lines = [line for line in re.split(r"[\r\n]+", after) if line.strip() and not NOISE.match(line)]
     assert lines == ["stopped: interrupted; finished stages are kept; run the same command again to go on"], lines
     time.sleep(0.5)   # a child on its way out
-    alive = [p.pid for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]   # not waited for: gone
+    alive = [p.pid for p in tree if _alive(p)]
     assert alive == [] and marked_processes(mark) == [], (alive, marked_processes(mark))
     return finished
+
+
+def _alive(proc) -> bool:
+    import psutil
+
+    try:   # a zombie is dead (its parent, gone now, did not wait for it)
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_interrupted_run_leaves_no_engine_and_resumes(tmp_path):
@@ -140,7 +165,10 @@ def test_interrupted_run_leaves_no_engine_and_resumes(tmp_path):
     assert {k: second[k] for k in first} == first        # the rerun computed none of them again
     mark = uuid.uuid4().hex
     last = Run(out, mark)
-    assert last.finish(600) == 0, last.text()[-3000:]
+    try:
+        assert last.finish(600) == 0, last.text()[-3000:]
+    finally:
+        last.kill()
     third = done_stages(out)
     assert {k: third[k] for k in second} == second
     new = set(third) - set(second)
