@@ -68,7 +68,9 @@ def test_twin_suite_with_vllm_equals_hf(tmp_path, twin_128, hh_sample_path):
     """One folder, vllm first: the hf run reuses the data, SFT, reference log-probs and DPO
     training (their keys do not hold the backend; only the evaluate stage's does), so both
     backends evaluate the very same checkpoints. Every evaluated policy's greedy generations are
-    token-identical and every results.csv value (reward model, KL, drift, length, train, both
+    equal: text, token count and finish reason per prompt (the records keep no token ids; both
+    backends decode the ids with one call, so equal texts of equal length are the same tokens
+    up to a tokenizer's ambiguous spellings of one string), and every results.csv value (reward model, KL, drift, length, train, both
     lm-eval tasks; the twin has no judge) is equal."""
     from bench.evaluation.generation.vllm_backend import on_cpu
 
