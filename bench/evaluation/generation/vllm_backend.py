@@ -160,7 +160,7 @@ class VLLMGenerator:
             raise BenchError(f"generation.backend vllm: the engine failed while generating for {self.model_path} "
                              f"({type(err).__name__}: {first_line(err)}); finished stages are kept, a rerun "
                              f"resumes here") from None
-        return [record for (pid, _), out in zip(prompts, outputs) for record in records_of(pid, out)]
+        return [record for (pid, _), out in zip(prompts, outputs) for record in records_of(pid, out, tokenizer)]
 
     def close(self) -> None:
         """Done with this policy: a reused (CPU) engine stays for the next one, else it is shut down."""
@@ -436,9 +436,21 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0][:300] if text else "no message"
 
 
-def records_of(prompt_id: str, request_output) -> list[Generation]:
-    """`Generation` records of one vLLM `RequestOutput`, one per completion, by index."""
-    completions = sorted(request_output.outputs, key=lambda c: c.index)
-    return [Generation(prompt_id=prompt_id, sample_index=c.index, text=c.text, num_tokens=len(c.token_ids),
-                       finish_reason="stop" if c.finish_reason == "stop" else "length")
-            for c in completions]
+def records_of(prompt_id: str, request_output, tokenizer) -> list[Generation]:
+    """`Generation` records of one vLLM `RequestOutput`, one per completion, by index.
+
+    The text is decoded from the completion's token ids by the hf backend's call
+    (`decode(..., skip_special_tokens=True)` of the tokens before EOS), not taken from vLLM's
+    `text`: vLLM's incremental detokenizer holds back a trailing incomplete UTF-8 sequence, so a
+    byte-level BPE reply cut by max_tokens inside a character lost its final U+FFFD there and
+    kept it in the hf backend (the twin suite at head size 32: 5 of 16 texts differed with
+    every token equal). Decoded here, equal tokens give equal texts in both backends."""
+    records = []
+    for c in sorted(request_output.outputs, key=lambda c: c.index):
+        stop = c.finish_reason == "stop"
+        # a stop on EOS leaves the EOS as the last token id (counted in num_tokens, as hf counts it)
+        tokens = list(c.token_ids[:-1] if stop and c.stop_reason is None else c.token_ids)
+        records.append(Generation(prompt_id=prompt_id, sample_index=c.index,
+                                  text=tokenizer.decode(tokens, skip_special_tokens=True),
+                                  num_tokens=len(c.token_ids), finish_reason="stop" if stop else "length"))
+    return records
