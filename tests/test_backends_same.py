@@ -191,6 +191,7 @@ def fake_vllm(monkeypatch):
     class Completion:
         def __init__(self, ids):
             self.index, self.text, self.token_ids, self.finish_reason = 0, "ok", ids, "stop"
+            self.stop_reason = None        # vLLM's CompletionOutput: None when EOS stopped it
 
     class LLM:
         def __init__(self, **kwargs):
@@ -301,12 +302,22 @@ def test_trained_policy_is_released_after_training(monkeypatch, tmp_path, tiny_m
     from trainers.objectives import build_objective
     from trainers.trainer import train
 
-    released = []
+    import weakref
+
+    import trainers.trainer as trainer_module
+
+    # Freed when train returns: by reference counting on the CPU, or by the trainer's own
+    # collection (always on a GPU, where the cache is emptied too: tests/test_trainer.py).
+    released, loaded = [], []
+    real_load = trainer_module.load_model
+    monkeypatch.setattr(trainer_module, "load_model",
+                        lambda *a, **k: (lambda m: (loaded.append(weakref.ref(m)), m)[1])(real_load(*a, **k)))
     monkeypatch.setattr(devices, "release_memory", lambda: released.append(True))
     train(model_path=tiny_model_dir, objective=build_objective([{"name": "nll", "weight": 1.0}]),
           train_data=tokenized_pairs(char_tokenizer, n=4), config=small_config(max_steps=1), out_dir=tmp_path,
           progress=False)
-    assert released
+    assert loaded and all(ref() is None for ref in loaded)
+    assert bool(released) == torch.cuda.is_available()
 
 
 # The real engine's parity with hf: tests/test_vllm.py (marker vllm).
