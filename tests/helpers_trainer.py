@@ -40,3 +40,27 @@ def load_params(checkpoint_dir):
 
     (weights,) = list(__import__("pathlib").Path(checkpoint_dir).glob("*.safetensors"))
     return load_file(str(weights))
+
+
+def watch_trained_models(monkeypatch, cycle: bool = False):
+    """Weak references to every model `train` loads (and, with `cycle`, each made to sit in a
+    reference cycle), and a record of every full collection the trainer asks for."""
+    import weakref
+
+    import trainers.trainer as trainer_module
+    from trainers import devices
+
+    loaded, collections = [], []
+    real_load = trainer_module.load_model
+
+    def load(*args, **kwargs):
+        model = real_load(*args, **kwargs)
+        if cycle:
+            model.__dict__["_self_reference"] = model      # not a submodule: a plain attribute
+        loaded.append(weakref.ref(model))
+        return model
+
+    real_release = devices.release_memory
+    monkeypatch.setattr(trainer_module, "load_model", load)
+    monkeypatch.setattr(devices, "release_memory", lambda: (collections.append(1), real_release())[1])
+    return loaded, collections

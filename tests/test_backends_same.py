@@ -297,22 +297,13 @@ def test_evaluation_frees_memory_before_the_engine_and_closes_it(monkeypatch, tm
 
 
 def test_trained_policy_is_released_after_training(monkeypatch, tmp_path, tiny_model_dir, char_tokenizer):
-    from trainers import devices
-    from tests.helpers_trainer import small_config, tokenized_pairs
+    from tests.helpers_trainer import small_config, tokenized_pairs, watch_trained_models
     from trainers.objectives import build_objective
     from trainers.trainer import train
 
-    import weakref
-
-    import trainers.trainer as trainer_module
-
     # Freed when train returns: by reference counting on the CPU, or by the trainer's own
     # collection (always on a GPU, where the cache is emptied too: tests/test_trainer.py).
-    released, loaded = [], []
-    real_load = trainer_module.load_model
-    monkeypatch.setattr(trainer_module, "load_model",
-                        lambda *a, **k: (lambda m: (loaded.append(weakref.ref(m)), m)[1])(real_load(*a, **k)))
-    monkeypatch.setattr(devices, "release_memory", lambda: released.append(True))
+    loaded, released = watch_trained_models(monkeypatch)
     train(model_path=tiny_model_dir, objective=build_objective([{"name": "nll", "weight": 1.0}]),
           train_data=tokenized_pairs(char_tokenizer, n=4), config=small_config(max_steps=1), out_dir=tmp_path,
           progress=False)

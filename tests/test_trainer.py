@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench.errors import BenchError
-from tests.helpers_trainer import load_params, small_config, tokenized_pairs
+from tests.helpers_trainer import load_params, small_config, tokenized_pairs, watch_trained_models
 from trainers.trainer import train
 
 import trainers.objectives as objectives
@@ -268,37 +268,13 @@ def test_sigint_saves_state_and_says_how_to_resume(tmp_path, tiny_model_dir, dat
         torch.testing.assert_close(v, load_params(resumed.checkpoint)[k], atol=0, rtol=0)
 
 
-def _watch_model(monkeypatch, cycle: bool):
-    """Weak references to every model `train` loads (and, with `cycle`, each made to sit in a
-    reference cycle), and a record of every full collection the trainer asks for."""
-    import weakref
-
-    import trainers.trainer as trainer_module
-    from trainers import devices
-
-    loaded, collections = [], []
-    real_load = trainer_module.load_model
-
-    def load(*args, **kwargs):
-        model = real_load(*args, **kwargs)
-        if cycle:
-            model.__dict__["_self_reference"] = model      # not a submodule: a plain attribute
-        loaded.append(weakref.ref(model))
-        return model
-
-    real_release = devices.release_memory
-    monkeypatch.setattr(trainer_module, "load_model", load)
-    monkeypatch.setattr(devices, "release_memory", lambda: (collections.append(1), real_release())[1])
-    return loaded, collections
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the trainer always collects and empties the cache")
 def test_trained_model_is_freed_with_no_full_collection_on_the_cpu(tmp_path, tiny_model_dir, data, monkeypatch):
     # A full gc.collect scans every object of the process (~0.2 s in a process that imported
     # transformers): the trainer skips it when reference counting already freed the model.
     import gc
 
-    loaded, collections = _watch_model(monkeypatch, cycle=False)
+    loaded, collections = watch_trained_models(monkeypatch, cycle=False)
     gc.disable()            # no automatic collection may free the model in our place
     try:
         assert _run(tmp_path, "plain", tiny_model_dir, data, max_steps=1).status == "ok"
@@ -311,7 +287,7 @@ def test_trained_model_is_freed_with_no_full_collection_on_the_cpu(tmp_path, tin
 def test_a_model_in_a_reference_cycle_is_collected_before_train_returns(tmp_path, tiny_model_dir, data, monkeypatch):
     import gc
 
-    loaded, collections = _watch_model(monkeypatch, cycle=True)
+    loaded, collections = watch_trained_models(monkeypatch, cycle=True)
     gc.disable()
     try:
         assert _run(tmp_path, "cycle", tiny_model_dir, data, max_steps=1).status == "ok"
