@@ -216,7 +216,7 @@ def test_stage_judges_policies_and_stops_alone(serve, tmp_path):
     ref = _eval_dir(tmp_path, "ref", [5, 5, 5, 5, 5, 5])
     longer, shorter = _eval_dir(tmp_path, "pol1", [9, 9, 9, 1, 9, 9]), _eval_dir(tmp_path, "pol2", [1, 1, 1, 1, 9, 1])
     ctx = SimpleNamespace(judge=config(server, max_retries=0, max_concurrency=1), eval_pairs=[_Pair(i) for i in range(6)],
-                          tokenizer=None)
+                          tokenizer=None, judge_code="original")
     client = JudgeClient(ctx.judge, key="EMPTY", backoff_s=0.01)
     result = judge_policies(ctx, store, ref, [longer, shorter], client=client)
     assert list(result.stage_dirs) == [longer] and "1 of 2 policies not judged" in result.failure

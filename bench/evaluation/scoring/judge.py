@@ -339,7 +339,7 @@ def judge_policies(ctx, store, reference_eval: Path, policy_evals: list[Path], *
         todo, outcome_ = [], JudgeOutcome(stage_dirs={})
         for policy_eval in policy_evals:
             key = content_hash("judge", Path(policy_eval).name, Path(reference_eval).name, fingerprint,
-                               getattr(ctx, "judge_code", None))   # the judge's own code: not in the evaluations' keys
+                               ctx.judge_code)   # the judge's own code: not in the evaluations' keys
             if store.is_done("judge", key):
                 outcome_.stage_dirs[policy_eval] = store.run("judge", key, None)
                 continue
