@@ -59,14 +59,16 @@ WARM_MODULES = ("lm_eval.evaluator", "transformers.modeling_utils", "bench.evalu
 
 def warm_state(task, ctx: dict, out: str) -> TaskResult:
     """What a worker holds when its task begins: the warm-up's modules and lm-eval's
-    environment record (bench.executors.worker_warmup), and the PREFBENCH_TEST_PROBE it sees."""
+    environment record (bench.executors.worker_warmup), those of the context's `backend_modules`
+    it has imported, and the PREFBENCH_TEST_PROBE it sees."""
     import sys
 
     recorded = False
     if "bench.evaluation.scoring.lm_eval_scorer" in sys.modules:
         recorded = sys.modules["bench.evaluation.scoring.lm_eval_scorer"]._environment_info.cache_info().currsize == 1
     seen = dict(modules=[m for m in WARM_MODULES if m in sys.modules], recorded=recorded,
-                probe=os.environ.get("PREFBENCH_TEST_PROBE"), pid=os.getpid())
+                probe=os.environ.get("PREFBENCH_TEST_PROBE"), pid=os.getpid(),
+                backend_modules=[m for m in ctx.get("backend_modules", ()) if m in sys.modules])
     record = PolicyRecord(run_id=task.run.run_id, label=task.run.label, objective="x", params="{}", seed=0,
                           train_summary=seen)
     return TaskResult(index=task.index, record=record)

@@ -92,6 +92,28 @@ def test_cpu_workers_begin_warm_and_each_command_gets_a_fresh_forkserver(tmp_pat
         assert {s["probe"] for s in seen} == {probe}, seen
 
 
+def test_the_forkserver_alone_learns_the_suites_generation_backend():
+    """start_early hands the suite's generation backend to the forkserver's warm-up (which imports
+    the backend's `worker_imports`: vLLM's engine modules; tests/test_vllm.py checks a worker
+    holds them) through the forkserver's environment, and leaves this process's as it was."""
+    import multiprocessing.forkserver
+
+    from bench.executors import local_workers
+
+    name = local_workers.WARMUP_BACKEND_ENV
+    assert name not in os.environ
+    local_workers.start_early(config(workers=1, cpus_per_run=1), "vllm")
+    try:
+        pid = multiprocessing.forkserver._forkserver._forkserver_pid
+        environ = dict(item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item)
+        assert environ.get(name) == "vllm"
+        assert name not in os.environ
+    finally:
+        local_workers.stop_forkserver()
+    # the name the warm-up reads (read from its source: importing it would warm this process up)
+    assert f'BACKEND_ENV = "{name}"' in (REPO / "bench" / "executors" / "worker_warmup.py").read_text()
+
+
 def test_the_forkserver_is_stopped_at_once_while_it_imports_or_when_a_worker_is_left(tmp_path):
     """A check failing (or Ctrl-C) while the forkserver still imports must not wait for its
     imports; a worker left out of the pool must not hold the command's end: the forkserver is

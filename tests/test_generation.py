@@ -170,6 +170,21 @@ def test_vllm_record_of_a_reply_cut_inside_a_character_is_hfs():
     assert record.text == tok.decode(ids[:4], skip_special_tokens=True) == "caf\ufffd"
 
 
+def test_vllm_token_ranks_counted_eagerly_equal_the_plain_count():
+    """The eager stand-in for vLLM's compiled rank count (bench.evaluation.generation.vllm_backend.
+    count_at_least): per row, how many logprobs are >= the token's own, ties counted, in row
+    chunks when the rows are many (here 7 rows, 1 and 3 at a time)."""
+    from bench.evaluation.generation.vllm_backend import count_at_least
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 50, generator=gen).round(decimals=1)   # rounded: ties occur
+    values = x.gather(-1, torch.randint(0, 50, (7, 1), generator=gen))
+    expected = torch.tensor([int((row >= v).sum()) for row, v in zip(x, values)])
+    for chunk in (64 << 20, 50, 150):
+        assert torch.equal(count_at_least(x, values, chunk_elements=chunk), expected), chunk
+    assert count_at_least(torch.zeros(0, 3), torch.zeros(0, 1)).shape == (0,)
+
+
 def test_vllm_backend_matches_hf_greedy(tiny_model_dir):
     pytest.importorskip("vllm", reason="vLLM is not installed (CUDA-only); the vllm backend is tested where it is")
     if not torch.cuda.is_available():

@@ -171,3 +171,42 @@ def test_suite_with_vllm_equals_hf(tmp_path):
     assert (tables["hf"]["metric"] == "accuracy").loc[tables["hf"]["scorer"] == "gold"].any()
     assert tables["hf"]["scorer"].str.startswith("lm_eval").any()
     pd.testing.assert_frame_equal(tables["hf"][keys + ["value"]], tables["vllm"][keys + ["value"]])
+
+
+def test_lm_eval_through_the_engine_compiles_nothing_and_scores_as_hf(policies):
+    """lm-eval's loglikelihood requests ask vLLM for prompt logprobs, whose ranks vLLM counts
+    with a torch.compile'd function: compiled on each process's first request (2.2 s here,
+    against ~1 s for a policy's 800 requests) unless the backend counts them eagerly
+    (vllm_backend.eager_token_ranks). No graph is compiled, and the scores are the hf backend's."""
+    from torch._dynamo.utils import counters
+
+    from bench.evaluation.scoring.lm_eval_scorer import evaluate
+
+    args = dict(include_path=REPO / "suites" / "tasks", limit=12, batch_size=8)
+    graphs = counters["stats"]["unique_graphs"]
+    scored = {backend: evaluate(policies[0], ["arith_qa"], backend=backend, **args) for backend in ("vllm", "hf")}
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert [(r["metric"], r["value"]) for r in scored["vllm"]] == [(r["metric"], r["value"]) for r in scored["hf"]]
+
+
+def test_local_workers_start_with_vllms_engine_modules(tmp_path, monkeypatch):
+    """A suite generating with vllm: its local CPU workers are forked from a forkserver that
+    imported vLLM's engine modules (vllm_backend.WORKER_IMPORTS, 3.8 s of a first engine's
+    5.3 s start per worker here); with hf they are not imported at all."""
+    from bench.evaluation.generation.vllm_backend import WORKER_IMPORTS
+    from bench.executors import local_workers
+    from tests.helpers_executors import config, fanout, outcome, warm_state
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    seen = {}
+    for backend in ("vllm", "hf"):
+        local_workers.start_early(config(workers=1, cpus_per_run=1), backend)
+        try:
+            fan = fanout({"backend_modules": WORKER_IMPORTS}, ["a"], tmp_path, function=warm_state,
+                         with_reference=False)
+            local_workers.run_local(fan, config(workers=1, cpus_per_run=1))
+        finally:
+            local_workers.stop_forkserver()
+        (record,) = outcome(fan)[0].values()
+        seen[backend] = record.train_summary["backend_modules"]
+    assert seen == {"vllm": list(WORKER_IMPORTS), "hf": []}

@@ -66,6 +66,8 @@ def plan(config, gpus: list[str] | None = None, cores: int | None = None):
 
 
 WARMUP_MODULE = "bench.executors.worker_warmup"
+# worker_warmup.BACKEND_ENV (not imported from there: importing that module warms a forkserver up)
+WARMUP_BACKEND_ENV = "PREFBENCH_WORKER_BACKEND"
 
 
 @contextlib.contextmanager
@@ -89,16 +91,26 @@ def _context(devices):
     return multiprocessing.get_context("spawn")
 
 
-def start_early(config) -> None:
+def start_early(config, backend: str | None = None) -> None:
     """Start the local executor's forkserver now, unless GPUs per run are asked for: its
     imports (~7 s here) then overlap the parent's own (torch's too: whether a GPU is visible
     is not known before it) and its shared stages. Where GPU workers are planned after all,
-    LocalPool spawns them and stops it unused; its imports never touch a GPU."""
+    LocalPool spawns them and stops it unused; its imports never touch a GPU. `backend`: the
+    suite's generation backend, whose `worker_imports` it adds (worker_warmup)."""
     if config.kind != "local" or config.gpus_per_run:
         return
     _context(None)
-    with _sigint_blocked():
-        multiprocessing.forkserver.ensure_running()
+    # the forkserver's environment is this process's at its start: the backend goes in for it only
+    saved = os.environ.get(WARMUP_BACKEND_ENV)
+    os.environ[WARMUP_BACKEND_ENV] = backend or ""
+    try:
+        with _sigint_blocked():
+            multiprocessing.forkserver.ensure_running()
+    finally:
+        if saved is None:
+            os.environ.pop(WARMUP_BACKEND_ENV, None)
+        else:
+            os.environ[WARMUP_BACKEND_ENV] = saved
 
 
 def stop_forkserver() -> None:

@@ -113,6 +113,28 @@ def _import_and_record() -> None:
     import transformers.generation  # noqa: F401
     import transformers.modeling_utils  # noqa: F401  the bulk of any architecture's import
     record.join()
+    _import_backend_modules(os.environ.get(BACKEND_ENV))
+
+
+# The suite's generation backend, for the forkserver only (local_workers.start_early sets it).
+BACKEND_ENV = "PREFBENCH_WORKER_BACKEND"
+
+
+def _import_backend_modules(backend: str | None) -> None:
+    """What the suite's generation backend asks its workers to import ahead (its
+    `worker_imports`: vLLM's engine modules, ~4 s per worker otherwise). Each module alone: one
+    that fails to import is left for the worker, which reports it in its own words."""
+    if not backend:
+        return
+    import importlib
+
+    from bench.evaluation.generation.registry import get_backend
+
+    for module in get_backend(backend).cls.worker_imports():
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - the worker imports it again and says what failed
+            return
 
 
 warm_up()

@@ -78,7 +78,7 @@ def run_suite(suite_path, *, overrides=(), out_dir=None, only=(), progress=True,
 
     # The local CPU workers' forkserver starts now, before this process imports torch and the
     # stages' libraries, so that its own imports overlap everything up to the fan-out.
-    local_workers.start_early(suite.executor)
+    local_workers.start_early(suite.executor, suite.generation.backend)
     try:
         if not suite.expanded:
             suite = complete_suite(suite)

