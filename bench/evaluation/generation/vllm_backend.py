@@ -136,10 +136,13 @@ class VLLMGenerator:
 
     def sampling_params(self, config: GenerationConfig, min_new_tokens: int = 0):
         # Explicit neutral values for everything the hf backend also pins (bench.evaluation.generation.hf).
+        # detokenize=False: records_of decodes each completion's token ids itself, so vLLM's
+        # incremental detokenizer (a step per token of every request) would be work thrown away;
+        # the stops are EOS token ids, which need no text.
         return self._vllm.SamplingParams(n=config.n, temperature=config.temperature, top_p=config.top_p,
                                          top_k=-1, min_p=0.0, repetition_penalty=1.0,
                                          max_tokens=config.max_new_tokens, seed=config.seed,
-                                         min_tokens=min_new_tokens)
+                                         min_tokens=min_new_tokens, detokenize=False)
 
     def resolved_params(self, config: GenerationConfig) -> dict:
         params = self.sampling_params(config)
