@@ -57,9 +57,15 @@ def test_the_trainer_and_library_versions_are_in_every_runs_key(monkeypatch):
     change_code(monkeypatch, "trainers/trainer.py", "v2")
     assert code_keys.train_code(run.objective_spec, run.training).digest != first.digest
     monkeypatch.undo()
-    monkeypatch.setattr(versions.importlib.metadata, "version",
-                        lambda name: "9.9" if name == "transformers" else "1.0")
+    fake_distributions(monkeypatch, lambda name: "9.9" if name == "transformers" else "1.0")
     assert code_keys.train_code(run.objective_spec, run.training).digest != first.digest
+
+
+def fake_distributions(monkeypatch, version_of) -> None:
+    """Installed versions as `version_of(distribution name)` says (a PackageNotFoundError: absent)."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(versions.importlib.metadata, "distribution", lambda name: SimpleNamespace(version=version_of(name)))
 
 
 def test_vllms_cpu_build_is_vllm_in_keys_and_provenance(monkeypatch):
@@ -74,7 +80,7 @@ def test_vllms_cpu_build_is_vllm_in_keys_and_provenance(monkeypatch):
             return "0.32.0"
         raise PackageNotFoundError(name)
 
-    monkeypatch.setattr(versions.importlib.metadata, "version", version)
+    fake_distributions(monkeypatch, version)
     assert dict(code_keys.library_versions(["vllm", "peft"])) == {"python": "%d.%d" % sys.version_info[:2],
                                                                    "vllm": "0.32.0", "peft": "absent"}
     assert package_versions(["vllm", "peft"]) == {"vllm": "0.32.0", "peft": "not installed"}
