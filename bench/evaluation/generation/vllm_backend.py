@@ -109,8 +109,7 @@ class VLLMGenerator:
         if on_cpu():
             in_process_engine()
             alias_cpu_distribution()
-            with contextlib.suppress(ImportError):
-                eager_token_ranks()
+            eager_token_ranks()
             with contextlib.suppress(ImportError):   # lm-eval's vllm model refuses by itself without vllm
                 share_engine_with_lm_eval()
             args += ["enforce_eager=True", f"kv_cache_memory_bytes={cpu_kv_bytes_default()}"]
@@ -260,8 +259,12 @@ def eager_token_ranks() -> None:
     call in every process took 2.2 s more than the next ones here, against ~1 s for all 800
     requests. The same integer counts, computed eagerly in row chunks (the chunks bound the
     comparison's temporary to ~64 MiB, which compiling avoided), cost no compile."""
-    from vllm.v1.sample import sampler
-
+    try:
+        from vllm.v1.sample import sampler
+    except ImportError:   # a vLLM whose sampler lives elsewhere: it compiles as it always did
+        return
+    if getattr(sampler, "batched_count_greater_than", None) is None:
+        return
     if getattr(sampler.batched_count_greater_than, "_prefbench_eager", False):
         return
     sampler.batched_count_greater_than = count_at_least
