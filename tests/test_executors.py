@@ -106,12 +106,11 @@ def test_the_forkserver_alone_learns_the_suites_generation_backend():
     try:
         pid = multiprocessing.forkserver._forkserver._forkserver_pid
         environ = dict(item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item)
-        assert environ.get(name) == "vllm"
+        # where an NVIDIA driver is present the forkserver imports no engine (it may touch the GPU)
+        assert environ.get(name) == ("" if Path("/dev/nvidiactl").exists() else "vllm")
         assert name not in os.environ
     finally:
         local_workers.stop_forkserver()
-    # the name the warm-up reads (read from its source: importing it would warm this process up)
-    assert f'BACKEND_ENV = "{name}"' in (REPO / "bench" / "executors" / "worker_warmup.py").read_text()
 
 
 def test_the_forkserver_is_stopped_at_once_while_it_imports_or_when_a_worker_is_left(tmp_path):

@@ -25,7 +25,9 @@ import os
 import pickle
 import queue as queue_lib
 import signal
+import unittest.mock
 from collections import deque
+from pathlib import Path
 
 from bench.errors import BenchError
 from bench.executors.tasks import Fanout, describe_death, pin_threads, wait_or_kill
@@ -66,7 +68,8 @@ def plan(config, gpus: list[str] | None = None, cores: int | None = None):
 
 
 WARMUP_MODULE = "bench.executors.worker_warmup"
-# worker_warmup.BACKEND_ENV (not imported from there: importing that module warms a forkserver up)
+# The suite's generation backend, in the forkserver's environment only (start_early): its warm-up
+# imports what the backend lists in `worker_imports`.
 WARMUP_BACKEND_ENV = "PREFBENCH_WORKER_BACKEND"
 
 
@@ -96,21 +99,16 @@ def start_early(config, backend: str | None = None) -> None:
     imports (~7 s here) then overlap the parent's own (torch's too: whether a GPU is visible
     is not known before it) and its shared stages. Where GPU workers are planned after all,
     LocalPool spawns them and stops it unused; its imports never touch a GPU. `backend`: the
-    suite's generation backend, whose `worker_imports` it adds (worker_warmup)."""
+    suite's generation backend, whose `worker_imports` it adds (worker_warmup), except where an
+    NVIDIA driver is present: an engine's import may detect its platform there, touching the GPU
+    in a process that forks (GPU workers are spawned and import their engine themselves)."""
     if config.kind != "local" or config.gpus_per_run:
         return
     _context(None)
+    warm_backend = "" if Path("/dev/nvidiactl").exists() else (backend or "")
     # the forkserver's environment is this process's at its start: the backend goes in for it only
-    saved = os.environ.get(WARMUP_BACKEND_ENV)
-    os.environ[WARMUP_BACKEND_ENV] = backend or ""
-    try:
-        with _sigint_blocked():
-            multiprocessing.forkserver.ensure_running()
-    finally:
-        if saved is None:
-            os.environ.pop(WARMUP_BACKEND_ENV, None)
-        else:
-            os.environ[WARMUP_BACKEND_ENV] = saved
+    with unittest.mock.patch.dict(os.environ, {WARMUP_BACKEND_ENV: warm_backend}), _sigint_blocked():
+        multiprocessing.forkserver.ensure_running()
 
 
 def stop_forkserver() -> None:

